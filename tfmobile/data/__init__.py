@@ -1,0 +1,42 @@
+"""Datasets and input pipelines.
+
+Convention: every zoo model takes float32 images in [-1, 1] (MobileNet's preprocessing);
+``preprocess`` maps uint8 images to that, resizing and repeating grey to 3 channels as needed.
+"""
+import numpy as np
+
+from tfmobile.data.fashion_mnist import (CLASS_NAMES, DEBIAN_DIR, SUBSET_DIR, ImageData,  # noqa: F401
+                                         load_fashion_mnist, make_subset)
+from tfmobile.errors import UserError
+
+
+def preprocess(images, input_shape):
+    """uint8 images [N,H,W] / [N,H,W,C] -> float32 [N,h,w,c] in [-1, 1] for a model input (h, w, c)."""
+    import tfmobile  # noqa: F401
+    import tensorflow as tf
+
+    x = np.asarray(images)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise UserError(f"images must be [N,H,W] or [N,H,W,C], got shape {x.shape}")
+    h, w, c = input_shape
+    x = tf.convert_to_tensor(x, tf.float32)
+    if x.shape[1] != h or x.shape[2] != w:
+        x = tf.image.resize(x, (h, w), method="bilinear")
+    if x.shape[-1] != c:
+        if x.shape[-1] == 1:
+            x = tf.repeat(x, c, axis=-1)
+        elif c == 1:
+            x = tf.reduce_mean(x, axis=-1, keepdims=True)
+        else:
+            raise UserError(f"cannot map {x.shape[-1]}-channel images to a {c}-channel model input")
+    return (x.numpy() / 127.5 - 1.0).astype(np.float32)
+
+
+def calibration_images(input_shape, n=100, data_dir=None, seed=0):
+    """``n`` real Fashion-MNIST training images preprocessed for ``input_shape`` (calibration/verify)."""
+    data = load_fashion_mnist(data_dir, subset=data_dir is None)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(data.x_train), size=min(n, len(data.x_train)), replace=False)
+    return preprocess(data.x_train[idx], input_shape)

@@ -1,0 +1,2 @@
+"""Importing this module registers every family's spec functions and block builders."""
+from tfmobile.models import mobilenet, shufflenet, squeezenet  # noqa: F401

@@ -1,0 +1,87 @@
+"""Small building blocks shared by every family, written as functions of standard Keras layers.
+
+tfmot wraps layers one at a time and NetAdapt edits them one at a time, so a block is a function
+that composes Conv2D / DepthwiseConv2D / BatchNormalization / ReLU / Add / Multiply / ..., never an
+opaque Layer subclass. The two exceptions are the elementwise activations HardSwish and HardSigmoid:
+Keras has no standard layer for them, and the expression x * relu6(x + 3) / 6 inside one layer is
+what the TFLite converter fuses into a single HARD_SWISH op.
+"""
+import tfmobile  # noqa: F401  (legacy Keras)
+import tensorflow as tf
+import tf_keras as keras
+from tf_keras import layers
+
+BN_EPSILON = 1e-3
+
+
+def make_divisible(value, divisor=8, min_value=None):
+    """Round a channel count to a multiple of ``divisor`` without losing more than 10 %.
+
+    The rule of the MobileNet reference implementations; keeping it identical keeps our
+    alpha-scaled widths equal to keras.applications'.
+    """
+    if min_value is None:
+        min_value = divisor
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < 0.9 * value:
+        new_value += divisor
+    return new_value
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class HardSigmoid(layers.Layer):
+    """relu6(x + 3) / 6: int8-friendly sigmoid (ADD, RELU6, MUL in TFLite)."""
+
+    def call(self, inputs):
+        return tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class HardSwish(layers.Layer):
+    """x * relu6(x + 3) / 6; the converter fuses it into one HARD_SWISH op."""
+
+    def call(self, inputs):
+        return inputs * tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+CUSTOM_OBJECTS = {"HardSigmoid": HardSigmoid, "HardSwish": HardSwish}
+
+
+def activation(x, name, kind):
+    """Apply activation ``kind`` (relu, relu6, hard_swish, hard_sigmoid, sigmoid, None/linear)."""
+    if kind in (None, "linear", "none"):
+        return x
+    if kind == "relu":
+        return layers.ReLU(name=name)(x)
+    if kind == "relu6":
+        return layers.ReLU(6.0, name=name)(x)
+    if kind == "hard_swish":
+        return HardSwish(name=name)(x)
+    if kind == "hard_sigmoid":
+        return HardSigmoid(name=name)(x)
+    if kind in ("sigmoid", "softmax", "tanh"):
+        return layers.Activation(kind, name=name)(x)
+    raise ValueError(f"unknown activation {kind!r}")
+
+
+def conv_bn_act(x, filters, kernel, stride, name, act="relu6", groups=1, use_bias=False,
+                bn_momentum=0.99, padding="same"):
+    """Conv2D -> BatchNorm -> activation, the unit every family is made of."""
+    x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, groups=groups,
+                      use_bias=use_bias, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=bn_momentum, name=f"{name}_bn")(x)
+    return activation(x, f"{name}_{act}", act)
+
+
+def dw_bn_act(x, kernel, stride, name, act="relu6", bn_momentum=0.99, padding="same"):
+    """DepthwiseConv2D -> BatchNorm -> activation."""
+    x = layers.DepthwiseConv2D(kernel, strides=stride, padding=padding, use_bias=False,
+                               name=f"{name}_dw")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=bn_momentum, name=f"{name}_dw_bn")(x)
+    return activation(x, f"{name}_dw_{act}", act)
