@@ -1,0 +1,159 @@
+"""Read a .tflite flatbuffer without running it: operators, tensors, types, quantization.
+
+Uses the schema module that ships with ai-edge-litert (lazy accessors, so buffers are never
+copied). This is what ``tflite_ops`` and the int8 "does any op run in float?" check are built on:
+the answer comes from the tensor types each operator reads and writes, not from op names.
+"""
+from dataclasses import dataclass, field
+
+from tfmobile.errors import UserError
+
+_TYPE_NAMES = None
+_OP_NAMES = None
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+    return schema
+
+
+def type_name(code):
+    global _TYPE_NAMES
+    if _TYPE_NAMES is None:
+        s = _schema()
+        _TYPE_NAMES = {v: k.lower() for k, v in vars(s.TensorType).items() if not k.startswith("_")}
+    return _TYPE_NAMES.get(code, f"type{code}")
+
+
+def op_name(code):
+    global _OP_NAMES
+    if _OP_NAMES is None:
+        s = _schema()
+        _OP_NAMES = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
+    return _OP_NAMES.get(code, f"BUILTIN_{code}")
+
+
+@dataclass
+class TensorInfo:
+    index: int
+    name: str
+    dtype: str
+    shape: list
+    is_constant: bool
+    scales: list = field(default_factory=list)
+    zero_points: list = field(default_factory=list)
+    quantized_dimension: int = 0
+
+
+@dataclass
+class OpInfo:
+    index: int
+    name: str            # builtin name (e.g. CONV_2D) or CUSTOM:<code>
+    custom: bool
+    inputs: list         # tensor indices (-1 = optional input absent)
+    outputs: list
+
+
+@dataclass
+class ModelInfo:
+    tensors: list
+    ops: list
+    inputs: list         # tensor indices of the (first) subgraph's inputs
+    outputs: list
+    num_subgraphs: int
+    size_bytes: int
+
+    def tensor(self, i):
+        return self.tensors[i]
+
+
+def parse(tflite_bytes):
+    """A ModelInfo for the main subgraph of a .tflite flatbuffer; UserError if it is not one."""
+    if not isinstance(tflite_bytes, (bytes, bytearray, memoryview)):
+        raise UserError(f"expected .tflite bytes, got {type(tflite_bytes).__name__}")
+    data = bytes(tflite_bytes)
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise UserError("not a TFLite flatbuffer (missing the TFL3 identifier)")
+    s = _schema()
+    try:
+        model = s.Model.GetRootAs(data, 0)
+        if model.SubgraphsLength() < 1:
+            raise UserError("TFLite model has no subgraph")
+        opcodes = []
+        for i in range(model.OperatorCodesLength()):
+            oc = model.OperatorCodes(i)
+            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+            if code == s.BuiltinOperator.CUSTOM:
+                cc = oc.CustomCode()
+                opcodes.append(("CUSTOM:" + (cc.decode() if cc else "?"), True))
+            else:
+                opcodes.append((op_name(code), False))
+        sg = model.Subgraphs(0)
+        tensors = []
+        for i in range(sg.TensorsLength()):
+            t = sg.Tensors(i)
+            buf = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
+            const = bool(buf is not None and (buf.DataLength() > 0 or buf.Offset() > 1))
+            q = t.Quantization()
+            scales, zps, qdim = [], [], 0
+            if q is not None:
+                scales = [float(q.Scale(j)) for j in range(q.ScaleLength())]
+                zps = [int(q.ZeroPoint(j)) for j in range(q.ZeroPointLength())]
+                qdim = int(q.QuantizedDimension())
+            name = t.Name().decode("utf-8", "replace") if t.Name() else ""
+            tensors.append(TensorInfo(i, name, type_name(t.Type()),
+                                      [int(t.Shape(j)) for j in range(t.ShapeLength())],
+                                      const, scales, zps, qdim))
+        ops = []
+        for i in range(sg.OperatorsLength()):
+            op = sg.Operators(i)
+            name, custom = opcodes[op.OpcodeIndex()]
+            ops.append(OpInfo(i, name, custom,
+                              [int(op.Inputs(j)) for j in range(op.InputsLength())],
+                              [int(op.Outputs(j)) for j in range(op.OutputsLength())]))
+        return ModelInfo(tensors, ops,
+                         [int(sg.Inputs(j)) for j in range(sg.InputsLength())],
+                         [int(sg.Outputs(j)) for j in range(sg.OutputsLength())],
+                         model.SubgraphsLength(), len(data))
+    except UserError:
+        raise
+    except Exception as e:  # corrupt / truncated flatbuffer
+        raise UserError(f"cannot parse TFLite flatbuffer: {type(e).__name__}: {e}") from None
+
+
+FLOAT_TYPES = ("float32", "float16", "float64", "bfloat16")
+
+
+def float_ops(info):
+    """Operators that compute in floating point, as ``"INDEX:OP_NAME"`` strings.
+
+    An operator computes in float when any tensor it reads or writes (weights included) is a float
+    type. QUANTIZE with a float input and DEQUANTIZE with a float output are the I/O conversions of
+    a model with float input/output (``io="float"``) and are not counted when they touch a model
+    input/output; anywhere else they mean a float island inside the graph and are counted.
+    """
+    model_io = set(info.inputs) | set(info.outputs)
+    found = []
+    for op in info.ops:
+        ins = [info.tensors[i] for i in op.inputs if i >= 0]
+        outs = [info.tensors[i] for i in op.outputs if i >= 0]
+        if not any(t.dtype in FLOAT_TYPES for t in ins + outs):
+            continue
+        if op.name == "QUANTIZE" and all(t.index in model_io for t in ins if t.dtype in FLOAT_TYPES):
+            continue
+        if op.name == "DEQUANTIZE" and all(t.index in model_io for t in outs if t.dtype in FLOAT_TYPES):
+            continue
+        found.append(f"{op.index}:{op.name}")
+    return found
+
+
+def io_details(info, which):
+    """[{name, dtype, shape, scale, zero_point}] for the model inputs or outputs."""
+    idx = info.inputs if which == "inputs" else info.outputs
+    out = []
+    for i in idx:
+        t = info.tensors[i]
+        out.append({"name": t.name, "dtype": t.dtype, "shape": t.shape,
+                    "scale": t.scales[0] if len(t.scales) == 1 else (t.scales or None),
+                    "zero_point": t.zero_points[0] if len(t.zero_points) == 1 else (t.zero_points or None)})
+    return out
