@@ -1,0 +1,180 @@
+"""tf.data input pipelines: one dataset choice, a validation split carved from train, augmentation.
+
+    data = load_dataset(data_dir=None)                 # Fashion-MNIST: --data_dir, Debian, subset
+    splits = train_val_split(data, val_fraction=0.1)   # the test set is never used for choices
+    ds = make_dataset(splits.x_train, splits.y_train, (32, 32, 3), batch_size=128, training=True)
+
+Every image goes through the ``tfmobile.data.preprocess`` convention: resize to the model
+resolution (bilinear), grey repeated to 3 channels when the model wants RGB, float32 in [-1, 1].
+Images are resized once (uint8, cached in memory) and augmented per batch: random horizontal flip
+and a random shift (pad by 1/8 of the side with edge-zero, random crop back), which suits
+Fashion-MNIST's centred garments (left/right flips are label-preserving; vertical ones are not).
+"""
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from tfmobile.data.fashion_mnist import ImageData, load_fashion_mnist
+from tfmobile.data.image_dir import load_image_dir, stratified_split
+from tfmobile.errors import UserError
+
+
+@dataclass
+class Splits:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+    class_names: tuple
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+def load_keras_fashion_mnist():
+    """Fashion-MNIST through keras.datasets (downloads; for users with internet)."""
+    import tfmobile  # noqa: F401
+    import tf_keras as keras
+
+    try:
+        (xtr, ytr), (xte, yte) = keras.datasets.fashion_mnist.load_data()
+    except Exception as e:  # network errors come in many types
+        raise UserError(f"keras.datasets.fashion_mnist download failed: {str(e).splitlines()[0]}") from None
+    return ImageData(xtr, ytr.astype(np.int64), xte, yte.astype(np.int64), source="keras.datasets")
+
+
+def load_dataset(data_dir=None, subset=False, image_dir=None, keras_datasets=False,
+                 image_size=(32, 32), channels=3):
+    """The training data as uint8 :class:`ImageData`.
+
+    image_dir: a directory of class subfolders (resized to ``image_size`` when decoded);
+    keras_datasets: Fashion-MNIST via keras.datasets (needs internet); otherwise Fashion-MNIST IDX
+    files from ``data_dir``, else the Debian package, else (or with ``subset``) the shipped subset.
+    A ``data_dir`` that has class subfolders but no IDX files is read as an image directory.
+    """
+    chosen = [bool(image_dir), bool(keras_datasets), bool(data_dir)]
+    if sum(chosen) > 1:
+        raise UserError("choose one data source: data_dir, image_dir or keras_datasets")
+    if image_dir:
+        return load_image_dir(image_dir, size=image_size, channels=channels)
+    if keras_datasets:
+        return load_keras_fashion_mnist()
+    if data_dir and os.path.isdir(data_dir) and not any(
+            n.startswith(("train-images", "t10k-images")) for n in os.listdir(data_dir)):
+        subdirs = [d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d))]
+        if subdirs:
+            return load_image_dir(data_dir, size=image_size, channels=channels)
+    return load_fashion_mnist(data_dir, subset=subset)
+
+
+def train_val_split(data, val_fraction=0.1, seed=0, limit=None):
+    """Carve a stratified validation split out of the training set; the test set is left alone.
+
+    limit: keep only this many training images (stratified; for quick runs and tests).
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise UserError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    x, y = data.x_train, np.asarray(data.y_train)
+    if len(x) == 0:
+        raise UserError(f"no training images in {data.source}")
+    if limit is not None and limit < len(x):
+        if limit < 2 * data.num_classes:
+            raise UserError(f"limit must be at least {2 * data.num_classes} images, got {limit}")
+        _, keep = stratified_split(y, limit / len(x), seed + 7)
+        x, y = x[keep], y[keep]
+    tr, va = stratified_split(y, val_fraction, seed)
+    if len(va) == 0 or len(tr) == 0:
+        raise UserError(f"too few training images ({len(x)}) for a validation split")
+    return Splits(x[tr], y[tr], x[va], y[va], data.x_test, np.asarray(data.y_test), data.source,
+                  tuple(data.class_names))
+
+
+def resize_uint8(images, input_shape):
+    """uint8 [N,H,W(,C)] -> uint8 [N,h,w,c] at the model resolution (bilinear, grey -> RGB)."""
+    import tfmobile  # noqa: F401
+    import tensorflow as tf
+
+    x = np.asarray(images)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise UserError(f"images must be [N,H,W] or [N,H,W,C], got shape {x.shape}")
+    h, w, c = input_shape
+    if x.shape[1:3] != (h, w):
+        out = np.empty((len(x), h, w, x.shape[-1]), np.uint8)
+        for s in range(0, len(x), 4096):  # bounded memory for 60k images at 224x224
+            r = tf.image.resize(tf.convert_to_tensor(x[s:s + 4096], tf.float32), (h, w), method="bilinear")
+            out[s:s + 4096] = np.clip(np.round(r.numpy()), 0, 255).astype(np.uint8)
+        x = out
+    if x.shape[-1] != c:
+        if x.shape[-1] == 1:
+            x = np.repeat(x, c, axis=-1)
+        elif c == 1:
+            x = np.round(x.mean(axis=-1, keepdims=True)).astype(np.uint8)
+        else:
+            raise UserError(f"cannot map {x.shape[-1]}-channel images to a {c}-channel model input")
+    return np.ascontiguousarray(x, np.uint8)
+
+
+def augment_fn(input_shape, seed=None):
+    """Per-image augmentation on uint8/float [h,w,c]: random left-right flip + random shift."""
+    import tfmobile  # noqa: F401
+    import tensorflow as tf
+
+    h, w, c = input_shape
+    ph, pw = max(1, h // 8), max(1, w // 8)
+
+    def fn(img):
+        img = tf.image.random_flip_left_right(img, seed=seed)
+        img = tf.pad(img, [[ph, ph], [pw, pw], [0, 0]])
+        return tf.image.random_crop(img, (h, w, c), seed=seed)
+
+    return fn
+
+
+def make_dataset(images, labels, input_shape, batch_size=128, training=False, augment=None,
+                 seed=0):
+    """A batched tf.data.Dataset of (float32 [-1,1] images, int labels) for ``input_shape``.
+
+    training: shuffle every epoch (and augment unless ``augment=False``); otherwise fixed order.
+    """
+    import tfmobile  # noqa: F401
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    x = resize_uint8(images, input_shape)
+    y = np.asarray(labels, np.int64)
+    if len(x) != len(y):
+        raise UserError(f"{len(x)} images but {len(y)} labels")
+    if len(x) == 0:
+        raise UserError("no images to make a dataset from")
+    augment = training if augment is None else augment
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        aug = augment_fn(input_shape)
+        ds = ds.map(lambda a, b: (aug(a), b), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32) / 127.5 - 1.0, b),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def representative_dataset(images, input_shape, n=100, seed=0):
+    """Generator factory for TFLiteConverter.representative_dataset (n real images, batch 1)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(images), size=min(n, len(images)), replace=False)
+    x = resize_uint8(np.asarray(images)[idx], input_shape).astype(np.float32) / 127.5 - 1.0
+
+    def gen():
+        for i in range(len(x)):
+            yield [x[i:i + 1]]
+
+    return gen

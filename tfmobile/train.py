@@ -1,0 +1,492 @@
+"""Compile / fit / evaluate, checkpoints, TensorBoard, and LiteRT accuracy of exported models.
+
+Checkpoint (docs/CONTRACTS.md): a directory with ``spec.json`` (ModelSpec), ``weights.h5``
+(``save_weights``) and ``checkpoint.json`` (``{"compression", "epoch", "metrics"}``); tfmobile also
+stores ``optimizer.npz`` (optimizer slots + step) there so that ``--resume`` continues the same
+cosine schedule with the same Adam moments. A checkpoint is written into a temporary directory
+and swapped in with renames, so a run killed at any moment leaves the last complete one.
+
+Optimizer: Adam with a cosine-decayed learning rate (1-epoch linear warm-up for float training).
+For the 5-15 epoch budgets this project can afford on 2 CPU cores, Adam reaches a good accuracy
+on these BN-heavy mobile nets with no per-model tuning, where SGD+momentum needs more epochs and a
+tuned rate; the cosine tail anneals to 1 % of the peak rate so the last epoch is the one to keep.
+"""
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import tfmobile  # noqa: F401  (legacy Keras)
+import tensorflow as tf
+import tf_keras as keras
+
+from tfmobile.errors import UserError
+from tfmobile.io import write_json
+
+COMPRESSIONS = (None, "qat", "prune", "pqat")
+CHECKPOINT_DIR = "checkpoint"
+DEFAULT_LR = {None: 2e-3, "qat": 1e-4, "prune": 5e-4, "pqat": 1e-4}
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------
+def _spec_json(model):
+    from tfmobile import models
+
+    spec = models.spec_of(model)
+    if spec is None:
+        # tfmot's clone_model drops the attribute: compress keeps it on the wrapper when it can;
+        # otherwise fall back to the attribute we put on models we wrap ourselves.
+        text = getattr(model, "_tfmobile_base_spec_json", None)
+        if text is None:
+            raise UserError("model was not built by tfmobile.models (no spec to store in a checkpoint)")
+        return models.ModelSpec.from_json(text)
+    return spec
+
+
+def save_checkpoint(model, directory, compression=None, extra=None, optimizer=None, spec=None):
+    """Write ``directory`` (spec.json, weights.h5, checkpoint.json[, optimizer.npz]) atomically.
+
+    extra: merged into checkpoint.json (``epoch`` and ``metrics`` live there).
+    """
+    if compression not in COMPRESSIONS:
+        raise UserError(f"unknown compression {compression!r}; one of {COMPRESSIONS}")
+    spec = spec or _spec_json(model)
+    directory = os.path.abspath(os.fspath(directory))
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(directory) + ".", dir=parent)
+    try:
+        with open(os.path.join(tmp, "spec.json"), "w", encoding="utf-8") as f:
+            f.write(spec.to_json())
+        model.save_weights(os.path.join(tmp, "weights.h5"), save_format="h5")
+        if optimizer is not None:
+            _save_optimizer(optimizer, os.path.join(tmp, "optimizer.npz"))
+        info = {"compression": compression, "epoch": 0, "metrics": {}}
+        info.update(extra or {})
+        with open(os.path.join(tmp, "checkpoint.json"), "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=2, default=_jsonable)
+        old = directory + ".old"
+        if os.path.exists(old):
+            shutil.rmtree(old)
+        if os.path.exists(directory):
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        if os.path.exists(old):
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def _resolve(directory):
+    """A checkpoint dir, or its ``.old`` twin when a kill landed between the two renames."""
+    directory = os.path.abspath(os.fspath(directory))
+    for d in (directory, directory + ".old"):
+        if os.path.isfile(os.path.join(d, "checkpoint.json")):
+            return d
+    if os.path.isdir(directory) and os.path.isfile(os.path.join(directory, CHECKPOINT_DIR, "checkpoint.json")):
+        return os.path.join(directory, CHECKPOINT_DIR)  # a training output_dir
+    raise UserError(f"not a tfmobile checkpoint (no checkpoint.json): {directory}")
+
+
+def checkpoint_info(directory):
+    """checkpoint.json of a checkpoint directory (or of a training output_dir's last checkpoint)."""
+    d = _resolve(directory)
+    try:
+        with open(os.path.join(d, "checkpoint.json"), encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"corrupt checkpoint {d}: {e}") from None
+    if not isinstance(info, dict) or info.get("compression") not in COMPRESSIONS:
+        raise UserError(f"corrupt checkpoint {d}: bad checkpoint.json")
+    info["path"] = d
+    return info
+
+
+def checkpoint_spec(directory):
+    from tfmobile.models import ModelSpec
+
+    return ModelSpec.load(os.path.join(_resolve(directory), "spec.json"))
+
+
+def _same_architecture(a, b):
+    da, db = a.to_dict(), b.to_dict()
+    keys = ("family", "input_shape", "blocks", "classes", "include_top", "pooling")
+    return all(da.get(k) == db.get(k) for k in keys)
+
+
+def load_checkpoint(directory, expect=None, optimizer=None):
+    """Rebuild the model of a checkpoint (spec -> build -> compression wrappers -> weights).
+
+    expect: a ModelSpec the checkpoint must match (UserError for another architecture).
+    optimizer: if given and the checkpoint stores optimizer state, it is restored into it.
+    """
+    from tfmobile import models
+
+    d = _resolve(directory)
+    info = checkpoint_info(d)
+    spec = checkpoint_spec(d)
+    if expect is not None and not _same_architecture(spec, expect):
+        raise UserError(
+            f"checkpoint {d} is a {spec.name} ({spec.family}, input {list(spec.input_shape)}, "
+            f"{spec.classes} classes), not the requested {expect.name} ({expect.family}, input "
+            f"{list(expect.input_shape)}, {expect.classes} classes)")
+    model = models.build(spec)
+    compression = info["compression"]
+    if compression:
+        from tfmobile import compress
+
+        model = compress.apply(model, compression)
+        _tag_spec(model, spec)
+    try:
+        if compression:
+            with compress.quantize_scope():
+                model.load_weights(os.path.join(d, "weights.h5"))
+        else:
+            model.load_weights(os.path.join(d, "weights.h5"))
+    except (ValueError, OSError, KeyError) as e:
+        raise UserError(f"checkpoint {d} does not match its spec ({spec.name}): "
+                        f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    if optimizer is not None and os.path.isfile(os.path.join(d, "optimizer.npz")):
+        _load_optimizer(optimizer, model, os.path.join(d, "optimizer.npz"))
+    return model
+
+
+def _tag_spec(model, spec):
+    """Remember the float spec on a wrapped (QAT/pruned) model whose clone lost the attribute."""
+    from tfmobile.models.registry import SPEC_ATTR
+
+    if getattr(model, SPEC_ATTR, None) is None:
+        model._tfmobile_base_spec_json = spec.to_json(indent=None)
+    return model
+
+
+def _save_optimizer(optimizer, path):
+    arrays = {f"v{i}": v.numpy() for i, v in enumerate(_opt_vars(optimizer))}
+    with tempfile.NamedTemporaryFile(suffix=".npz", dir=os.path.dirname(path), delete=False) as f:
+        tmp = f.name
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _opt_vars(optimizer):
+    vs = optimizer.variables
+    return list(vs() if callable(vs) else vs)
+
+
+def _load_optimizer(optimizer, model, path):
+    with np.load(path) as z:
+        values = [z[f"v{i}"] for i in range(len(z.files))]
+    optimizer.build(model.trainable_variables)
+    variables = _opt_vars(optimizer)
+    if len(variables) != len(values) or any(v.shape != a.shape for v, a in zip(variables, values)):
+        sys.stderr.write("[tfmobile] optimizer state does not match; resuming with fresh Adam moments\n")
+        optimizer.iterations.assign(int(values[0]) if values and np.ndim(values[0]) == 0 else 0)
+        return
+    for v, a in zip(variables, values):
+        v.assign(a)
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+def make_optimizer(lr, total_steps, warmup_steps=0):
+    """Adam on a cosine-decayed rate (to 1 % of ``lr``), with an optional linear warm-up."""
+    if not (lr > 0 and np.isfinite(lr)):
+        raise UserError(f"learning rate must be a positive number, got {lr}")
+    total_steps = max(1, int(total_steps))
+    warmup_steps = min(int(warmup_steps), total_steps // 2)
+    if warmup_steps:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            lr / 10, decay_steps=total_steps - warmup_steps, alpha=0.01,
+            warmup_target=lr, warmup_steps=warmup_steps)
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps, alpha=0.01)
+    return keras.optimizers.Adam(learning_rate=schedule)
+
+
+def compile_model(model, optimizer):
+    from_logits = not _ends_in_softmax(model)
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+                  metrics=["accuracy"])
+    return model
+
+
+def _ends_in_softmax(model):
+    last = model.layers[-1]
+    layer = getattr(last, "layer", last)  # tfmot wrappers
+    act = getattr(layer, "activation", None)
+    name = getattr(act, "__name__", str(act))
+    return name == "softmax" or type(layer).__name__ == "Softmax"
+
+
+class _EpochCheckpoint(keras.callbacks.Callback):
+    """After every epoch (validation already run in eval mode): checkpoint + metrics.json."""
+
+    def __init__(self, output_dir, compression, spec, history, started_epoch_time, on_epoch=None):
+        super().__init__()
+        self.output_dir, self.compression, self.spec = output_dir, compression, spec
+        self.history, self.t0, self.on_epoch = history, started_epoch_time, on_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        opt = self.model.optimizer
+        lr = opt.learning_rate
+        lr = float(lr(opt.iterations)) if callable(lr) else float(lr)
+        entry = {"epoch": epoch + 1, **logs, "lr": lr, "seconds": round(time.time() - self.t0, 2)}
+        self.history.append(entry)
+        save_checkpoint(self.model, os.path.join(self.output_dir, CHECKPOINT_DIR),
+                        compression=self.compression, optimizer=opt, spec=self.spec,
+                        extra={"epoch": epoch + 1, "metrics": entry})
+        write_json(os.path.join(self.output_dir, "history.json"), self.history)
+        sys.stderr.write(
+            f"[tfmobile] epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f} "
+            f"acc {logs.get('accuracy', float('nan')):.4f} val_acc {logs.get('val_accuracy', float('nan')):.4f} "
+            f"({entry['seconds']:.0f} s)\n")
+        sys.stderr.flush()
+        if self.on_epoch:
+            self.on_epoch(entry)
+
+
+class ScalarLogger(keras.callbacks.Callback):
+    """TensorBoard event files (scalars per epoch: loss, accuracy, val_*, lr) under ``log_dir``.
+
+    tensorflow-cpu 2.21 no longer depends on the ``tensorboard`` package, and keras' TensorBoard
+    callback needs it for ``tf.summary.scalar``; ``tf.summary.write`` with the scalar plugin's
+    metadata is core TF and yields the same events, readable by ``tensorboard --logdir``.
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self.writers = {}
+
+    def _writer(self, name):
+        if name not in self.writers:
+            self.writers[name] = tf.summary.create_file_writer(os.path.join(self.log_dir, name))
+        return self.writers[name]
+
+    def on_epoch_end(self, epoch, logs=None):
+        from tensorflow.core.framework import summary_pb2
+
+        meta = summary_pb2.SummaryMetadata()
+        meta.plugin_data.plugin_name = "scalars"
+        logs = dict(logs or {})
+        opt = self.model.optimizer
+        lr = opt.learning_rate
+        logs["learning_rate"] = float(lr(opt.iterations)) if callable(lr) else float(lr)
+        for key, value in logs.items():
+            split = "validation" if key.startswith("val_") else "train"
+            tag = "epoch_" + (key[4:] if split == "validation" else key)
+            with self._writer(split).as_default():
+                tf.summary.write(tag, tf.constant(float(value), tf.float32), step=epoch,
+                                 metadata=meta.SerializeToString())
+        for w in self.writers.values():
+            w.flush()
+
+    def on_train_end(self, logs=None):
+        for w in self.writers.values():
+            w.close()
+
+
+def prepare_model(model, compression=None, target_sparsity=0.5, structured_2_4=False,
+                  total_steps=1):
+    """Wrap a float (or, for pqat, pruned) model for ``compression``; returns (model, callbacks)."""
+    if compression is None:
+        return model, []
+    from tfmobile import compress
+
+    spec = _spec_json(model)
+    if compression == "qat":
+        out, cbs = compress.qat(model), []
+    elif compression == "prune":
+        if not 0.0 < target_sparsity < 1.0:
+            raise UserError(f"prune target sparsity must be in (0, 1), got {target_sparsity}")
+        end = max(1, int(0.7 * total_steps))
+        out = compress.prune(model, target_sparsity, begin_step=0, end_step=end,
+                             structured_2_4=structured_2_4)
+        cbs = compress.pruning_callbacks()
+    elif compression == "pqat":
+        out, cbs = compress.pqat(model), []
+    else:
+        raise UserError(f"unknown compression {compression!r}")
+    return _tag_spec(out, spec), cbs
+
+
+def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compression=None,
+        resume=False, target_sparsity=0.5, structured_2_4=False, steps_per_epoch=None,
+        augment=True, verbose=1, warmup_epochs=None, seed=0, tensorboard=True, on_epoch=None):
+    """Train ``model`` (float, or wrapped here for ``compression``) on ``splits``.
+
+    Saves ``output_dir/checkpoint`` after every epoch (validation accuracy measured in eval mode
+    first), ``history.json``, ``metrics.json`` and TensorBoard logs under ``output_dir/logs``.
+    resume: continue from ``output_dir/checkpoint`` (same architecture and compression required).
+    Returns (trained model, metrics dict).
+    """
+    if epochs < 1:
+        raise UserError(f"epochs must be >= 1, got {epochs}")
+    keras.utils.set_random_seed(seed)
+    spec = _spec_json(model)
+    input_shape = tuple(spec.input_shape)
+    lr = DEFAULT_LR[compression] if lr is None else float(lr)
+    from tfmobile.data import make_dataset
+
+    train_ds = make_dataset(splits.x_train, splits.y_train, input_shape, batch_size,
+                            training=True, augment=augment, seed=seed)
+    val_ds = make_dataset(splits.x_val, splits.y_val, input_shape, max(batch_size, 256))
+    n_batches = int(np.ceil(len(splits.x_train) / batch_size))
+    steps = min(n_batches, steps_per_epoch) if steps_per_epoch else n_batches
+    if steps_per_epoch:
+        train_ds = train_ds.repeat()
+    total_steps = steps * epochs
+    if warmup_epochs is None:
+        warmup_epochs = 1 if (compression is None and epochs >= 4) else 0
+    optimizer = make_optimizer(lr, total_steps, warmup_steps=warmup_epochs * steps)
+
+    ckpt_dir = os.path.join(output_dir, CHECKPOINT_DIR)
+    initial_epoch, history = 0, []
+    has_ckpt = any(os.path.isfile(os.path.join(d, "checkpoint.json")) for d in (ckpt_dir, ckpt_dir + ".old"))
+    if has_ckpt and not resume:
+        raise UserError(f"{output_dir} already holds a checkpoint: pass --resume to continue it, "
+                        f"or choose another --output_dir")
+    if resume and has_ckpt:
+        info = checkpoint_info(ckpt_dir)
+        if info["compression"] != compression:
+            raise UserError(f"checkpoint in {output_dir} is a {info['compression'] or 'float'} run, "
+                            f"not {compression or 'float'}; resume it with the same compression flag")
+        model = load_checkpoint(ckpt_dir, expect=spec, optimizer=optimizer)
+        initial_epoch = int(info["epoch"])
+        hist_path = os.path.join(output_dir, "history.json")
+        if os.path.isfile(hist_path):
+            with open(hist_path, encoding="utf-8") as f:
+                history = [h for h in json.load(f) if h["epoch"] <= initial_epoch]
+        optimizer.iterations.assign(initial_epoch * steps)
+        sys.stderr.write(f"[tfmobile] resuming {spec.name} from epoch {initial_epoch} of {epochs}\n")
+        extra_cbs = []
+        if compression == "prune":
+            from tfmobile import compress
+            extra_cbs = compress.pruning_callbacks()
+    else:
+        model, extra_cbs = prepare_model(model, compression, target_sparsity, structured_2_4, total_steps)
+    compile_model(model, optimizer)
+
+    os.makedirs(output_dir, exist_ok=True)
+    callbacks = list(extra_cbs)
+    if tensorboard:
+        callbacks.append(ScalarLogger(os.path.join(output_dir, "logs")))
+    callbacks.append(_EpochCheckpoint(output_dir, compression, spec, history, time.time(), on_epoch))
+    t0 = time.time()
+    if initial_epoch < epochs:
+        with contextlib.redirect_stdout(sys.stderr):  # progress bars never pollute --json stdout
+            model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                      validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+    seconds = time.time() - t0
+    metrics = {
+        "model": spec.name, "family": spec.family, "input_shape": list(input_shape),
+        "compression": compression, "epochs": epochs, "resumed_from_epoch": initial_epoch,
+        "batch_size": batch_size, "lr": lr, "optimizer": "adam+cosine",
+        "train_images": int(len(splits.x_train)), "val_images": int(len(splits.x_val)),
+        "data_source": splits.source, "params": int(model.count_params()),
+        "val_accuracy": history[-1].get("val_accuracy") if history else None,
+        "train_accuracy": history[-1].get("accuracy") if history else None,
+        "train_seconds": round(seconds, 1),
+        "total_train_seconds": round(sum(h["seconds"] for h in history), 1),
+        "checkpoint": os.path.abspath(ckpt_dir), "history": history,
+    }
+    if compression == "prune":
+        from tfmobile import compress
+        metrics["target_sparsity"] = target_sparsity
+        metrics["structured_2_4"] = bool(structured_2_4)
+    write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    return model, metrics
+
+
+def evaluate(model, images, labels, batch_size=256):
+    """Top-1 accuracy of a Keras model (eval mode) on uint8 images (resized/preprocessed here)."""
+    from tfmobile.data import make_dataset
+
+    spec = _spec_json(model)
+    ds = make_dataset(images, labels, tuple(spec.input_shape), batch_size)
+    correct = n = 0
+    for x, y in ds:
+        p = model(x, training=False).numpy().argmax(-1)
+        correct += int((p == y.numpy()).sum())
+        n += len(p)
+    return correct / max(n, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# LiteRT accuracy of an exported model (the accuracy that counts: the .tflite, not Keras)
+# --------------------------------------------------------------------------------------------
+def evaluate_tflite(tflite, images, labels, batch_size=250, num_threads=None):
+    """Top-1 accuracy of a .tflite (path or bytes) run in LiteRT on uint8 images.
+
+    Inputs are preprocessed to [-1, 1] and, for int8/uint8 inputs, quantized with the input
+    tensor's own scale / zero point; outputs are argmax'ed (dequantized order is the same).
+    Returns {"accuracy", "n", "seconds", "input_dtype"}.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(tflite, (str, os.PathLike)):
+        with open(tflite, "rb") as f:
+            tflite = f.read()
+    interp = Interpreter(model_content=bytes(tflite), num_threads=num_threads or os.cpu_count())
+    inp = interp.get_input_details()[0]
+    shape = tuple(int(v) for v in inp["shape"][1:])
+    x_all = _preprocess_for(images, shape)
+    y_all = np.asarray(labels)
+    bs = batch_size
+    try:
+        interp.resize_tensor_input(inp["index"], [bs, *shape])
+        interp.allocate_tensors()
+    except (RuntimeError, ValueError):
+        bs = 1
+        interp = Interpreter(model_content=bytes(tflite), num_threads=num_threads or os.cpu_count())
+        interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    scale, zp = inp["quantization"]
+    t0 = time.time()
+    correct = 0
+    for s in range(0, len(x_all), bs):
+        xb = x_all[s:s + bs]
+        n = len(xb)
+        if n < bs:
+            xb = np.concatenate([xb, np.zeros((bs - n, *shape), np.float32)])
+        if inp["dtype"] in (np.int8, np.uint8):
+            info = np.iinfo(inp["dtype"])
+            xb = np.clip(np.round(xb / scale + zp), info.min, info.max).astype(inp["dtype"])
+        else:
+            xb = xb.astype(inp["dtype"])
+        interp.set_tensor(inp["index"], xb)
+        interp.invoke()
+        pred = interp.get_tensor(out["index"]).reshape(bs, -1)[:n].argmax(-1)
+        correct += int((pred == y_all[s:s + n]).sum())
+    return {"accuracy": correct / len(y_all), "n": int(len(y_all)),
+            "seconds": round(time.time() - t0, 2), "input_dtype": np.dtype(inp["dtype"]).name}
+
+
+def _preprocess_for(images, shape):
+    from tfmobile.data import resize_uint8
+
+    return resize_uint8(images, shape).astype(np.float32) / 127.5 - 1.0
