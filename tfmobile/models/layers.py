@@ -71,17 +71,41 @@ def activation(x, name, kind):
 
 
 def conv_bn_act(x, filters, kernel, stride, name, act="relu6", groups=1, use_bias=False,
-                bn_momentum=0.99, padding="same"):
-    """Conv2D -> BatchNorm -> activation, the unit every family is made of."""
+                bn_momentum=0.99, padding="same", bn=True):
+    """Conv2D -> BatchNorm -> activation, the unit every family is made of.
+
+    Layers: ``<name>_conv``, ``<name>_bn`` (unless ``bn=False``), ``<name>_<act>`` (unless act is None).
+    """
     x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, groups=groups,
                       use_bias=use_bias, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=bn_momentum, name=f"{name}_bn")(x)
+    if bn:
+        x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=bn_momentum, name=f"{name}_bn")(x)
     return activation(x, f"{name}_{act}", act)
 
 
-def dw_bn_act(x, kernel, stride, name, act="relu6", bn_momentum=0.99, padding="same"):
-    """DepthwiseConv2D -> BatchNorm -> activation."""
+def dw_bn_act(x, kernel, stride, name, act="relu6", bn_momentum=0.99, padding="same",
+              depth_multiplier=1):
+    """DepthwiseConv2D -> BatchNorm -> activation.
+
+    Layers: ``<name>_dw``, ``<name>_dw_bn``, ``<name>_dw_<act>``.
+    """
     x = layers.DepthwiseConv2D(kernel, strides=stride, padding=padding, use_bias=False,
-                               name=f"{name}_dw")(x)
+                               depth_multiplier=depth_multiplier, name=f"{name}_dw")(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=bn_momentum, name=f"{name}_dw_bn")(x)
     return activation(x, f"{name}_dw_{act}", act)
+
+
+def squeeze_excite(x, squeeze, name, act="relu", gate="hard_sigmoid"):
+    """Squeeze-and-excitation as in MobileNetV3: GAP -> 1x1 conv (bias) -> act -> 1x1 conv (bias)
+    -> gate -> channel-wise Multiply with the input.
+
+    Layers: ``<name>_pool``, ``<name>_squeeze``, ``<name>_<act>``, ``<name>_excite``,
+    ``<name>_<gate>``, ``<name>_mul``. All are standard Keras layers except the HardSigmoid gate.
+    """
+    channels = x.shape[-1]
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
+    s = layers.Conv2D(squeeze, 1, padding="same", use_bias=True, name=f"{name}_squeeze")(s)
+    s = activation(s, f"{name}_{act}", act)
+    s = layers.Conv2D(channels, 1, padding="same", use_bias=True, name=f"{name}_excite")(s)
+    s = activation(s, f"{name}_{gate}", gate)
+    return layers.Multiply(name=f"{name}_mul")([x, s])
