@@ -1,0 +1,93 @@
+"""Child process that times .tflite models with the LiteRT interpreter (XNNPACK, num_threads).
+
+Run as ``python -m tfmobile.bench._worker`` with a JSON job on stdin; prints one JSON object on
+stdout. It imports only ai_edge_litert and numpy (no TensorFlow), pins itself to the requested CPUs
+before loading anything, and times each ``invoke()`` with ``perf_counter_ns``.
+
+Job: ``{"models": [path, ...], "threads": 1, "warmup": 10, "runs": 50, "rounds": 1, "cpus": [1]}``.
+With ``rounds > 1`` the models are interleaved: every round runs ``runs // rounds`` invokes of each
+model in turn, so slow drifts of a shared machine's load hit all models alike.
+Result: ``{"cpus": [...], "results": [{"path", "init_ms", "warmup_ms": [...], "times_ms": [...]} |
+{"path", "error"}]}``.
+"""
+import json
+import os
+import sys
+import time
+
+
+def _load(path, threads):
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    t0 = time.perf_counter_ns()
+    interp = Interpreter(model_path=path, num_threads=threads)
+    interp.allocate_tensors()
+    init_ms = (time.perf_counter_ns() - t0) / 1e6
+    rng = np.random.default_rng(0)
+    for d in interp.get_input_details():
+        dt = np.dtype(d["dtype"])
+        shape = d["shape"]
+        if np.issubdtype(dt, np.floating):
+            x = rng.uniform(-1, 1, shape).astype(dt)
+        elif np.issubdtype(dt, np.integer):
+            info = np.iinfo(dt)
+            x = rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dt)
+        else:
+            x = np.zeros(shape, dt)
+        interp.set_tensor(d["index"], x)
+    return interp, init_ms
+
+
+def _time(interp, n):
+    out = []
+    invoke = interp.invoke
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        t0 = clock()
+        invoke()
+        out.append((clock() - t0) / 1e6)
+    return out
+
+
+def run(job):
+    cpus = job.get("cpus")
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(cpus))
+    threads = int(job.get("threads", 1))
+    warmup = int(job.get("warmup", 10))
+    runs = int(job.get("runs", 50))
+    rounds = max(1, int(job.get("rounds", 1)))
+    results = []
+    live = []
+    for path in job["models"]:
+        try:
+            interp, init_ms = _load(path, threads)
+        except Exception as e:  # corrupt model, unsupported op, ...
+            msg = " ".join(str(e).split()) or type(e).__name__
+            results.append({"path": path, "error": msg[:300]})
+            live.append(None)
+            continue
+        results.append({"path": path, "init_ms": init_ms, "warmup_ms": [], "times_ms": []})
+        live.append(interp)
+    for r, interp in zip(results, live):
+        if interp is not None:
+            r["warmup_ms"] = _time(interp, warmup)
+    per_round = [runs // rounds + (1 if k < runs % rounds else 0) for k in range(rounds)]
+    for n in per_round:
+        for r, interp in zip(results, live):
+            if interp is not None and n:
+                r["times_ms"].extend(_time(interp, n))
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"cpus": affinity, "results": results}
+
+
+def main():
+    job = json.loads(sys.stdin.read())
+    out = run(job)
+    sys.stdout.write(json.dumps(out) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

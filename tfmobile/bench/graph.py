@@ -1,0 +1,213 @@
+"""Read a .tflite flatbuffer: the ops TFLite actually runs, their layer configurations, and one-op models.
+
+The latency LUT keys on what the interpreter executes, not on Keras layers: after conversion a
+Conv2D + BatchNorm + ReLU6 is one CONV_2D with a fused activation, h-swish is its own HARD_SWISH, a
+squeeze-excite is MEAN / CONV_2D / HARD_SWISH|LOGISTIC / MUL, a channel shuffle is RESHAPE /
+TRANSPOSE / RESHAPE. Reading the converted flatbuffer gets that fusion right by construction, for every
+family, without re-implementing the converter's rules.
+
+``op_model(tflite_bytes, i)`` cuts operator ``i`` out of a model into a standalone one-op model with
+the same tensors, quantization parameters and weights, so a LUT entry is measured on exactly the op
+(int8 kernel, fused activation, per-channel scales) the whole model runs. No TensorFlow is needed.
+"""
+import json
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from tfmobile.errors import UserError
+
+_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+_TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+_PADDING = {v: k for k, v in vars(schema.Padding).items() if not k.startswith("_")}
+_ACT = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
+
+
+def check_tflite_bytes(data, what="model"):
+    """UserError unless ``data`` looks like a TFLite flatbuffer (identifier TFL3)."""
+    if not isinstance(data, (bytes, bytearray)) or len(data) < 8:
+        raise UserError(f"{what} is not a TFLite model (file too short)")
+    if bytes(data[4:8]) != b"TFL3":
+        raise UserError(f"{what} is not a TFLite model (no TFL3 flatbuffer identifier)")
+
+
+def read_tflite(path):
+    """Bytes of a .tflite file, with one-line errors for a missing or corrupt file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise UserError(f"no such .tflite file: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not a .tflite file") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    check_tflite_bytes(data, path)
+    return data
+
+
+def load_model(data):
+    """The flatbuffer as schema object-API ``ModelT`` (UserError when it does not parse)."""
+    check_tflite_bytes(data)
+    try:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(data), 0))
+    except Exception as e:  # flatbuffers raises assorted errors on garbage
+        raise UserError(f"corrupt TFLite model: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") \
+            from None
+    if not model.subgraphs:
+        raise UserError("corrupt TFLite model: no subgraphs")
+    for b in model.buffers or []:
+        if b.offset:  # >2 GB models keep buffers outside the flatbuffer
+            b.data = np.frombuffer(bytes(data[b.offset:b.offset + b.size]), np.uint8)
+            b.offset = 0
+            b.size = 0
+    return model
+
+
+def _opcode_name(opcode):
+    code = max(opcode.builtinCode, opcode.deprecatedBuiltinCode)
+    if code == schema.BuiltinOperator.CUSTOM:
+        name = opcode.customCode
+        return "CUSTOM:" + (name.decode() if isinstance(name, bytes) else str(name))
+    return _OP_NAMES.get(code, f"OP_{code}")
+
+
+def op_names(data):
+    """Builtin op names of the main subgraph, in execution order (CUSTOM ops as ``CUSTOM:name``)."""
+    model = load_model(data)
+    return [_opcode_name(model.operatorCodes[op.opcodeIndex]) for op in model.subgraphs[0].operators or []]
+
+
+def _options_dict(opts):
+    if opts is None:
+        return {}
+    out = {}
+    for k, v in sorted(vars(opts).items()):
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        if k == "padding":
+            v = _PADDING.get(v, v)
+        elif k == "fusedActivationFunction":
+            v = _ACT.get(v, v)
+        elif isinstance(v, (bytes, bytearray)):
+            continue
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def _tensor_info(sg, model, idx):
+    t = sg.tensors[idx]
+    shape = [int(s) for s in (t.shape if t.shape is not None else [])]
+    const = bool(t.buffer and model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data))
+    q = t.quantization
+    per_channel = bool(q is not None and q.scale is not None and len(q.scale) > 1)
+    return {"shape": shape, "dtype": _TYPE_NAMES.get(t.type, str(t.type)), "const": const,
+            "per_channel": per_channel}
+
+
+def layers(data):
+    """One dict per executed op: index, op, name, config (the LUT key fields), macs.
+
+    The config holds the op type, every input's shape/dtype/constness, output shapes/dtypes and the
+    op's builtin options (strides, padding, fused activation, dilation, axes, ...); kernel size and
+    in/out channels are the weight tensor's shape. Two ops with equal configs cost the same.
+    """
+    model = load_model(data)
+    sg = model.subgraphs[0]
+    out = []
+    for i, op in enumerate(sg.operators or []):
+        name = _opcode_name(model.operatorCodes[op.opcodeIndex])
+        ins = [(_tensor_info(sg, model, j) if j >= 0 else None) for j in op.inputs]
+        outs = [_tensor_info(sg, model, j) for j in op.outputs]
+        cfg = {"op": name, "inputs": ins, "outputs": outs,
+               "options": _options_dict(op.builtinOptions)}
+        tname = sg.tensors[op.outputs[0]].name if len(op.outputs) else b""
+        out.append({"index": i, "op": name, "name": tname.decode(errors="replace") if isinstance(tname, bytes)
+                    else str(tname), "config": cfg, "macs": _macs(name, ins, outs)})
+    return out
+
+
+def config_key(config):
+    """Canonical string of a layer config (the LUT key without the device part)."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def _macs(name, ins, outs):
+    try:
+        if name == "CONV_2D":
+            o, kh, kw, ci = ins[1]["shape"]
+            return int(np.prod(outs[0]["shape"][:3])) * o * kh * kw * ci
+        if name == "DEPTHWISE_CONV_2D":
+            _, kh, kw, c = ins[1]["shape"]
+            return int(np.prod(outs[0]["shape"][:3])) * c * kh * kw
+        if name == "FULLY_CONNECTED":
+            o, ci = ins[1]["shape"]
+            return int(np.prod(outs[0]["shape"][:-1])) * o * ci
+    except (TypeError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def op_model(data_or_model, index):
+    """A standalone .tflite (bytes) holding only operator ``index`` of the main subgraph.
+
+    The op's non-constant inputs become the model inputs, its outputs the model outputs; constant
+    inputs (weights, biases, shape operands) keep their data and quantization parameters.
+    """
+    model = data_or_model if isinstance(data_or_model, schema.ModelT) else load_model(data_or_model)
+    sg = model.subgraphs[0]
+    op = sg.operators[index]
+    new = schema.ModelT()
+    new.version = model.version or 3
+    new.description = "tfmobile one-op model"
+    new.buffers = [schema.BufferT()]
+    opcode = model.operatorCodes[op.opcodeIndex]
+    new.operatorCodes = [opcode]
+    nsg = schema.SubGraphT()
+    nsg.name = "main"
+    nsg.tensors = []
+    remap = {}
+
+    def add(j):
+        if j < 0:
+            return j
+        if j in remap:
+            return remap[j]
+        t = sg.tensors[j]
+        nt = schema.TensorT()
+        nt.shape = list(t.shape) if t.shape is not None else []
+        nt.shapeSignature = None
+        nt.type = t.type
+        nt.name = t.name
+        nt.quantization = t.quantization
+        nt.isVariable = t.isVariable
+        nt.buffer = 0
+        if t.buffer and model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data):
+            b = schema.BufferT()
+            b.data = np.asarray(model.buffers[t.buffer].data, dtype=np.uint8)
+            new.buffers.append(b)
+            nt.buffer = len(new.buffers) - 1
+        nsg.tensors.append(nt)
+        remap[j] = len(nsg.tensors) - 1
+        return remap[j]
+
+    nop = schema.OperatorT()
+    nop.opcodeIndex = 0
+    nop.inputs = [add(j) for j in op.inputs]
+    nop.outputs = [add(j) for j in op.outputs]
+    nop.builtinOptionsType = op.builtinOptionsType
+    nop.builtinOptions = op.builtinOptions
+    nop.builtinOptions2Type = getattr(op, "builtinOptions2Type", 0)
+    nop.builtinOptions2 = getattr(op, "builtinOptions2", None)
+    nop.customOptions = op.customOptions
+    nop.customOptionsFormat = op.customOptionsFormat
+    nsg.operators = [nop]
+    nsg.inputs = [remap[j] for j in op.inputs if j >= 0 and nsg.tensors[remap[j]].buffer == 0]
+    nsg.outputs = [remap[j] for j in op.outputs]
+    new.subgraphs = [nsg]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(new.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
