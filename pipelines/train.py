@@ -1,0 +1,149 @@
+"""Train a zoo model (float), or fine-tune a float checkpoint with QAT / pruning / PQAT.
+
+    python -m pipelines.train --model mbv2 --alpha 0.35 --resolution 32 --epochs 10 --output_dir runs/mbv2
+    python -m pipelines.train --qat --from_checkpoint runs/mbv2/checkpoint --epochs 2 --output_dir runs/mbv2_qat
+    python -m pipelines.train --prune 0.5 --from_checkpoint runs/mbv2/checkpoint --epochs 3 --output_dir runs/mbv2_p50
+    python -m pipelines.train --pqat --from_checkpoint runs/mbv2_p50/checkpoint --epochs 2 --output_dir runs/mbv2_pqat
+
+Writes ``OUTPUT_DIR/checkpoint`` (usable by ``pipelines.export --weights``) after every epoch,
+``metrics.json``, ``history.json`` and TensorBoard logs in ``OUTPUT_DIR/logs``. A killed run
+continues from its last checkpoint with ``--resume`` (same flags). Validation accuracy (a split
+carved from train, eval-mode BatchNorm) is measured every epoch; the test set only once, at the end.
+"""
+import os
+
+from absl import flags
+
+from pipelines import _cli
+from tfmobile.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "mbv2", "zoo model name (tfmobile.models.available()).")
+flags.DEFINE_float("alpha", 0.35, "width multiplier.")
+flags.DEFINE_integer("resolution", 32, "input resolution (square).")
+flags.DEFINE_integer("epochs", 10, "epochs (total, including resumed ones).")
+flags.DEFINE_integer("batch_size", 128, "batch size.")
+flags.DEFINE_float("lr", None, "peak learning rate of the cosine schedule (Adam); default 2e-3 float, "
+                   "1e-4 QAT/PQAT, 5e-4 pruning.")
+flags.DEFINE_string("output_dir", None, "where the checkpoint, metrics and logs go.")
+flags.DEFINE_boolean("json", False, "print exactly one JSON object on stdout.")
+flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX directory, or a directory of class subfolders "
+                    "of images (default: the Debian package, else the shipped subset).")
+flags.DEFINE_string("image_dir", None, "a directory of class subfolders of images (PNG/JPEG).")
+flags.DEFINE_boolean("keras_datasets", False, "download Fashion-MNIST through keras.datasets.")
+flags.DEFINE_boolean("subset", False, "use the small Fashion-MNIST subset shipped in the repo.")
+flags.DEFINE_integer("limit", None, "use only this many training images (stratified).")
+flags.DEFINE_float("val_fraction", 0.1, "fraction of train held out for validation.")
+flags.DEFINE_float("bn_momentum", 0.9, "BatchNorm moving-average momentum (0.9 suits short runs).")
+flags.DEFINE_boolean("resume", False, "continue OUTPUT_DIR/checkpoint.")
+flags.DEFINE_boolean("augment", True, "random flip + shift on training images.")
+flags.DEFINE_integer("steps_per_epoch", None, "cap steps per epoch (quick runs).")
+flags.DEFINE_integer("seed", 0, "random seed.")
+flags.DEFINE_string("from_checkpoint", None, "start from this checkpoint (float for --qat/--prune, "
+                    "pruned for --pqat).")
+flags.DEFINE_boolean("qat", False, "quantization-aware training from a float checkpoint.")
+flags.DEFINE_float("prune", None, "magnitude pruning to this sparsity (e.g. 0.5) from a float checkpoint.")
+flags.DEFINE_boolean("structured_2_4", False, "2:4 structured sparsity (with --prune 0.5).")
+flags.DEFINE_boolean("pqat", False, "pruning-preserving QAT from a pruned checkpoint.")
+flags.DEFINE_boolean("evaluate_test", True, "measure Keras test accuracy once at the end.")
+
+
+def _compression():
+    chosen = [n for n, on in (("qat", FLAGS.qat), ("prune", FLAGS.prune is not None),
+                              ("pqat", FLAGS.pqat)) if on]
+    if len(chosen) > 1:
+        raise UserError(f"choose one of --qat, --prune, --pqat (got {', '.join(chosen)})")
+    if FLAGS.structured_2_4 and not chosen == ["prune"]:
+        raise UserError("--structured_2_4 goes with --prune 0.5")
+    if chosen and not FLAGS.from_checkpoint and not FLAGS.resume:
+        raise UserError(f"--{chosen[0]} starts from a checkpoint: pass --from_checkpoint DIR")
+    return chosen[0] if chosen else None
+
+
+def main(argv):
+    import tfmobile  # noqa: F401
+    from tfmobile import data, models, train
+
+    if not FLAGS.output_dir:
+        raise UserError("--output_dir is required")
+    compression = _compression()
+    if FLAGS.epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {FLAGS.epochs}")
+    if FLAGS.batch_size < 1:
+        raise UserError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+    if FLAGS.resolution < 8:
+        raise UserError(f"--resolution must be >= 8, got {FLAGS.resolution}")
+    if not 0.0 < FLAGS.bn_momentum < 1.0:
+        raise UserError(f"--bn_momentum must be in (0, 1), got {FLAGS.bn_momentum}")
+    if FLAGS.structured_2_4 and FLAGS.prune != 0.5:
+        raise UserError("--structured_2_4 means 50 % sparsity: use --prune 0.5")
+
+    # The architecture: from the starting checkpoint for compression runs, else from the flags.
+    base = None
+    if FLAGS.from_checkpoint:
+        info = train.checkpoint_info(FLAGS.from_checkpoint)
+        want = {"qat": None, "prune": None, "pqat": "prune", None: None}[compression]
+        if info["compression"] != want:
+            raise UserError(f"{FLAGS.from_checkpoint} is a {info['compression'] or 'float'} checkpoint; "
+                            f"--{compression or 'float training'} needs a {want or 'float'} one")
+        spec = train.checkpoint_spec(FLAGS.from_checkpoint)
+    else:
+        spec = models.get_spec(FLAGS.model, input_shape=(FLAGS.resolution, FLAGS.resolution, 3),
+                               alpha=FLAGS.alpha, classes=10, bn_momentum=FLAGS.bn_momentum)
+    h, w, c = spec.input_shape
+    dataset = data.load_dataset(FLAGS.data_dir, subset=FLAGS.subset, image_dir=FLAGS.image_dir,
+                                keras_datasets=FLAGS.keras_datasets, image_size=(h, w), channels=c)
+    if not FLAGS.from_checkpoint and dataset.num_classes != spec.classes:
+        spec = models.get_spec(FLAGS.model, input_shape=(h, w, c), alpha=FLAGS.alpha,
+                               classes=dataset.num_classes, bn_momentum=FLAGS.bn_momentum)
+    if dataset.num_classes != spec.classes:
+        raise UserError(f"checkpoint has {spec.classes} classes but the data has {dataset.num_classes}")
+    splits = data.train_val_split(dataset, FLAGS.val_fraction, seed=FLAGS.seed, limit=FLAGS.limit)
+    _cli.progress(f"{spec.name}: {len(splits.x_train)} train / {len(splits.x_val)} val images from "
+                  f"{splits.source}; {FLAGS.epochs} epochs, compression={compression or 'none'}")
+
+    if FLAGS.from_checkpoint and not FLAGS.resume:
+        base = train.load_checkpoint(FLAGS.from_checkpoint)
+        if compression == "pqat":
+            from tfmobile import compress
+            base = train._tag_spec(compress.strip(base), spec)
+    else:
+        base = models.build(spec)
+    model, metrics = train.fit(base, splits, FLAGS.output_dir, epochs=FLAGS.epochs,
+                               batch_size=FLAGS.batch_size, lr=FLAGS.lr, compression=compression,
+                               resume=FLAGS.resume, target_sparsity=FLAGS.prune or 0.5,
+                               structured_2_4=FLAGS.structured_2_4,
+                               steps_per_epoch=FLAGS.steps_per_epoch, augment=FLAGS.augment,
+                               seed=FLAGS.seed, verbose=1)
+    if compression in ("prune", "pqat"):
+        from tfmobile import compress
+        report_model = compress.strip(model) if compression == "prune" else model
+        try:
+            metrics["sparsity"] = compress.sparsity_report(report_model)
+        except Exception as e:  # the report is informative; training already succeeded
+            _cli.progress(f"sparsity report failed: {e}")
+    if FLAGS.evaluate_test and len(splits.x_test):
+        metrics["test_accuracy_keras"] = train.evaluate(model, splits.x_test, splits.y_test)
+    if FLAGS.from_checkpoint:
+        metrics["from_checkpoint"] = os.path.abspath(FLAGS.from_checkpoint)
+    from tfmobile.io import write_json
+    write_json(os.path.join(FLAGS.output_dir, "metrics.json"), metrics)
+    out = {k: v for k, v in metrics.items() if k != "history"}
+    out["epochs_run"] = len(metrics["history"])
+    _cli.emit(out, FLAGS.json, _render)
+    return 0
+
+
+def _render(r):
+    lines = [f"model: {r['model']} ({r['compression'] or 'float'}), {r['params']} params",
+             f"val accuracy: {r['val_accuracy']:.4f} (epoch {r['epochs']})" if r.get("val_accuracy") is not None
+             else "val accuracy: n/a"]
+    if "test_accuracy_keras" in r:
+        lines.append(f"test accuracy (Keras): {r['test_accuracy_keras']:.4f}")
+    lines.append(f"train time: {r['total_train_seconds']} s")
+    lines.append(f"checkpoint: {r['checkpoint']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    _cli.run(main)
