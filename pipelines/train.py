@@ -104,9 +104,7 @@ def main(argv):
 
     if FLAGS.from_checkpoint and not FLAGS.resume:
         base = train.load_checkpoint(FLAGS.from_checkpoint)
-        if compression == "pqat":
-            from tfmobile import compress
-            base = train._tag_spec(compress.strip(base), spec)
+        base = train._tag_spec(base, spec)
     else:
         base = models.build(spec)
     model, metrics = train.fit(base, splits, FLAGS.output_dir, epochs=FLAGS.epochs,

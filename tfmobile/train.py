@@ -255,7 +255,11 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         lr = float(lr(opt.iterations)) if callable(lr) else float(lr)
         entry = {"epoch": epoch + 1, **logs, "lr": lr, "seconds": round(time.time() - self.t0, 2)}
         self.history.append(entry)
-        save_checkpoint(self.model, os.path.join(self.output_dir, CHECKPOINT_DIR),
+        model = self.model
+        if self.compression == "prune":  # a pruning checkpoint holds the stripped model (CONTRACTS)
+            from tfmobile import compress
+            model = compress.strip(model)
+        save_checkpoint(model, os.path.join(self.output_dir, CHECKPOINT_DIR),
                         compression=self.compression, optimizer=opt, spec=self.spec,
                         extra={"epoch": epoch + 1, "metrics": entry})
         write_json(os.path.join(self.output_dir, "history.json"), self.history)
@@ -374,7 +378,14 @@ def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compressi
         if info["compression"] != compression:
             raise UserError(f"checkpoint in {output_dir} is a {info['compression'] or 'float'} run, "
                             f"not {compression or 'float'}; resume it with the same compression flag")
-        model = load_checkpoint(ckpt_dir, expect=spec, optimizer=optimizer)
+        model = load_checkpoint(ckpt_dir, expect=spec)
+        extra_cbs = []
+        if compression == "prune":  # stripped in the checkpoint: wrap again, same schedule
+            model, extra_cbs = prepare_model(_tag_spec(model, spec), "prune", target_sparsity,
+                                             structured_2_4, total_steps)
+        opt_path = os.path.join(info["path"], "optimizer.npz")
+        if os.path.isfile(opt_path):
+            _load_optimizer(optimizer, model, opt_path)
         initial_epoch = int(info["epoch"])
         hist_path = os.path.join(output_dir, "history.json")
         if os.path.isfile(hist_path):
@@ -382,10 +393,6 @@ def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compressi
                 history = [h for h in json.load(f) if h["epoch"] <= initial_epoch]
         optimizer.iterations.assign(initial_epoch * steps)
         sys.stderr.write(f"[tfmobile] resuming {spec.name} from epoch {initial_epoch} of {epochs}\n")
-        extra_cbs = []
-        if compression == "prune":
-            from tfmobile import compress
-            extra_cbs = compress.pruning_callbacks()
     else:
         model, extra_cbs = prepare_model(model, compression, target_sparsity, structured_2_4, total_steps)
     compile_model(model, optimizer)
@@ -414,7 +421,6 @@ def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compressi
         "checkpoint": os.path.abspath(ckpt_dir), "history": history,
     }
     if compression == "prune":
-        from tfmobile import compress
         metrics["target_sparsity"] = target_sparsity
         metrics["structured_2_4"] = bool(structured_2_4)
     write_json(os.path.join(output_dir, "metrics.json"), metrics)
