@@ -1,0 +1,100 @@
+"""LUT accuracy: predicted (sum of per-op LUT entries + overhead) vs measured whole-model latency.
+
+    python benchmarks/lut_accuracy.py [--threads 1] [--runs 60] [--lut PATH] [--fresh] [--json]
+
+For each zoo model below (several families, widths and resolutions; int8, random weights): convert it,
+add its op configurations to the LUT (one-op models cut from the converted graph, litert backend,
+pinned child process), then measure the whole model on the same backend (all models interleaved
+over several rounds, median of the runs) and compare. Prints one JSON object with per-model
+predicted / measured / error and the mean absolute percentage error (MAPE).
+"""
+import os
+import time
+
+import tfmobile  # noqa: F401
+from absl import flags
+
+from pipelines import _cli
+from tfmobile.errors import UserError
+
+MODELS = [  # name, resolution, alpha, options
+    ("mbv1", 128, 0.25, {}),
+    ("mbv1", 160, 0.5, {}),
+    ("mbv2", 96, 0.35, {}),
+    ("mbv2", 128, 0.5, {}),
+    ("mbv2", 160, 1.0, {}),
+    ("mbv3_small", 128, 0.75, {}),
+    ("mbv3_small", 160, 1.0, {}),
+    ("mbv3_large", 128, 0.5, {}),
+    ("mbv3_large", 96, 1.0, {"minimalistic": True}),
+    ("shufflenet_v1", 128, 0.5, {}),
+    ("shufflenet_v2", 128, 1.0, {}),
+    ("squeezenet1_0", 128, 1.0, {}),
+    ("squeezenet1_1", 160, 1.0, {}),
+]
+
+flags.DEFINE_integer("threads", 1, "interpreter threads")
+flags.DEFINE_integer("runs", 60, "timed invokes per one-op model (LUT build)")
+flags.DEFINE_integer("model_runs", 100, "timed invokes per whole model")
+flags.DEFINE_integer("rounds", 10, "interleaved rounds for the whole-model measurement")
+flags.DEFINE_string("lut", None, "LUT JSON (default: <work_dir>/lut.json)")
+flags.DEFINE_string("work_dir", None, "cache of converted models (default /tmp/tfmobile_bench)")
+flags.DEFINE_bool("fresh", False, "start from an empty LUT (measure every configuration now)")
+flags.DEFINE_list("only", None, "subset of model names")
+flags.DEFINE_bool("json", False, "print one JSON object")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    from tfmobile.bench import lut as L
+    from tfmobile.bench import zoo
+    from tfmobile.bench.litert import run_worker
+    from tfmobile.bench.stats import summarize
+
+    work = FLAGS.work_dir or zoo.DEFAULT_WORK_DIR
+    lut_path = FLAGS.lut or os.path.join(work, f"lut_t{FLAGS.threads}.json")
+    if FLAGS.fresh and os.path.exists(lut_path):
+        os.remove(lut_path)
+    chosen = [m for m in MODELS if not FLAGS.only or m[0] in FLAGS.only]
+    paths, labels = [], []
+    for name, res, alpha, opts in chosen:
+        paths.append(zoo.zoo_tflite(name, res, alpha, work_dir=work, **opts))
+        labels.append(f"{name} {res}px a{alpha}" + "".join(f" {k}" for k in opts))
+    t0 = time.time()
+    load_before = os.getloadavg()
+    built = L.build_lut(paths, lut_path, threads=FLAGS.threads, runs=FLAGS.runs)
+    build_s = time.time() - t0
+    _cli.progress(f"LUT: {built['measured']} measured, {built['reused']} reused, {build_s:.0f} s; "
+                  "measuring whole models")
+    out = run_worker(paths, threads=FLAGS.threads, runs=FLAGS.model_runs, warmup=5, rounds=FLAGS.rounds)
+    rows = []
+    for label, path, r in zip(labels, paths, out["results"]):
+        if "error" in r:
+            raise UserError(f"{label}: {r['error']}")
+        s = summarize(r["times_ms"])
+        d = L.predict_detail(path, lut_path, threads=FLAGS.threads)
+        err = (d["predicted_ms"] - s["median_ms"]) / s["median_ms"]
+        rows.append({"model": label, "tflite": os.path.basename(path), "ops": d["num_ops"],
+                     "predicted_ms": round(d["predicted_ms"], 4), "measured_ms": round(s["median_ms"], 4),
+                     "measured_cv": round(s["cv"], 3), "error_pct": round(100 * err, 2)})
+    mape = sum(abs(r["error_pct"]) for r in rows) / len(rows)
+    return {"backend": "litert", "threads": FLAGS.threads, "models": len(rows), "mape_pct": round(mape, 2),
+            "target_pct": 10.0, "pass": mape <= 10.0, "rows": rows,
+            "lut": {"path": lut_path, "entries": built["entries"], "measured_now": built["measured"],
+                    "reused": built["reused"], "distinct_configs": built["distinct_configs"],
+                    "overhead_ms": built["overhead_ms"], "build_s": round(build_s, 1)},
+            "device": built["device_key"], "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+            "cpus": out.get("cpus")}
+
+
+def _render(r):
+    lines = [f"{'model':36s} {'ops':>4s} {'pred ms':>9s} {'meas ms':>9s} {'err %':>7s}"]
+    for row in r["rows"]:
+        lines.append(f"{row['model']:36s} {row['ops']:4d} {row['predicted_ms']:9.3f} {row['measured_ms']:9.3f} "
+                     f"{row['error_pct']:7.2f}")
+    lines.append(f"MAPE {r['mape_pct']:.2f}% over {r['models']} models (target <= 10%)  device: {r['device']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    _cli.run(lambda argv: _cli.emit(main(argv), FLAGS.json, _render))

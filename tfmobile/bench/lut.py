@@ -1,0 +1,284 @@
+"""Per-layer latency lookup table (NetAdapt-style): measure each distinct op configuration once, reuse it.
+
+A "layer" here is an op the TFLite interpreter runs in the int8 model (conv+BN+activation fused into
+one CONV_2D, HARD_SWISH separate, MEAN, ADD, MUL, CONCATENATION, RESHAPE/TRANSPOSE, pools, FULLY_CONNECTED,
+SOFTMAX, ...). Each is cut out of the converted model as a one-op .tflite with the same tensors and
+quantization (``graph.op_model``) and timed on the backend; the JSON cache is keyed by
+
+    device key  = cpu model string | machine | backend | threads | runtime version
+    config key  = op type + input/output shapes+dtypes + weight shapes + builtin options
+
+so entries are reused across models (a MobileNetV2 block measured once serves every model that has
+that block at that resolution and width).
+
+Prediction: ``sum_i (t_i - c) + c`` where ``t_i`` is the median latency of op i's one-op model and
+``c`` the measured latency of a trivial one-op model (a 1x1x1x8 int8 ADD): each one-op timing carries
+the fixed per-invoke cost once, the whole model carries it once.
+
+    build_lut(["a.tflite", ...], "lut.json")          # measure what is missing, save
+    predict(model | spec | "m.tflite" | bytes, "lut.json")   -> ms
+"""
+import datetime
+import json
+import os
+import sys
+import tempfile
+
+from tfmobile.bench import graph
+from tfmobile.errors import UserError
+from tfmobile.io import write_json
+
+LUT_VERSION = 1
+DEFAULT_RUNS = 60
+DEFAULT_ROUNDS = 6
+
+
+def device_key(device):
+    return " | ".join(str(device[k]) for k in ("cpu", "machine", "backend", "threads", "runtime"))
+
+
+def new_lut():
+    return {"lut_version": LUT_VERSION, "devices": {}}
+
+
+def load_lut(path_or_lut):
+    """A LUT dict from a path (a missing file is an empty LUT) or a dict (returned as is)."""
+    if isinstance(path_or_lut, dict):
+        return path_or_lut
+    if path_or_lut is None or not os.path.exists(path_or_lut):
+        return new_lut()
+    try:
+        with open(path_or_lut, encoding="utf-8") as f:
+            lut = json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f"LUT {path_or_lut} is not valid JSON: {e.msg} (line {e.lineno})") from None
+    except OSError as e:
+        raise UserError(f"cannot read LUT {path_or_lut}: {e.strerror}") from None
+    if not isinstance(lut, dict) or lut.get("lut_version") != LUT_VERSION or not isinstance(lut.get("devices"), dict):
+        raise UserError(f"{path_or_lut} is not a tfmobile latency LUT (version {LUT_VERSION})")
+    return lut
+
+
+def save_lut(lut, path):
+    write_json(path, lut)
+
+
+def _device(backend, threads):
+    if backend != "litert":
+        raise UserError(f"the LUT measures on the litert backend only (got {backend!r}); "
+                        "benchmark_model / android LUTs need per-op runs on that device")
+    from tfmobile.bench import host_device
+    return host_device(backend, threads)
+
+
+def trivial_model():
+    """A one-op int8 model that does almost nothing (ADD of two [1,1,1,8] tensors): the fixed cost."""
+    import flatbuffers
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.ModelT()
+    m.version = 3
+    m.buffers = [schema.BufferT()]
+    oc = schema.OperatorCodeT()
+    oc.builtinCode = schema.BuiltinOperator.ADD
+    oc.deprecatedBuiltinCode = schema.BuiltinOperator.ADD
+    oc.version = 2
+    m.operatorCodes = [oc]
+    sg = schema.SubGraphT()
+    sg.tensors = []
+    for name in (b"a", b"b", b"out"):
+        t = schema.TensorT()
+        t.shape = [1, 1, 1, 8]
+        t.type = schema.TensorType.INT8
+        t.name = name
+        t.buffer = 0
+        q = schema.QuantizationParametersT()
+        q.scale = np.array([0.05], np.float32)
+        q.zeroPoint = np.array([0], np.int64)
+        t.quantization = q
+        sg.tensors.append(t)
+    op = schema.OperatorT()
+    op.opcodeIndex = 0
+    op.inputs = [0, 1]
+    op.outputs = [2]
+    op.builtinOptionsType = schema.BuiltinOptions.AddOptions
+    op.builtinOptions = schema.AddOptionsT()
+    sg.operators = [op]
+    sg.inputs = [0, 1]
+    sg.outputs = [2]
+    m.subgraphs = [sg]
+    b = flatbuffers.Builder(256)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+# ---------------------------------------------------------------------------------------------------
+# model -> tflite bytes
+
+def to_int8_tflite(model_or_spec):
+    """int8 .tflite bytes (int8 I/O) of a tf_keras model or ModelSpec, via tfmobile.convert.
+
+    Calibration uses 8 real images: latency depends on the graph, not on the calibrated ranges.
+    """
+    from tfmobile.models.spec import ModelSpec
+
+    if isinstance(model_or_spec, ModelSpec):
+        from tfmobile import models
+        model_or_spec = models.build(model_or_spec)
+    from tfmobile.convert import to_tflite
+    return to_tflite(model_or_spec, "int8", io="int8", num_calibration=8)
+
+
+def _as_tflite(model):
+    """bytes of a .tflite from a path, bytes, tf_keras model or ModelSpec."""
+    if isinstance(model, (bytes, bytearray)):
+        graph.check_tflite_bytes(model)
+        return bytes(model)
+    if isinstance(model, (str, os.PathLike)):
+        p = os.fspath(model)
+        if p.endswith(".json"):
+            from tfmobile.models.spec import ModelSpec
+            return to_int8_tflite(ModelSpec.load(p))
+        return graph.read_tflite(p)
+    if hasattr(model, "layers") or hasattr(model, "blocks"):
+        return to_int8_tflite(model)
+    raise UserError(f"cannot predict the latency of a {type(model).__name__}: pass a .tflite path or bytes, "
+                    "a spec .json, a ModelSpec or a tf_keras model")
+
+
+def lut_layers(model):
+    """The executed ops of ``model`` with their LUT config keys (list of dicts)."""
+    data = _as_tflite(model)
+    out = graph.layers(data)
+    for layer in out:
+        layer["key"] = graph.config_key(layer["config"])
+    return out, data
+
+
+# ---------------------------------------------------------------------------------------------------
+# build
+
+def _log(msg, verbose):
+    if verbose:
+        sys.stderr.write(f"[tfmobile.lut] {msg}\n")
+        sys.stderr.flush()
+
+
+def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, rounds=DEFAULT_ROUNDS, warmup=5,
+              remeasure=False, cpus=None, verbose=True, batch=200):
+    """Measure every op configuration of ``models`` that the LUT lacks for this device; save; return stats.
+
+    models: .tflite paths / bytes / ModelSpecs / tf_keras models (int8-converted first).
+    lut: path of the JSON cache (read if it exists, written atomically) or a dict (updated in place).
+    Each one-op model runs ``runs`` timed invokes split over ``rounds`` interleaved rounds (all models
+    of a batch take turns, so load changes on a shared CPU spread evenly); the entry is the median.
+    """
+    from tfmobile.bench.litert import run_worker
+
+    path = None if isinstance(lut, dict) else lut
+    table = load_lut(lut)
+    device = _device(backend, threads)
+    dkey = device_key(device)
+    dev = table["devices"].setdefault(dkey, {"device": device, "overhead_ms": None, "entries": {}})
+    entries = dev["entries"]
+    todo = {}   # key -> (model bytes index, op index, op name)
+    seen = set()
+    sources = []
+    n_layers = 0
+    for m in (models if isinstance(models, (list, tuple)) else [models]):
+        layers_, data = lut_layers(m)
+        sources.append(graph.load_model(data))
+        n_layers += len(layers_)
+        for layer in layers_:
+            k = layer["key"]
+            seen.add(k)
+            if (remeasure or k not in entries) and k not in todo:
+                todo[k] = (len(sources) - 1, layer["index"], layer["op"])
+    _log(f"{n_layers} ops in {len(sources)} model(s): {len(todo)} configuration(s) to measure on {dkey}", verbose)
+    measured = 0
+    keys = list(todo)
+    with tempfile.TemporaryDirectory(prefix="tfmobile_lut_") as tmp:
+        trivial = os.path.join(tmp, "trivial.tflite")
+        with open(trivial, "wb") as f:
+            f.write(trivial_model())
+        for start in range(0, max(len(keys), 1), batch):
+            chunk = keys[start:start + batch]
+            paths = [trivial]
+            for j, k in enumerate(chunk):
+                si, oi, _ = todo[k]
+                p = os.path.join(tmp, f"op{start + j}.tflite")
+                with open(p, "wb") as f:
+                    f.write(graph.op_model(sources[si], oi))
+                paths.append(p)
+            if not chunk and dev["overhead_ms"] is not None:
+                break
+            out = run_worker(paths, threads=threads, runs=runs, warmup=warmup, rounds=rounds, cpus=cpus)
+            res = out["results"]
+            now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            if "error" in res[0]:
+                raise UserError(f"cannot time the overhead model: {res[0]['error']}")
+            ov = _median(res[0]["times_ms"])
+            # keep the smallest overhead seen: it is the least disturbed by other load
+            dev["overhead_ms"] = ov if dev["overhead_ms"] is None else min(dev["overhead_ms"], ov)
+            for k, r in zip(chunk, res[1:]):
+                if "error" in r:
+                    raise UserError(f"LiteRT cannot run the one-op model of {todo[k][2]}: {r['error']}")
+                entries[k] = {"op": todo[k][2], "ms": _median(r["times_ms"]), "min_ms": min(r["times_ms"]),
+                              "runs": len(r["times_ms"]), "measured": now}
+                measured += 1
+            _log(f"measured {measured}/{len(keys)}", verbose)
+    dev["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if path:
+        save_lut(table, path)
+    return {"device_key": dkey, "layers": n_layers, "models": len(sources), "measured": measured,
+            "distinct_configs": len(seen), "reused": len(seen) - len(todo),
+            "entries": len(entries), "overhead_ms": dev["overhead_ms"], "lut": path}
+
+
+def _median(xs):
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+# ---------------------------------------------------------------------------------------------------
+# predict
+
+def predict_detail(model, lut, backend="litert", threads=1, measure_missing=False, verbose=False):
+    """Per-op breakdown and total: {"predicted_ms", "overhead_ms", "layers": [...], "missing": n}.
+
+    Ops whose configuration is not in the LUT are measured first when ``measure_missing`` (and the
+    LUT saved, when it is a path); otherwise UserError names how many are missing.
+    """
+    table = load_lut(lut)
+    device = _device(backend, threads)
+    dkey = device_key(device)
+    layers_, data = lut_layers(model)
+    dev = table["devices"].get(dkey)
+    missing = [ly for ly in layers_ if dev is None or ly["key"] not in dev["entries"]]
+    if missing or dev is None or dev.get("overhead_ms") is None:
+        if not measure_missing:
+            raise UserError(f"LUT lacks {len(missing)} of {len(layers_)} op configuration(s) for device "
+                            f"'{dkey}': run `python -m pipelines.lut build` on this model first "
+                            "(or predict with --measure_missing)")
+        build_lut([data], table, backend, threads, verbose=verbose)
+        if not isinstance(lut, dict):
+            save_lut(table, lut)
+        dev = table["devices"][dkey]
+    c = dev["overhead_ms"]
+    rows = []
+    total = c
+    for ly in layers_:
+        e = dev["entries"][ly["key"]]
+        t = max(e["ms"] - c, 0.0)
+        total += t
+        rows.append({"index": ly["index"], "op": ly["op"], "name": ly["name"], "ms": t, "macs": ly["macs"],
+                     "output_shape": ly["config"]["outputs"][0]["shape"] if ly["config"]["outputs"] else None})
+    return {"predicted_ms": total, "overhead_ms": c, "num_ops": len(layers_), "device_key": dkey,
+            "layers": rows, "measured_missing": len(missing)}
+
+
+def predict(model, lut, backend="litert", threads=1, measure_missing=False):
+    """Predicted whole-model latency (ms) on the LUT's device: sum over executed ops + fixed overhead."""
+    return predict_detail(model, lut, backend, threads, measure_missing)["predicted_ms"]
