@@ -6,20 +6,11 @@
     convert.verify(data, model, images)                # agreement / MAE / float ops
     convert.to_tflm(data, "mbv3_small", "tflite_models", mcu="cortex_m7")
     convert.export(model, "mbv3_small", ["int8"], "tflite_models", tflm=True)
+
+Importing this package does not import TensorFlow; the functions do when they need it.
 """
-from tfmobile.convert.tflite import (MODES, IO_TYPES, representative_images, tflite_io,  # noqa: F401
+from tfmobile.convert.tflite import (IO_TYPES, MODES, representative_images, tflite_io,  # noqa: F401
                                      tflite_op_counts, tflite_ops, to_tflite)
-
-
-def __getattr__(name):
-    # verify / TFLM / export are imported lazily so that `to_tflite` users do not pay for them.
-    if name in ("verify", "run_tflite", "float_ops"):
-        from tfmobile.convert import verify as _v
-        return getattr(_v, name if name != "verify" else "verify")
-    if name in ("to_tflm", "tflm_run", "measure_arena", "MCU_PRESETS", "mcu_budget"):
-        from tfmobile.convert import tflm as _t
-        return getattr(_t, name)
-    if name in ("export", "sidecar"):
-        from tfmobile.convert import export as _e
-        return getattr(_e, name)
-    raise AttributeError(f"module 'tfmobile.convert' has no attribute {name!r}")
+from tfmobile.convert.verification import (float_ops, run_tflite, verification_images,  # noqa: F401
+                                           verify)
+from tfmobile.convert.tflm import MCU_PRESETS, measure_arena, mcu_budget, tflm_run, to_tflm  # noqa: F401
