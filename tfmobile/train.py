@@ -230,6 +230,12 @@ def compile_model(model, optimizer):
 
 
 def _ends_in_softmax(model):
+    try:
+        act = _spec_json(model).classifier_activation
+        if _spec_json(model).include_top:
+            return act == "softmax"
+    except UserError:
+        pass
     last = model.layers[-1]
     layer = getattr(last, "layer", last)  # tfmot wrappers
     act = getattr(layer, "activation", None)
