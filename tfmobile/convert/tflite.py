@@ -95,6 +95,25 @@ def _quiet_fd2():
         os.close(devnull)
 
 
+def _converter(model):
+    """A TFLiteConverter for ``model`` traced at batch 1 and frozen (no SavedModel round trip).
+
+    ``from_keras_model`` first exports the model as a SavedModel, which re-traces every layer's
+    call: measured 76 s of an int8 MobileNetV3Small 224 conversion on this machine. Converting the
+    model's batch-1 concrete function through the frozen-graph path (``experimental_lower_to_saved_model
+    = False``) skips that export and gives the same int8 graph, with static shapes (no
+    SHAPE/STRIDED_SLICE/PACK ops in front of the classifier's Reshape).
+    """
+    import tensorflow as tf
+
+    shape = input_shape_of(model)
+    fn = tf.function(lambda x: model(x, training=False))
+    concrete = fn.get_concrete_function(tf.TensorSpec([1, *shape], tf.float32, name="input"))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    converter.experimental_lower_to_saved_model = False
+    return converter
+
+
 def to_tflite(model, mode="float", representative_data=None, io="int8",
               num_calibration=DEFAULT_NUM_CALIBRATION, calibration_dir=None):
     """Convert a tf_keras model to .tflite bytes.
@@ -110,8 +129,7 @@ def to_tflite(model, mode="float", representative_data=None, io="int8",
         raise UserError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if io not in IO_TYPES:
         raise UserError(f"unknown io type {io!r}; choose one of {', '.join(IO_TYPES)}")
-    input_shape_of(model)  # validates
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = _converter(model)
     if mode == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -131,7 +149,8 @@ def to_tflite(model, mode="float", representative_data=None, io="int8",
         converter.inference_input_type = io_type
         converter.inference_output_type = io_type
     try:
-        with _quiet_fd2():
+        with _quiet_fd2(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             data = converter.convert()
     except Exception as e:  # ConverterError and friends: one line naming the cause
         msg = " ".join(str(e).split())
