@@ -1,0 +1,494 @@
+"""Compression with tfmot: quantization-aware training (QAT), magnitude pruning, 2:4 structured
+sparsity and pruning-preserving QAT (PQAT), plus the size / sparsity measurements around them.
+
+    from tfmobile import compress
+    q = compress.qat(model)                               # fake-quant model, train a few epochs
+    p = compress.prune(model, 0.5, begin_step=0, end_step=steps)
+    p.fit(..., callbacks=compress.pruning_callbacks())
+    s = compress.strip(p)                                 # plain Keras model with zeros in it
+    pq = compress.pqat(s)                                 # QAT that keeps those zeros
+    compress.sparsity_report(s); compress.tflite_sparsity(tflite_bytes); compress.gzip_size(path)
+
+What tfmot 0.8's default 8-bit registry already covers, and what this module adds, is listed in
+docs/compression.md. In short: tfmot quantizes Conv2D / DepthwiseConv2D / Dense (folding a following
+BatchNorm), ReLU, Add, Concatenate, pooling, and passes Reshape / Permute / Flatten / Dropout /
+ZeroPadding through. It has no entry for Multiply (the SE gate), Rescaling, tfmobile's HardSwish
+and HardSigmoid, or any other custom layer; those get the QuantizeConfigs below, made only of
+tfmot quantizers (no hand-written fake-quant ops).
+"""
+import contextlib
+import gzip
+import os
+
+import tfmobile  # noqa: F401  (legacy Keras before TensorFlow)
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+import tensorflow_model_optimization as tfmot
+
+from tfmobile.errors import UserError
+
+_qk = tfmot.quantization.keras
+_sk = tfmot.sparsity.keras
+
+COMPRESSIONS = (None, "qat", "prune", "pqat")
+
+
+# --------------------------------------------------------------------------- QuantizeConfigs
+@keras.utils.register_keras_serializable(package="tfmobile")
+class OutputQuantizeConfig(_qk.QuantizeConfig):
+    """A weightless elementwise layer whose output needs its own int8 range.
+
+    Used for HardSwish (one HARD_SWISH op in TFLite), HardSigmoid, Multiply (the SE gate, MUL)
+    and Rescaling. The quantizer is tfmot's
+    MovingAverageQuantizer with the settings tfmot uses for activations (8 bit, per tensor,
+    asymmetric), i.e. the same as its Default8BitOutputQuantizeConfig.
+    """
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [_qk.quantizers.MovingAverageQuantizer(
+            num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+    def get_config(self):
+        return {}
+
+
+@keras.utils.register_keras_serializable(package="tfmobile")
+class PassThroughQuantizeConfig(OutputQuantizeConfig):
+    """A layer that only moves or selects values (channel split, shuffle): no new range.
+
+    Its int8 output reuses the input's scale and zero point, as tfmot does for Reshape/Permute.
+    """
+
+    def get_output_quantizers(self, layer):
+        return []
+
+
+# Layer class name -> QuantizeConfig class for layers tfmot's default registry does not cover.
+# A class is looked up by name so that zoo layers added later (tfmobile.models.layers) only need
+# an entry here. Anything not in tfmot's registry and not in this table is refused with its name.
+LAYER_CONFIGS = {
+    "HardSwish": OutputQuantizeConfig,
+    "HardSigmoid": OutputQuantizeConfig,
+    "Multiply": OutputQuantizeConfig,
+    "Rescaling": OutputQuantizeConfig,
+    "ChannelSplit": PassThroughQuantizeConfig,
+    "ChannelShuffle": PassThroughQuantizeConfig,
+    "Split": PassThroughQuantizeConfig,
+}
+
+
+def _custom_objects():
+    from tfmobile.models import layers as zoo_layers
+    objs = dict(getattr(zoo_layers, "CUSTOM_OBJECTS", {}))
+    objs.update(OutputQuantizeConfig=OutputQuantizeConfig,
+                PassThroughQuantizeConfig=PassThroughQuantizeConfig)
+    return objs
+
+
+@contextlib.contextmanager
+def quantize_scope():
+    """Custom objects needed to clone / deserialize a QAT or PQAT model (zoo layers + configs)."""
+    with _qk.quantize_scope(_custom_objects()):
+        yield
+
+
+# --------------------------------------------------------------------------- helpers
+def _spec_json(model):
+    from tfmobile.models.registry import SPEC_ATTR
+    return getattr(model, SPEC_ATTR, None)
+
+
+def _keep_spec(src, dst):
+    from tfmobile.models.registry import SPEC_ATTR
+    text = _spec_json(src)
+    if text:
+        setattr(dst, SPEC_ATTR, text)
+    return dst
+
+
+def _check_model(model, what):
+    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+        raise UserError(f"{what} needs a functional tf_keras.Model (tfmobile.models.build), "
+                        f"got {type(model).__name__}")
+
+
+def _is_wrapped(model, wrapper_cls):
+    return any(isinstance(layer, wrapper_cls) for layer in model.layers)
+
+
+def _quantize_wrapper_cls():
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import (
+        QuantizeWrapper)
+    return QuantizeWrapper
+
+
+_BN_TYPES = (keras.layers.BatchNormalization,)
+
+
+def _annotate(model):
+    """Clone ``model`` with every layer annotated: tfmot's registry where it covers the layer,
+    a tfmobile QuantizeConfig where it does not; unknown layers are refused by name."""
+    registry = _qk.default_8bit.Default8BitQuantizeRegistry()
+    unsupported = []
+
+    def annotate(layer):
+        cfg = LAYER_CONFIGS.get(type(layer).__name__)
+        if cfg is not None and not registry.supports(layer):
+            return _qk.quantize_annotate_layer(layer, quantize_config=cfg())
+        if not registry.supports(layer) and not isinstance(layer, _BN_TYPES):
+            unsupported.append(f"{layer.name} ({type(layer).__name__})")
+        # No config: tfmot's registry / layout transforms decide (BatchNorm after a conv or a
+        # Dense is folded by the transforms, so it must not carry a custom config).
+        return _qk.quantize_annotate_layer(layer)
+
+    with quantize_scope():
+        annotated = keras.models.clone_model(model, clone_function=annotate)
+    if unsupported:
+        raise UserError("cannot quantize layers with no tfmot or tfmobile QuantizeConfig: "
+                        + ", ".join(unsupported))
+    annotated.set_weights(model.get_weights())
+    return annotated
+
+
+# --------------------------------------------------------------------------- QAT / PQAT
+def qat(model):
+    """A QAT copy of ``model`` (float weights copied) ready to fine-tune, then convert to int8.
+
+    tfmot's quantize_apply with the default 8-bit scheme, after annotating layers the default
+    registry does not know with tfmobile's QuantizeConfigs.
+    """
+    _check_model(model, "qat()")
+    if _is_wrapped(model, _quantize_wrapper_cls()):
+        raise UserError("model is already quantization-aware")
+    if _is_wrapped(model, _prune_wrapper_cls()):
+        raise UserError("strip pruning wrappers (compress.strip) before QAT; use pqat() for "
+                        "sparsity-preserving QAT")
+    annotated = _annotate(model)
+    with quantize_scope():
+        q = _apply(annotated)
+    return _keep_spec(model, q)
+
+
+def _apply(annotated, scheme=None):
+    try:
+        if scheme is None:
+            return _qk.quantize_apply(annotated)
+        return _qk.quantize_apply(annotated, scheme)
+    except RuntimeError as e:
+        # tfmot: "Layer NAME:<class> is not supported..." (e.g. a BatchNorm not after a conv)
+        raise UserError(f"cannot quantize: {str(e).splitlines()[0]}") from None
+
+
+def pqat(pruned_stripped_model):
+    """Pruning-preserving QAT (tfmot collaborative optimisation): the zeros of a pruned, stripped
+    model stay exactly zero in the fake-quantized (and hence the int8) weights."""
+    model = pruned_stripped_model
+    _check_model(model, "pqat()")
+    if _is_wrapped(model, _prune_wrapper_cls()):
+        raise UserError("pqat() needs a stripped model: call compress.strip(model) first")
+    if _is_wrapped(model, _quantize_wrapper_cls()):
+        raise UserError("model is already quantization-aware")
+    annotated = _annotate(model)
+    scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    with quantize_scope():
+        q = _apply(annotated, scheme)
+    return _keep_spec(model, q)
+
+
+# --------------------------------------------------------------------------- pruning
+def _prune_wrapper_cls():
+    from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
+        PruneLowMagnitude)
+    return PruneLowMagnitude
+
+
+def prunable_layers(model, structured_2_4=False):
+    """Names of the layers ``prune`` wraps.
+
+    Conv2D and Dense kernels are pruned. Skipped: DepthwiseConv2D (tfmot's prune registry lists no
+    prunable weight for it, and its 3x3xC kernels are a few % of the parameters yet sensitive), and
+    the stem conv whose kernel sees <= 4 input channels (the image: tiny, accuracy-critical).
+    2:4 sparsity works on the input-channel axis (TFLite's innermost), so the same set applies.
+    """
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            continue
+        if isinstance(layer, keras.layers.Conv2D):
+            if int(layer.kernel.shape[-2]) <= 4:
+                continue
+            names.append(layer.name)
+        elif isinstance(layer, keras.layers.Dense):
+            names.append(layer.name)
+    return names
+
+
+def _frequency(span):
+    # A pruning step must land exactly on end_step so the schedule reaches its final sparsity.
+    f = max(1, min(100, span // 4 or 1))
+    while span % f:
+        f -= 1
+    return f
+
+
+def prune(model, target_sparsity, begin_step, end_step, structured_2_4=False,
+          initial_sparsity=0.0):
+    """Wrap the prunable layers (see ``prunable_layers``) in tfmot's prune_low_magnitude.
+
+    Unstructured: PolynomialDecay (power 3) from ``initial_sparsity`` at ``begin_step`` to
+    ``target_sparsity`` at ``end_step`` (training steps, i.e. batches). structured_2_4: tfmot's
+    sparsity_m_by_n=(2, 4), two zeros in every four consecutive input-channel weights; the layer
+    sparsity is then exactly 50 % whatever ``target_sparsity`` says. Train with
+    ``pruning_callbacks()``, then ``strip``.
+    """
+    _check_model(model, "prune()")
+    try:
+        target_sparsity = float(target_sparsity)
+    except (TypeError, ValueError):
+        raise UserError(f"target sparsity must be a number in [0, 1), got {target_sparsity!r}") from None
+    if not 0.0 <= target_sparsity < 1.0:
+        raise UserError(f"target sparsity must be in [0, 1), got {target_sparsity}")
+    if not 0.0 <= initial_sparsity <= target_sparsity:
+        raise UserError(f"initial sparsity must be in [0, target], got {initial_sparsity}")
+    if not (isinstance(begin_step, (int, np.integer)) and isinstance(end_step, (int, np.integer))):
+        raise UserError("begin_step and end_step must be integers")
+    if begin_step < 0 or end_step <= begin_step:
+        raise UserError(f"need 0 <= begin_step < end_step, got {begin_step}, {end_step}")
+    if _is_wrapped(model, _quantize_wrapper_cls()):
+        raise UserError("prune the float model, then strip and use pqat()")
+    if _is_wrapped(model, _prune_wrapper_cls()):
+        raise UserError("model is already wrapped for pruning")
+    span = int(end_step - begin_step)
+    schedule = _sk.PolynomialDecay(initial_sparsity=float(initial_sparsity),
+                                   final_sparsity=target_sparsity, begin_step=int(begin_step),
+                                   end_step=int(end_step), power=3, frequency=_frequency(span))
+    targets = set(prunable_layers(model, structured_2_4))
+    if not targets:
+        raise UserError("model has no prunable Conv2D/Dense layers")
+    kwargs = {"pruning_schedule": schedule}
+    if structured_2_4:
+        kwargs["sparsity_m_by_n"] = (2, 4)
+
+    def wrap(layer):
+        if layer.name in targets:
+            return _sk.prune_low_magnitude(layer, **kwargs)
+        return layer.__class__.from_config(layer.get_config())
+
+    with quantize_scope():
+        pruned = keras.models.clone_model(model, clone_function=wrap)
+    # Copy weights by layer (the wrappers add mask / threshold / step variables).
+    for src, dst in zip(model.layers, pruned.layers):
+        w = src.get_weights()
+        if not w:
+            continue
+        if isinstance(dst, _prune_wrapper_cls()):
+            dst.layer.set_weights(w)
+        else:
+            dst.set_weights(w)
+    return _keep_spec(model, pruned)
+
+
+def pruning_callbacks(log_dir=None):
+    """Callbacks a pruning fit needs: UpdatePruningStep (+ PruningSummaries into ``log_dir``)."""
+    cbs = [_sk.UpdatePruningStep()]
+    if log_dir:
+        cbs.append(_sk.PruningSummaries(log_dir=os.fspath(log_dir)))
+    return cbs
+
+
+def strip(model):
+    """Remove pruning wrappers: a plain Keras model whose kernels hold the zeros."""
+    _check_model(model, "strip()")
+    with quantize_scope():
+        stripped = _sk.strip_pruning(model)
+    return _keep_spec(model, stripped)
+
+
+def apply(model, compression):
+    """Re-create the compression wrappers on a freshly built float model so that a checkpoint's
+    ``weights.h5`` loads (``tfmobile.train.load_checkpoint``).
+
+    ``None`` and ``"prune"`` return the model unchanged: a pruning checkpoint is saved after
+    ``strip`` (its zeros are plain weights). ``"qat"`` / ``"pqat"`` return ``qat`` / ``pqat`` of it.
+    """
+    if compression in (None, "", "none", "float"):
+        return model
+    if compression == "prune":
+        return model
+    if compression == "qat":
+        return qat(model)
+    if compression == "pqat":
+        return pqat(model)
+    raise UserError(f"unknown compression {compression!r}; known: qat, prune, pqat")
+
+
+# --------------------------------------------------------------------------- measurements
+def _kernels(layer):
+    """(name, array) of the weight tensors that pruning / int8 matter for, unwrapping wrappers."""
+    inner = layer
+    while hasattr(inner, "layer") and isinstance(inner.layer, keras.layers.Layer):
+        inner = inner.layer
+    out = []
+    if isinstance(inner, keras.layers.DepthwiseConv2D):
+        out.append(("depthwise_kernel", inner.depthwise_kernel))
+    elif isinstance(inner, (keras.layers.Conv2D, keras.layers.Dense)):
+        out.append(("kernel", inner.kernel))
+    return inner, out
+
+
+def sparsity_report(model):
+    """Per-layer and total fraction of exactly-zero weights in Conv2D / DepthwiseConv2D / Dense
+    kernels (wrappers are looked through; a live pruning wrapper's mask is applied)."""
+    layers_out = {}
+    total = zeros = 0
+    pruned_total = pruned_zeros = 0
+    for layer in model.layers:
+        inner, kernels = _kernels(layer)
+        for attr, var in kernels:
+            w = np.asarray(var.numpy())
+            if isinstance(layer, _prune_wrapper_cls()):
+                for weight, mask, _ in layer.pruning_vars:
+                    if weight is var:
+                        w = w * mask.numpy()
+            n, z = int(w.size), int(np.sum(w == 0))
+            pruned = isinstance(layer, _prune_wrapper_cls()) or z > 0
+            layers_out[inner.name] = {"type": type(inner).__name__, "weight": attr, "params": n,
+                                      "zeros": z, "sparsity": round(z / n, 4) if n else 0.0}
+            total += n
+            zeros += z
+            if pruned:
+                pruned_total += n
+                pruned_zeros += z
+    return {"layers": layers_out, "params": total, "zeros": zeros,
+            "sparsity": round(zeros / total, 4) if total else 0.0,
+            "sparse_layers_params": pruned_total,
+            "sparse_layers_sparsity": round(pruned_zeros / pruned_total, 4) if pruned_total else 0.0}
+
+
+def check_2_4(model):
+    """Layers of ``model`` whose kernel does NOT hold 2 zeros in every 4 consecutive input-channel
+    weights (TFLite layout: Conv2D [out, h, w, in], Dense [out, in]); [] when the pattern holds.
+    A trailing group shorter than 4 (input channels not a multiple of 4) is checked for <= 2
+    non-zeros."""
+    bad = []
+    for layer in model.layers:
+        inner, kernels = _kernels(layer)
+        if isinstance(inner, keras.layers.DepthwiseConv2D) or not kernels:
+            continue
+        w = np.asarray(kernels[0][1].numpy())
+        if isinstance(inner, keras.layers.Conv2D):
+            if int(w.shape[-2]) <= 4:
+                continue
+            rows = np.transpose(w, (3, 0, 1, 2)).reshape(-1, w.shape[2])
+        else:
+            rows = w.T
+        if not _rows_are_2_4(rows):
+            bad.append(inner.name)
+    return bad
+
+
+def _rows_are_2_4(rows):
+    cin = rows.shape[1]
+    pad = (-cin) % 4
+    padded = np.pad(rows, ((0, 0), (0, pad)))
+    groups = padded.reshape(rows.shape[0], -1, 4)
+    return bool(np.all(np.sum(groups != 0, axis=-1) <= 2))
+
+
+def gzip_size(path_or_bytes):
+    """Bytes after gzip -9 of a file or a bytes object: how well its weights would compress."""
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        data = bytes(path_or_bytes)
+    else:
+        path = os.fspath(path_or_bytes)
+        if not os.path.isfile(path):
+            raise UserError(f"no such file: {path}")
+        with open(path, "rb") as f:
+            data = f.read()
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def _interpreter(tflite):
+    from ai_edge_litert.interpreter import Interpreter
+    if isinstance(tflite, (bytes, bytearray)):
+        it = Interpreter(model_content=bytes(tflite))
+    else:
+        path = os.fspath(tflite)
+        if not os.path.isfile(path):
+            raise UserError(f"no such file: {path}")
+        it = Interpreter(model_path=path)
+    it.allocate_tensors()
+    return it
+
+
+_WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}
+
+
+def tflite_sparsity(tflite):
+    """Sparsity of the weight tensors inside a .tflite (bytes or path), read back through the
+    LiteRT interpreter: per weight tensor and totals, with their dtype (int8 after QAT)."""
+    it = _interpreter(tflite)
+    details = {t["index"]: t for t in it.get_tensor_details()}
+    tensors = {}
+    for op in it._get_ops_details():
+        pos = _WEIGHT_OPS.get(op["op_name"])
+        if pos is None or len(op["inputs"]) <= pos:
+            continue
+        idx = int(op["inputs"][pos])
+        if idx < 0 or idx in tensors:
+            continue
+        try:
+            w = it.get_tensor(idx)
+        except ValueError:
+            continue
+        d = details[idx]
+        zp = d["quantization_parameters"]["zero_points"]
+        zero = int(zp[0]) if len(zp) == 1 else 0      # per-channel weights are symmetric (zp 0)
+        n, z = int(w.size), int(np.sum(w == zero))
+        tensors[d["name"]] = {"op": op["op_name"], "dtype": np.dtype(w.dtype).name,
+                              "shape": list(w.shape), "params": n, "zeros": z,
+                              "sparsity": round(z / n, 4) if n else 0.0}
+    total = sum(t["params"] for t in tensors.values())
+    zeros = sum(t["zeros"] for t in tensors.values())
+    conv_fc = [t for t in tensors.values() if t["op"] != "DEPTHWISE_CONV_2D"]
+    ct = sum(t["params"] for t in conv_fc)
+    cz = sum(t["zeros"] for t in conv_fc)
+    return {"tensors": tensors, "params": total, "zeros": zeros,
+            "sparsity": round(zeros / total, 4) if total else 0.0,
+            "conv_fc_params": ct, "conv_fc_sparsity": round(cz / ct, 4) if ct else 0.0}
+
+
+def float_ops(tflite, allow_io=True):
+    """Ops of a .tflite that compute in float: any input/output tensor float32/float16 (bias int32
+    is fine). With ``allow_io`` a QUANTIZE on a graph input / DEQUANTIZE on a graph output (float
+    model I/O around an int8 body) is not counted. Returns ["OP(tensor)", ...], [] = all-int8."""
+    it = _interpreter(tflite)
+    details = {t["index"]: t for t in it.get_tensor_details()}
+    graph_in = {d["index"] for d in it.get_input_details()}
+    graph_out = {d["index"] for d in it.get_output_details()}
+    bad = []
+    for op in it._get_ops_details():
+        ins = [int(i) for i in op["inputs"] if int(i) >= 0]
+        outs = [int(i) for i in op["outputs"]]
+        if allow_io and op["op_name"] == "QUANTIZE" and set(ins) <= graph_in:
+            continue
+        if allow_io and op["op_name"] == "DEQUANTIZE" and set(outs) <= graph_out:
+            continue
+        for i in ins + outs:
+            if np.dtype(details[i]["dtype"]) in (np.float32, np.float16):
+                bad.append(f"{op['op_name']}({details[i]['name']})")
+                break
+    return bad
