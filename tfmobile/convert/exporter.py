@@ -24,6 +24,12 @@ from tfmobile.convert.verification import DEFAULT_NUM_VERIFY, verification_image
 from tfmobile.errors import UserError
 from tfmobile.io import to_json
 
+def _cpu():
+    """CPU seconds of this process and its finished children (the TFLM child processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 MODE_ALIASES = {"float32": "float", "float16": "fp16"}
 
 
@@ -162,8 +168,8 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
     if tflm:
         mcu_budget(**budget_args)   # validate before any slow work
 
-    timings = {}
-    t = time.perf_counter()
+    timings, cpu = {}, {}
+    t, c = time.perf_counter(), _cpu()
     shape = tuple(model.input_shape[1:])
     needs_calibration = "int8" in modes or tflm
     calib = None
@@ -171,6 +177,7 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
         calib = representative_images(model, representative_data, num_calibration, calibration_dir)
     images, labels = verification_images(shape, num_verify)
     timings["data"] = time.perf_counter() - t
+    cpu["data"] = _cpu() - c
 
     common = {"spec": _spec_dict(model), "weights": weights, "randomly_initialized": weights is None,
               "calibration": ({"source": ("random" if isinstance(representative_data, str) else
@@ -187,13 +194,15 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
     try:
         for mode in modes:
             say(f"converting {name} to {mode} TFLite")
-            t = time.perf_counter()
+            t, c = time.perf_counter(), _cpu()
             data = to_tflite(model, mode, representative_data=calib, io=io)
             timings[f"convert_{mode}"] = time.perf_counter() - t
-            t = time.perf_counter()
+            cpu[f"convert_{mode}"] = _cpu() - c
+            t, c = time.perf_counter(), _cpu()
             say(f"verifying {mode} model in LiteRT on {len(images)} real images")
             ver = verify(data, model, images, labels)
             timings[f"verify_{mode}"] = time.perf_counter() - t
+            cpu[f"verify_{mode}"] = _cpu() - c
             if mode == "int8" and ver["float_ops"]:
                 raise UserError(f"int8 model is not integer-only: {len(ver['float_ops'])} op(s) run in float: "
                                 f"{', '.join(ver['float_ops'])}")
@@ -207,7 +216,7 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
             if mode == "int8":
                 int8_bytes = data
         if tflm:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), _cpu()
             fw_model, stripped = logits_model(model)
             int8_rec = next((a for a in artifacts if a["mode"] == "int8"), None)
             if not stripped and int8_rec is not None:
@@ -221,12 +230,14 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
                     raise UserError(f"int8 firmware model is not integer-only: op(s) in float: "
                                     f"{', '.join(ver['float_ops'])}")
             timings["convert_tflm"] = time.perf_counter() - t
+            cpu["convert_tflm"] = _cpu() - c
             check_tflm_ops(data)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), _cpu()
             say("measuring the TFLite-Micro tensor arena (child process, bisection)")
             base = f"{name}_int8_tflm"
             res = to_tflm(data, base, output_dir, write=False, **budget_args)
             timings["tflm_arena"] = time.perf_counter() - t
+            cpu["tflm_arena"] = _cpu() - c
             from tfmobile.convert.tflm import c_header, c_source, resolver_snippet
 
             files = res["files"]
@@ -249,5 +260,6 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
         raise
     return {"name": name, "output_dir": output_dir, "weights": weights,
             "randomly_initialized": weights is None, "artifacts": artifacts, "tflm": tflm_result,
-            "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+            "timings_s": {k: round(v, 2) for k, v in timings.items()},
+            "cpu_s": {k: round(v, 2) for k, v in cpu.items()}}
 

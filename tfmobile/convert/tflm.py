@@ -291,6 +291,9 @@ def measure_arena(tflite_bytes, sample_input=None, granularity=16, max_arena=64 
             if res and res[-1]["ok"]:
                 break
             err = res[-1]["error"] if res else ""
+            missing = re.findall(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'", proc.stderr or "")
+            if missing:
+                raise UserError(f"TFLite-Micro cannot run op(s) {', '.join(sorted(set(missing)))} in this model")
             if "allocate" not in err.lower() and "memory" not in err.lower() and "arena" not in err.lower() \
                     and err:
                 raise UserError(f"TFLite-Micro cannot load the model: {err}")
