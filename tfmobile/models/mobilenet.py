@@ -365,7 +365,7 @@ def global_pool_block(x, block, spec):
 def classifier_block(x, block, spec):
     """Global pool -> [hidden 1x1 conv (bias, no BN) + act] -> [dropout] -> logits -> activation.
 
-    ``layer`` "conv": 1x1 Conv2D logits on the kept 1x1 map, then a Reshape (V1, V3);
+    ``layer`` "conv": 1x1 Conv2D logits on the kept 1x1 map, then a Flatten (V1, V3);
     "dense": Dense logits on the pooled vector (V2). keras.applications uses these same layers,
     which is what lets its weight files load.
     """
@@ -394,7 +394,9 @@ def classifier_block(x, block, spec):
         x = layers.Dropout(rate, name=f"{name}_dropout")(x)
     if keep:
         x = layers.Conv2D(classes, 1, padding="same", use_bias=True, name=f"{name}_logits")(x)
-        x = layers.Reshape((classes,), name=f"{name}_reshape")(x)
+        # Flatten (a constant-shape RESHAPE in TFLite); Reshape((classes,)) would add
+        # SHAPE/STRIDED_SLICE/PACK ops for the dynamic batch dimension.
+        x = layers.Flatten(name=f"{name}_flatten")(x)
     else:
         x = layers.Dense(classes, name=f"{name}_logits")(x)
     act = _act(block, "activation")
