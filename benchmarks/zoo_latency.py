@@ -1,0 +1,140 @@
+"""Latency of every zoo family at 224x224 int8 (litert, 1 and 2 threads) beside keras.applications.
+
+    python benchmarks/zoo_latency.py [--runs 200] [--rounds 20] [--json]
+
+All models (random weights, 1000 classes, alpha 1.0) are converted the same way
+(tfmobile.convert.to_tflite, int8 with int8 I/O, 8 real calibration images); keras.applications'
+MobileNetV2 and MobileNetV3Small (include_preprocessing=False, so [-1,1] inputs like ours) go
+through the same call. Measurement: one pinned child process per thread count holds every model;
+``--rounds`` interleaved rounds run each model in turn (ours and keras' alternate), so a load change
+on the shared machine hits both sides of a comparison alike. Reported latency is the median over all
+runs. ``ratio`` = ours / keras (must be <= 1.00), also computed per round (median of per-round
+ratios) as a check. ``same_graph`` says whether the two int8 graphs run identical op configurations.
+"""
+import collections
+import datetime
+import os
+import time
+
+import tfmobile  # noqa: F401
+from absl import flags
+
+from pipelines import _cli
+
+OURS = ["mbv1", "mbv2", "mbv3_small", "mbv3_large", "shufflenet_v1", "shufflenet_v2", "squeezenet1_0",
+        "squeezenet1_1"]
+PAIRS = {"mbv2": "keras_mbv2", "mbv3_small": "keras_mbv3_small"}
+
+flags.DEFINE_integer("resolution", 224, "input resolution")
+flags.DEFINE_integer("runs", 200, "timed invokes per model and thread count")
+flags.DEFINE_integer("rounds", 20, "interleaved rounds")
+flags.DEFINE_list("threads", ["1", "2"], "thread counts")
+flags.DEFINE_string("work_dir", None, "cache of converted models (default /tmp/tfmobile_bench)")
+flags.DEFINE_bool("convert_only", False, "only convert (warm the cache)")
+flags.DEFINE_bool("json", False, "print one JSON object")
+FLAGS = flags.FLAGS
+
+
+def _order():
+    """Ours and keras' alternate: mbv2, keras_mbv2, mbv3_small, keras_mbv3_small, then the rest."""
+    names = []
+    for ours, theirs in PAIRS.items():
+        names += [ours, theirs]
+    return names + [n for n in OURS if n not in PAIRS]
+
+
+def _canonical(config):
+    """Config key where the padding of a 1x1 stride-1 conv is dropped (SAME and VALID compute the same)."""
+    import copy
+    import json
+    c = copy.deepcopy(config)
+    w = c["inputs"][1]["shape"] if c["op"] == "CONV_2D" and len(c["inputs"]) > 1 and c["inputs"][1] else None
+    if w and w[1:3] == [1, 1] and c["options"].get("strideH") == 1 and c["options"].get("strideW") == 1:
+        c["options"].pop("padding", None)
+    return json.dumps(c, sort_keys=True)
+
+
+def _median(xs):
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def main(argv):
+    from tfmobile.bench import graph, zoo
+    from tfmobile.bench.litert import run_worker
+    from tfmobile.bench.stats import summarize
+    from tfmobile.errors import UserError
+
+    res = FLAGS.resolution
+    work = FLAGS.work_dir or zoo.DEFAULT_WORK_DIR
+    names = _order()
+    paths = {}
+    for n in names:
+        if n.startswith("keras_"):
+            paths[n] = zoo.keras_app_tflite(n, res, 1.0, work_dir=work)
+        else:
+            paths[n] = zoo.zoo_tflite(n, res, 1.0, work_dir=work)
+    if FLAGS.convert_only:
+        return {"converted": paths}
+    facts = {}
+    for n in names:
+        data = graph.read_tflite(paths[n])
+        layers = graph.layers(data)
+        facts[n] = {"bytes": len(data), "ops": len(layers),
+                    "macs_m": round(sum(ly["macs"] for ly in layers) / 1e6, 1),
+                    "configs": collections.Counter(_canonical(ly["config"]) for ly in layers)}
+    cpus_all = sorted(os.sched_getaffinity(0))
+    out = {"resolution": res, "runs": FLAGS.runs, "rounds": FLAGS.rounds, "backend": "litert",
+           "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "loadavg_before": os.getloadavg(), "models": {}, "comparisons": []}
+    per_round = {}
+    for t in [int(x) for x in FLAGS.threads]:
+        if t > len(cpus_all):
+            raise UserError(f"{t} threads but only {len(cpus_all)} CPUs")
+        _cli.progress(f"measuring {len(names)} models at {t} thread(s), {FLAGS.rounds} interleaved rounds")
+        t0 = time.time()
+        r = run_worker([paths[n] for n in names], threads=t, runs=FLAGS.runs, warmup=5, rounds=FLAGS.rounds)
+        for n, rr in zip(names, r["results"]):
+            if "error" in rr:
+                raise UserError(f"{n}: {rr['error']}")
+            s = summarize(rr["times_ms"])
+            m = out["models"].setdefault(n, {"tflite": os.path.basename(paths[n]), "bytes": facts[n]["bytes"],
+                                             "ops": facts[n]["ops"], "macs_m": facts[n]["macs_m"]})
+            m[f"t{t}"] = {"median_ms": round(s["median_ms"], 3), "mean_ms": round(s["mean_ms"], 3),
+                          "p90_ms": round(s["p90_ms"], 3), "min_ms": round(s["min_ms"], 3),
+                          "cv": round(s["cv"], 3)}
+            k = len(rr["times_ms"]) // FLAGS.rounds
+            per_round[(n, t)] = [_median(rr["times_ms"][i * k:(i + 1) * k]) for i in range(FLAGS.rounds)]
+        out[f"t{t}_seconds"] = round(time.time() - t0, 1)
+        out[f"t{t}_cpus"] = r.get("cpus")
+        for ours, theirs in PAIRS.items():
+            a, b = out["models"][ours][f"t{t}"], out["models"][theirs][f"t{t}"]
+            rr = [x / y for x, y in zip(per_round[(ours, t)], per_round[(theirs, t)])]
+            out["comparisons"].append({
+                "ours": ours, "keras": theirs, "threads": t, "ours_ms": a["median_ms"], "keras_ms": b["median_ms"],
+                "ratio": round(a["median_ms"] / b["median_ms"], 3), "ratio_per_round_median": round(_median(rr), 3),
+                "same_graph": facts[ours]["configs"] == facts[theirs]["configs"],
+                "pass": a["median_ms"] / b["median_ms"] <= 1.0})
+    out["loadavg_after"] = os.getloadavg()
+    out["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    out["all_pass"] = all(c["pass"] for c in out["comparisons"])
+    return out
+
+
+def _render(r):
+    if "converted" in r:
+        return "\n".join(f"{k}: {v}" for k, v in r["converted"].items())
+    ts = [k for k in ("t1", "t2") if any(k in m for m in r["models"].values())]
+    lines = [f"{'model':18s} {'MMACs':>7s} {'ops':>4s} " + " ".join(f"{t + ' median ms':>15s}" for t in ts)]
+    for n, m in r["models"].items():
+        lines.append(f"{n:18s} {m['macs_m']:7.1f} {m['ops']:4d} " + " ".join(f"{m[t]['median_ms']:15.3f}" for t in ts))
+    for c in r["comparisons"]:
+        lines.append(f"{c['ours']} / {c['keras']} @{c['threads']}t: {c['ratio']:.3f} "
+                     f"(per-round {c['ratio_per_round_median']:.3f}, same graph: {c['same_graph']})")
+    lines.append(f"load average before {r['loadavg_before']} after {r['loadavg_after']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    _cli.run(lambda argv: _cli.emit(main(argv), FLAGS.json, _render))
