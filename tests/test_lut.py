@@ -128,3 +128,19 @@ def test_cli_errors(cli, tiny, args, needle):
 def test_cli_predict_missing_entries(cli, tiny, tmp_path):
     p = cli("pipelines.lut", "predict", "--tflite", tiny, "--lut", str(tmp_path / "none.json"), "--json")
     assert p.returncode == 2 and "LUT lacks" in p.stderr and p.stdout == ""
+
+
+@pytest.mark.slow
+def test_predict_spec_converts_once_and_caches(tmp_path):
+    import time
+
+    from tfmobile import models
+    from tfmobile.bench import lut as L
+    spec = models.get_spec("mbv2", alpha=0.35, input_shape=(32, 32, 3), classes=10)
+    lut = str(tmp_path / "lut.json")
+    t0 = time.time()
+    ms = L.predict(spec, lut, measure_missing=True)
+    first = time.time() - t0
+    t0 = time.time()
+    assert L.predict(spec, lut) == pytest.approx(ms)
+    assert time.time() - t0 < first

@@ -116,18 +116,36 @@ def trivial_model():
 # ---------------------------------------------------------------------------------------------------
 # model -> tflite bytes
 
-def to_int8_tflite(model_or_spec):
+def to_int8_tflite(model_or_spec, cache_dir=None):
     """int8 .tflite bytes (int8 I/O) of a tf_keras model or ModelSpec, via tfmobile.convert.
 
     Calibration uses 8 real images: latency depends on the graph, not on the calibrated ranges.
+    Conversions are cached in ``cache_dir`` (default $TMPDIR/tfmobile_bench/specs) by the SHA-1 of
+    a ModelSpec's JSON, so NetAdapt asking again for the same proposal does not convert twice.
     """
+    import hashlib
+
     from tfmobile.models.spec import ModelSpec
 
+    # Only specs are cached: a Keras model may carry its spec yet be changed since (QAT, pruning).
+    spec = model_or_spec if isinstance(model_or_spec, ModelSpec) else None
+    path = None
+    if spec is not None:
+        from tfmobile.bench.zoo import DEFAULT_WORK_DIR
+        digest = hashlib.sha1(spec.to_json(indent=None).encode()).hexdigest()[:16]
+        path = os.path.join(cache_dir or os.path.join(DEFAULT_WORK_DIR, "specs"), f"{spec.name}_{digest}.tflite")
+        if os.path.exists(path):
+            return graph.read_tflite(path)
+    model = model_or_spec
     if isinstance(model_or_spec, ModelSpec):
         from tfmobile import models
-        model_or_spec = models.build(model_or_spec)
+        model = models.build(model_or_spec)
     from tfmobile.convert import to_tflite
-    return to_tflite(model_or_spec, "int8", io="int8", num_calibration=8)
+    data = to_tflite(model, "int8", io="int8", num_calibration=8)
+    if path:
+        from tfmobile.io import write_bytes
+        write_bytes(path, data)
+    return data
 
 
 def _as_tflite(model):
