@@ -62,7 +62,7 @@ def _compression():
 
 def main(argv):
     import tfmobile  # noqa: F401
-    from tfmobile import data, models, train
+    from tfmobile import data
 
     if not FLAGS.output_dir:
         raise UserError("--output_dir is required")
@@ -78,6 +78,14 @@ def main(argv):
     if FLAGS.structured_2_4 and FLAGS.prune != 0.5:
         raise UserError("--structured_2_4 means 50 % sparsity: use --prune 0.5")
 
+    # Bad data is reported before TensorFlow is imported (models / train import it).
+    dataset = None
+    if not FLAGS.from_checkpoint:
+        r = FLAGS.resolution
+        dataset = data.load_dataset(FLAGS.data_dir, subset=FLAGS.subset, image_dir=FLAGS.image_dir,
+                                    keras_datasets=FLAGS.keras_datasets, image_size=(r, r), channels=3)
+    from tfmobile import models, train
+
     # The architecture: from the starting checkpoint for compression runs, else from the flags.
     base = None
     if FLAGS.from_checkpoint:
@@ -91,7 +99,7 @@ def main(argv):
         spec = models.get_spec(FLAGS.model, input_shape=(FLAGS.resolution, FLAGS.resolution, 3),
                                alpha=FLAGS.alpha, classes=10, bn_momentum=FLAGS.bn_momentum)
     h, w, c = spec.input_shape
-    dataset = data.load_dataset(FLAGS.data_dir, subset=FLAGS.subset, image_dir=FLAGS.image_dir,
+    dataset = dataset or data.load_dataset(FLAGS.data_dir, subset=FLAGS.subset, image_dir=FLAGS.image_dir,
                                 keras_datasets=FLAGS.keras_datasets, image_size=(h, w), channels=c)
     if not FLAGS.from_checkpoint and dataset.num_classes != spec.classes:
         spec = models.get_spec(FLAGS.model, input_shape=(h, w, c), alpha=FLAGS.alpha,

@@ -1,0 +1,175 @@
+"""The accuracy table: float / PTQ int8 / QAT int8 / pruned + QAT int8, measured on exported .tflite.
+
+    # 1. float checkpoints (long: full Fashion-MNIST, 32x32)
+    python -m pipelines.train --model mbv2 --alpha 0.35 --epochs 10 --output_dir /work/runs/mbv2_float
+    # 2. every variant from that checkpoint, each .tflite run in LiteRT on the full 10k test set
+    python benchmarks/accuracy_report.py --float_dir /work/runs/mbv2_float --work_dir /work/runs/mbv2_report
+    # 3. the Markdown table from one or more result files
+    python benchmarks/accuracy_report.py --table /work/runs/mbv2_report/result.json,/work/runs/mbv3_report/result.json
+
+Stages are resumable: a finished stage (its checkpoint's epoch == the asked epochs) is not re-run,
+so a killed job is simply started again. Test data: the full 10k Fashion-MNIST test set (Debian
+package or --data_dir); validation (for training choices) is carved from train as in training.
+"""
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tfmobile  # noqa: E402,F401
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("float_dir", None, "output_dir of a float pipelines.train run (or its checkpoint).")
+flags.DEFINE_string("work_dir", None, "where the compression runs, .tflite files and result.json go.")
+flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX dir (default: Debian package).")
+flags.DEFINE_integer("qat_epochs", 2, "QAT fine-tuning epochs.")
+flags.DEFINE_integer("prune_epochs", 3, "pruning fine-tuning epochs (sparsity ramps over 70 %).")
+flags.DEFINE_integer("pqat_epochs", 1, "pruning-preserving QAT epochs after pruning.")
+flags.DEFINE_float("sparsity", 0.5, "pruning target.")
+flags.DEFINE_integer("batch_size", 128, "batch size for fine-tuning.")
+flags.DEFINE_list("stages", ["float", "ptq", "qat", "pruned_qat"], "variants to produce.")
+flags.DEFINE_integer("bench_runs", 30, "LiteRT latency runs per variant (0: skip latency).")
+flags.DEFINE_integer("finetune_steps", None, "cap steps per fine-tuning epoch (when CPU time is short).")
+flags.DEFINE_list("table", None, "print the Markdown table of these result.json files and exit.")
+
+
+def _done(out_dir, epochs):
+    from tfmobile import train
+    try:
+        return train.checkpoint_info(os.path.join(out_dir, "checkpoint"))["epoch"] >= epochs
+    except Exception:
+        return False
+
+
+def _fit_stage(name, base_fn, splits, out_dir, epochs, compression, timings, **kw):
+    from tfmobile import train
+
+    t = time.time()
+    resume = os.path.isfile(os.path.join(out_dir, "checkpoint", "checkpoint.json"))
+    if resume and _done(out_dir, epochs):
+        model = train.load_checkpoint(os.path.join(out_dir, "checkpoint"))
+        with open(os.path.join(out_dir, "metrics.json")) as f:
+            m = json.load(f)
+    else:
+        model, m = train.fit(base_fn(), splits, out_dir, epochs=epochs, compression=compression,
+                             resume=resume, batch_size=FLAGS.batch_size, verbose=2,
+                             steps_per_epoch=FLAGS.finetune_steps, **kw)
+        if compression == "prune":
+            from tfmobile import compress
+            model = train._tag_spec(compress.strip(model), train._spec_json(model))
+    timings[name] = {"epochs": epochs, "steps_per_epoch": FLAGS.finetune_steps, "train_seconds": m.get("total_train_seconds"),
+                     "wall_seconds_this_call": round(time.time() - t, 1),
+                     "val_accuracy_keras": m.get("val_accuracy")}
+    return model
+
+
+def run_report():
+    import numpy as np
+
+    from pipelines.run import measure_variant
+    from tfmobile import convert, data, train
+    from tfmobile.io import write_json
+
+    wd = FLAGS.work_dir
+    os.makedirs(wd, exist_ok=True)
+    fm_path = os.path.join(FLAGS.float_dir, "metrics.json")
+    fmet = json.load(open(fm_path)) if os.path.isfile(fm_path) else {}
+    fmodel = train.load_checkpoint(FLAGS.float_dir)
+    spec = train._spec_json(fmodel)
+    res = tuple(spec.input_shape)
+    ds = data.load_fashion_mnist(FLAGS.data_dir)
+    if len(ds.x_test) != 10000:
+        print(f"warning: test set has {len(ds.x_test)} images (not the full 10k)", file=sys.stderr)
+    splits = data.train_val_split(ds, 0.1)
+    calib = np.concatenate([b[0] for b in data.representative_dataset(splits.x_train, res, n=200)()])
+    result_path = os.path.join(wd, "result.json")
+    result = json.load(open(result_path)) if os.path.isfile(result_path) else {}
+    result.update({"model": spec.name, "input_shape": list(res), "data_source": ds.source,
+                   "test_images": int(len(ds.x_test)), "cpu_count": os.cpu_count(),
+                   "float_training": {"epochs": fmet.get("epochs"), "train_seconds": fmet.get("total_train_seconds"),
+                                      "val_accuracy_keras": fmet.get("val_accuracy"),
+                                      "params": fmet.get("params"), "batch_size": fmet.get("batch_size"),
+                                      "lr": fmet.get("lr")}})
+    result.setdefault("variants", {})
+    result.setdefault("timings", {})
+
+    def record(name, tfl, t0, **extra):
+        row = measure_variant(name, tfl, wd, ds.x_test, ds.y_test, bench_runs=max(1, FLAGS.bench_runs),
+                              bench=FLAGS.bench_runs > 0)
+        row["export_and_eval_seconds"] = round(time.time() - t0, 1)
+        row.update(extra)
+        result["variants"][name] = row
+        write_json(result_path, result)
+        print(f"{name}: LiteRT test accuracy {row['accuracy']:.4f}, {row['size_bytes']} B, "
+              f"gzip {row['gzip_bytes']} B, sparsity {row['weight_sparsity']:.3f}", file=sys.stderr, flush=True)
+
+    if "float" in FLAGS.stages:
+        t0 = time.time()
+        record("float32", convert.to_tflite(fmodel, "float"), t0)
+    if "ptq" in FLAGS.stages:
+        t0 = time.time()
+        record("ptq_int8", convert.to_tflite(fmodel, "int8", representative_data=calib), t0)
+    if "qat" in FLAGS.stages:
+        q = _fit_stage("qat", lambda: fmodel, splits, os.path.join(wd, "qat"), FLAGS.qat_epochs, "qat",
+                       result["timings"])
+        t0 = time.time()
+        record("qat_int8", convert.to_tflite(q, "int8", representative_data=calib), t0)
+    if "pruned_qat" in FLAGS.stages:
+        p = _fit_stage("prune", lambda: train.load_checkpoint(FLAGS.float_dir), splits,
+                       os.path.join(wd, "prune"), FLAGS.prune_epochs, "prune", result["timings"],
+                       target_sparsity=FLAGS.sparsity)
+        pq = _fit_stage("pqat", lambda: p, splits, os.path.join(wd, "pqat"), FLAGS.pqat_epochs, "pqat",
+                        result["timings"])
+        t0 = time.time()
+        record(f"pruned{int(round(100 * FLAGS.sparsity))}_qat_int8",
+               convert.to_tflite(pq, "int8", representative_data=calib), t0)
+    write_json(result_path, result)
+    print(json.dumps({"result": os.path.abspath(result_path)}))
+
+
+def table(paths):
+    lines = ["| model | variant | LiteRT test acc. (10k) | Δ vs float (points) | .tflite bytes | gzip bytes "
+             "| weight sparsity | fine-tune epochs | train time (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in paths:
+        r = json.load(open(p))
+        v = r["variants"]
+        f_acc = v.get("float32", {}).get("accuracy")
+        ft = r.get("float_training", {})
+        for name in ("float32", "ptq_int8", "qat_int8", "pruned50_qat_int8"):
+            if name not in v:
+                continue
+            row = v[name]
+            delta = "" if f_acc is None or name == "float32" else f"{100 * (row['accuracy'] - f_acc):+.2f}"
+            if name == "float32":
+                ep, secs = ft.get("epochs"), ft.get("train_seconds")
+            elif name == "ptq_int8":
+                ep, secs = 0, row.get("export_and_eval_seconds")
+            elif name == "qat_int8":
+                t = r["timings"].get("qat", {})
+                ep, secs = t.get("epochs"), t.get("train_seconds")
+            else:
+                t1, t2 = r["timings"].get("prune", {}), r["timings"].get("pqat", {})
+                ep = f"{t1.get('epochs')}+{t2.get('epochs')}"
+                secs = round((t1.get("train_seconds") or 0) + (t2.get("train_seconds") or 0), 1)
+            lines.append(f"| {r['model']} | {name} | {100 * row['accuracy']:.2f} % | {delta} | {row['size_bytes']} "
+                         f"| {row['gzip_bytes']} | {100 * row['weight_sparsity']:.1f} % | {ep} | {secs} |")
+    print("\n".join(lines))
+
+
+def main(argv):
+    if FLAGS.table:
+        table(FLAGS.table)
+        return 0
+    if not FLAGS.float_dir or not FLAGS.work_dir:
+        print("error: --float_dir and --work_dir are required", file=sys.stderr)
+        return 2
+    run_report()
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,73 @@
+"""The CLIs pipelines.train / pipelines.run: bad inputs (one line, exit 2) and an end-to-end smoke run."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+
+def _one_error_line(r):
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+def test_train_bad_inputs(cli, tmp_path):
+    # missing Fashion-MNIST IDX files in --data_dir (a directory with neither IDX nor class folders)
+    (tmp_path / "empty").mkdir()
+    r = cli("pipelines.train", "--data_dir", tmp_path / "empty", "--output_dir", tmp_path / "o1", timeout=300)
+    assert "not found" in _one_error_line(r)
+    # an image directory where one class has no images
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    import tfmobile  # noqa: F401
+    import tensorflow as tf
+    (root / "a" / "0.png").write_bytes(tf.io.encode_png(np.zeros((8, 8, 1), np.uint8)).numpy())
+    r = cli("pipelines.train", "--image_dir", root, "--output_dir", tmp_path / "o2", timeout=300)
+    assert "class 'b'" in _one_error_line(r)
+
+
+def test_train_cli_flag_errors(cli, tmp_path):
+    r = cli("pipelines.train", "--qat", "--output_dir", tmp_path, timeout=300)
+    assert "--from_checkpoint" in _one_error_line(r)
+    r = cli("pipelines.train", "--qat", "--from_checkpoint", tmp_path, "--output_dir", tmp_path / "o", timeout=300)
+    assert "not a tfmobile checkpoint" in _one_error_line(r)
+
+
+def test_checkpoint_of_another_architecture_via_cli(cli, tmp_path):
+    """--resume into an output_dir whose checkpoint is another model: one line, exit 2."""
+    import tfmobile  # noqa: F401
+    from tfmobile import models, train
+
+    out = tmp_path / "run"
+    spec = models.get_spec("mbv1", input_shape=(32, 32, 3), alpha=0.25, classes=10)
+    train.save_checkpoint(models.build(spec), str(out / "checkpoint"), extra={"epoch": 1})
+    r = cli("pipelines.train", "--model", "mbv2", "--alpha", "0.35", "--subset", "--resume",
+            "--output_dir", out, "--epochs", "2", timeout=300)
+    assert "not the requested" in _one_error_line(r)
+
+
+@pytest.mark.slow
+def test_run_end_to_end_smoke(cli, tmp_path):
+    out = tmp_path / "run"
+    r = cli("pipelines.run", "--output_dir", out, "--epochs", "1", "--qat_epochs", "1", "--prune", "0.5",
+            "--prune_epochs", "1", "--steps_per_epoch", "3", "--bench_runs", "5", "--json", timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout)
+    names = [v["variant"] for v in rep["variants"]]
+    assert names == ["float32", "ptq_int8", "qat_int8", "pruned50_qat_int8"]
+    for v in rep["variants"]:
+        assert v["test_images"] == 1000 and 0.0 <= v["accuracy"] <= 1.0
+        assert os.path.isfile(v["path"]) and v["size_bytes"] == os.path.getsize(v["path"])
+        assert v["latency_ms"]["median_ms"] > 0
+    by = {v["variant"]: v for v in rep["variants"]}
+    assert by["qat_int8"]["size_bytes"] < by["float32"]["size_bytes"] / 2
+    assert by["qat_int8"]["input_dtype"] == "int8" and not by["qat_int8"]["float_ops"]
+    assert by["pruned50_qat_int8"]["conv_fc_sparsity"] > 0.3
+    assert by["qat_int8"]["tflm"]["arena_bytes"] > 0
+    for f in ("report.md", "report.json", "accuracy_latency_size.png"):
+        assert (out / f).stat().st_size > 0
+    assert (out / "accuracy_latency_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
