@@ -86,6 +86,9 @@ def compare(tmp_path, name, kw, size, classifier_activation=None, fmt="h5"):
     assert a.shape == b.shape == (2, 1000)
     assert np.std(a) > (1e-4 if classifier_activation else 1e-2), "degenerate comparison"
     diff = float(np.abs(a - b).max())
+    print(f"MEASURED {name} {kw} {size}x{size} {fmt} act={classifier_activation}: params "
+          f"{ours.count_params()} (keras {ref.count_params()}), max|out|={np.abs(a).max():.4g}, "
+          f"max abs diff {diff:.3g}")  # shown with pytest -rP
     assert diff <= 1e-5, f"{name} {kw}: max abs diff {diff}"
     return ours, ref, diff
 
@@ -265,6 +268,8 @@ def test_imagenet_offline_is_a_clean_user_error(monkeypatch):
     ({"classes": 0}, "classes"),
     ({"classifier_activation": "bogus"}, "classifier_activation"),
     ({"bn_momentum": 1.0}, "bn_momentum"),
+    ({"groups": 3}, "does not take groups"),
+    ({"minimalistic": True}, "does not take minimalistic"),
 ])
 def test_bad_arguments_are_user_errors(kwargs, match):
     with pytest.raises(UserError, match=match):

@@ -27,6 +27,9 @@ Stride-2 convolutions use padding="same". keras.applications pads explicitly (Ze
 padding, and "same" avoids extra PAD ops in TFLite. (For odd sizes V1 differs: keras pads (0,1)
 always, "same" pads (1,1) for an odd input; our V1 then keeps the ceil(n/2) size like V2/V3.)
 """
+import functools
+import inspect
+
 import tfmobile  # noqa: F401  (legacy Keras)
 from tf_keras import layers
 
@@ -148,6 +151,24 @@ def _common(name, input_shape, alpha, include_top, classes, dropout, classifier_
     return input_shape, float(alpha), bool(include_top), int(classes), float(dropout), float(bn_momentum)
 
 
+def _zoo(name):
+    """register_model(name) for a spec function, turning unknown keyword arguments into a UserError."""
+    def deco(fn):
+        allowed = set(inspect.signature(fn).parameters)
+
+        @functools.wraps(fn)
+        def spec_fn(**kwargs):
+            unknown = sorted(set(kwargs) - allowed)
+            if unknown:
+                raise UserError(f"{name} does not take {', '.join(unknown)}; its arguments are "
+                                f"{', '.join(sorted(allowed))}")
+            return fn(**kwargs)
+
+        register_model(name)(spec_fn)
+        return fn
+    return deco
+
+
 def _top_blocks(include_top, pooling, classes, dropout, classifier_activation, layer, hidden=None,
                 hidden_act=None):
     if include_top:
@@ -170,7 +191,7 @@ def _finish(name, tag, input_shape, blocks, include_top, classes, dropout, class
 # Spec functions
 # ----------------------------------------------------------------------------------------------
 
-@register_model("mbv1")
+@_zoo("mbv1")
 def mbv1_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, classes=1000, dropout=None,
               classifier_activation="softmax", pooling=None, bn_momentum=None, depth_multiplier=1):
     """MobileNetV1. Widths as keras.applications: int(c * alpha) (no rounding to 8)."""
@@ -194,7 +215,7 @@ def mbv1_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, classes=10
                    classifier_activation, pooling, options)
 
 
-@register_model("mbv2")
+@_zoo("mbv2")
 def mbv2_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, classes=1000, dropout=None,
               classifier_activation="softmax", pooling=None, bn_momentum=None):
     """MobileNetV2. Widths as keras.applications: make_divisible(int(c * alpha), 8); the
@@ -260,7 +281,7 @@ def _mbv3_spec(name, rows, last, input_shape, alpha, include_top, classes, dropo
                    classifier_activation, pooling, options)
 
 
-@register_model("mbv3_small")
+@_zoo("mbv3_small")
 def mbv3_small_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, classes=1000,
                     dropout=None, classifier_activation="softmax", pooling=None, bn_momentum=None,
                     minimalistic=False, include_preprocessing=False):
@@ -270,7 +291,7 @@ def mbv3_small_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, clas
                       include_preprocessing)
 
 
-@register_model("mbv3_large")
+@_zoo("mbv3_large")
 def mbv3_large_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, classes=1000,
                     dropout=None, classifier_activation="softmax", pooling=None, bn_momentum=None,
                     minimalistic=False, include_preprocessing=False):
