@@ -73,6 +73,7 @@ class Profile:
     input_shape: list
     layers: list
     params: int
+    trainable_params: int               # what PyTorch-style tables count (no BN moving stats)
     macs: int
     flash_bytes: int
     peak_activation_bytes: int          # int8
@@ -104,7 +105,7 @@ class Profile:
         lines += [
             "",
             f"model:            {self.model}  input {'x'.join(map(str, self.input_shape))}",
-            f"params:           {self.params:,}",
+            f"params:           {self.params:,} ({self.trainable_params:,} trainable)",
             f"MACs:             {self.macs:,} ({self.macs / 1e6:.1f} M)",
             f"flash (int8 est): {self.flash_bytes:,} B ({_human(self.flash_bytes, 'B')})",
             f"peak activations: {self.peak_activation_bytes:,} B int8 "
@@ -378,6 +379,7 @@ def profile(model_or_spec):
     return Profile(
         model=model.name, input_shape=_shape_list(model.inputs[0].shape),
         layers=layer_rows, params=int(model.count_params()),
+        trainable_params=int(sum(w.shape.num_elements() for w in model.trainable_weights)),
         macs=int(sum(r.macs for r in layer_rows)), flash_bytes=int(flash),
         peak_activation_bytes=int(peak), peak_activation_bytes_float32=int(4 * peak),
         peak_at=peak_at, tflite_ops=len(ops), weight_bytes_int8=int(weights_bytes))
