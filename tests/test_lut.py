@@ -132,15 +132,17 @@ def test_cli_predict_missing_entries(cli, tiny, tmp_path):
 
 @pytest.mark.slow
 def test_predict_spec_converts_once_and_caches(tmp_path):
-    import time
+    import glob
+    import os
 
     from tfmobile import models
     from tfmobile.bench import lut as L
+    from tfmobile.bench.zoo import DEFAULT_WORK_DIR
     spec = models.get_spec("mbv2", alpha=0.35, input_shape=(32, 32, 3), classes=10)
     lut = str(tmp_path / "lut.json")
-    t0 = time.time()
     ms = L.predict(spec, lut, measure_missing=True)
-    first = time.time() - t0
-    t0 = time.time()
-    assert L.predict(spec, lut) == pytest.approx(ms)
-    assert time.time() - t0 < first
+    assert ms > 0
+    assert glob.glob(os.path.join(DEFAULT_WORK_DIR, "specs", f"{spec.name}_*.tflite"))
+    assert L.predict(spec, lut) == pytest.approx(ms)          # from the cached conversion
+    wider = spec.with_block(spec.blocks[3]["name"], expanded=spec.blocks[3]["expanded"] * 2)
+    assert L.predict(wider, lut, measure_missing=True) != pytest.approx(ms)
