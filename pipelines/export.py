@@ -48,6 +48,8 @@ flags.DEFINE_string("calibration_dir", None, "calibrate on images in class subfo
 flags.DEFINE_integer("num_calibration", 100, "calibration images for int8.")
 flags.DEFINE_boolean("random_calibration", False, "calibrate int8 on random noise (warning: poor accuracy).")
 flags.DEFINE_integer("num_verify", 100, "real images on which the .tflite is compared with Keras.")
+flags.DEFINE_integer("seed", 0, "random seed of the initialisation when no --weights are given "
+                     "(reproducible artifacts).")
 flags.DEFINE_string("name", None, "artifact base name (default: the model name).")
 flags.DEFINE_string("output_dir", "tflite_models", "where the artifacts go.")
 flags.DEFINE_boolean("json", False, "print exactly one JSON object on stdout.")
@@ -113,6 +115,9 @@ def _zoo_model(name):
                              "metrics": info.get("metrics")}
     if weights and not os.path.exists(weights) and not os.path.exists(weights + ".index"):
         raise UserError(f"weights file not found: {weights}")
+    if not weights:
+        import tf_keras as keras
+        keras.utils.set_random_seed(FLAGS.seed)
     model = models.build(name, weights=weights,
                          input_shape=(FLAGS.resolution, FLAGS.resolution, 3),
                          alpha=FLAGS.alpha, classes=FLAGS.classes)
@@ -190,7 +195,7 @@ def main(argv):
     if FLAGS.calibration_dir:
         from tfmobile.convert.images import list_images
         list_images(FLAGS.calibration_dir)
-    check_output_dir(FLAGS.output_dir)   # fail before the slow part
+    check_output_dir(FLAGS.output_dir, create=False)   # fail before the slow part, create nothing yet
 
     t, c = time.perf_counter(), _cpu()
     import tensorflow  # noqa: F401  (timed on its own: it is a large part of a cold run)

@@ -244,6 +244,9 @@ def test_export_failure_leaves_nothing(tmp_path):
     with pytest.raises(UserError, match="TILE"):
         export(m, "tiled", ["int8"], tmp_path, tflm=True, num_calibration=10, num_verify=5)
     assert os.listdir(tmp_path) == []
+    with pytest.raises(UserError, match="TILE"):    # a directory export created is removed again
+        export(m, "tiled", ["int8"], tmp_path / "new", tflm=True, num_calibration=10, num_verify=5)
+    assert not (tmp_path / "new").exists()
     with pytest.raises(UserError):
         export(m, "x", ["fp16"], tmp_path, tflm=True)
     with pytest.raises(UserError, match="add --tflm"):

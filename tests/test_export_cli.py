@@ -66,7 +66,7 @@ def test_bad_flags(tmp_path, args, message):
     out = tmp_path / "out"
     p = run_cli("pipelines.export", *model, "--alpha", "0.35", "--resolution", "32", *args, "--output_dir", out)
     assert message in _one_line_error(p)
-    assert _listing(out) == []
+    assert not out.exists()
 
 
 def test_unwritable_output_dir(tmp_path):
@@ -85,7 +85,7 @@ def test_weights_that_do_not_fit(tmp_path):
     out = tmp_path / "out"
     p = run_cli("pipelines.export", *TINY, "--int8", "--weights", path, "--output_dir", out)
     _one_line_error(p)
-    assert _listing(out) == []
+    assert not out.exists()
 
 
 def test_model_with_ops_tflm_cannot_run(tmp_path):
@@ -105,7 +105,7 @@ def test_model_with_ops_tflm_cannot_run(tmp_path):
     p = run_cli("pipelines.export", "--model", path, "--tflm", "--num_calibration", "5", "--num_verify", "5",
                 "--output_dir", out)
     assert "TILE" in _one_line_error(p)
-    assert _listing(out) == []
+    assert not out.exists()
 
 
 @pytest.mark.slow

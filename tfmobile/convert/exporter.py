@@ -77,14 +77,25 @@ class StagedWriter:
         self.staged = []
 
 
-def check_output_dir(output_dir):
-    """Create ``output_dir`` if needed and make sure we can write there (UserError if not)."""
+def check_output_dir(output_dir, create=True):
+    """Make sure ``output_dir`` can be written (UserError if not); create it only if ``create``.
+
+    With create=False nothing is touched when the directory does not exist yet: the nearest existing
+    ancestor must be a writable directory.
+    """
     output_dir = os.fspath(output_dir)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UserError(f"output dir is not a directory: {output_dir}")
+    probe_dir = os.path.abspath(output_dir)
+    if not create:
+        while not os.path.exists(probe_dir):
+            probe_dir = os.path.dirname(probe_dir)
+        if not os.path.isdir(probe_dir):
+            raise UserError(f"output dir {output_dir} is not writable: {probe_dir} is not a directory")
     try:
-        os.makedirs(output_dir, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write_probe.", dir=output_dir)
+        if create:
+            os.makedirs(output_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_probe.", dir=probe_dir)
         os.close(fd)
         os.remove(probe)
     except OSError as e:
@@ -159,7 +170,7 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
         raise UserError("TFLite-Micro export is int8 only: combine --tflm with --int8 (or alone)")
     if not name or os.sep in name or name in (".", ".."):
         raise UserError(f"invalid artifact name {name!r}")
-    output_dir = check_output_dir(output_dir)
+    output_dir = check_output_dir(output_dir, create=False)
     from tfmobile.convert.tflm import check_tflm_ops, mcu_budget, to_tflm
 
     budget_args = dict(mcu=mcu, sram_kb=sram_kb, flash_kb=flash_kb)
@@ -189,6 +200,8 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
     if extra:
         common.update(extra)
 
+    created_dir = not os.path.isdir(output_dir)
+    check_output_dir(output_dir)
     writer = StagedWriter()
     artifacts, tflm_result, int8_bytes = [], None, None
     try:
@@ -257,6 +270,11 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
         writer.commit()
     except BaseException:
         writer.abort()
+        if created_dir:
+            try:
+                os.rmdir(output_dir)   # only if still empty
+            except OSError:
+                pass
         raise
     return {"name": name, "output_dir": output_dir, "weights": weights,
             "randomly_initialized": weights is None, "artifacts": artifacts, "tflm": tflm_result,

@@ -131,8 +131,8 @@ def c_header(ident, data, arena_bytes, io_info, ops):
              f"extern const unsigned char {ident}[];   // {len(data)} bytes, alignas(16)",
              f"extern const unsigned int {ident}_len;", "",
              "// Smallest tensor arena that allocated and ran this model in tflite-micro's Python",
-             "// interpreter (x86-64 host build, measured by bisection); a 32-bit MCU build needs",
-             "// slightly less. Keep a margin for the target's own allocations.",
+             "// interpreter (x86-64 host build, measured by bisection). A 32-bit MCU build has smaller",
+             "// pointers and structs, so it should need no more; not verified on hardware. Keep a margin.",
              f"constexpr unsigned int {ident}_kMinArenaBytes = {arena_bytes};",
              f"constexpr int {ident}_kNumOps = {len(ops)};", ""]
     for kind in ("inputs", "outputs"):
