@@ -349,3 +349,30 @@ def test_tflite_int8_ops_include_hard_swish():
     m = models.build("mbv3_small", input_shape=(32, 32, 3), alpha=0.5, classes=10)
     ops = int8_ops(m, (32, 32, 3))
     assert "HARD_SWISH" in ops and ops <= ALLOWED_INT8_OPS, ops
+
+
+def test_imagenet_path_transfers_keras_weights(monkeypatch):
+    """weights="imagenet" minus the download: keras.applications' constructor is replaced by one
+    that returns a randomised weights=None model, which must arrive in ours layer by layer."""
+    made = {}
+    original = keras.applications.MobileNet
+
+    def fake_mobilenet(**kw):
+        assert kw["weights"] == "imagenet"
+        kw["weights"] = None
+        made["model"] = ref = original(**kw)
+        randomise(ref, seed=3)
+        return ref
+
+    monkeypatch.setattr(keras.applications, "MobileNet", fake_mobilenet)
+    ours = models.build("mbv1", input_shape=(32, 32, 3), alpha=0.25, weights="imagenet")
+    ref = made["model"]
+    assert len(ref.weights) == len(ours.weights)
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(ref.weights, ours.weights))
+    # 10 classes: keras' no-top weights fill the backbone, the new classifier keeps its init
+    ours10 = models.build("mbv1", input_shape=(32, 32, 3), alpha=0.25, classes=10, weights="imagenet")
+    ref = made["model"]
+    assert not ref.layers[-1].weights  # the no-top reference
+    n = len(ref.weights)
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(ref.weights, ours10.weights[:n]))
+    assert ours10.get_layer("top_logits").kernel.shape == (1, 1, 256, 10)
