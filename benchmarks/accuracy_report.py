@@ -69,8 +69,8 @@ def _fit_stage(name, base_fn, splits, out_dir, epochs, compression, timings, **k
 def run_report():
     import numpy as np
 
-    from pipelines.run import measure_variant
     from tfmobile import convert, data, train
+    from tfmobile.train import measure_variant
     from tfmobile.io import write_json
 
     wd = FLAGS.work_dir

@@ -42,10 +42,26 @@ flags.DEFINE_string("work_dir", None, "cache of converted models (default /tmp/t
 flags.DEFINE_bool("fresh", False, "start from an empty LUT (measure every configuration now)")
 flags.DEFINE_list("only", None, "subset of model names")
 flags.DEFINE_bool("json", False, "print one JSON object")
+flags.DEFINE_string("markdown_from", None, "print the docs table from a saved --json output and exit")
 FLAGS = flags.FLAGS
 
 
+def markdown(r):
+    lines = ["| model | ops | predicted ms | measured ms (median) | measured cv | error |",
+             "|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['model']} | {row['ops']} | {row['predicted_ms']:.3f} | {row['measured_ms']:.3f} | "
+                     f"{100 * row['measured_cv']:.0f}% | {row['error_pct']:+.1f}% |")
+    lines.append(f"| **MAPE over {r['models']} models** | | | | | **{r['mape_pct']:.2f}%** |")
+    return "\n".join(lines)
+
+
 def main(argv):
+    if FLAGS.markdown_from:
+        import json
+        with open(FLAGS.markdown_from) as f:
+            print(markdown(json.load(f)))
+        return None
     from tfmobile.bench import lut as L
     from tfmobile.bench import zoo
     from tfmobile.bench.litert import run_worker
@@ -97,4 +113,8 @@ def _render(r):
 
 
 if __name__ == "__main__":
-    _cli.run(lambda argv: _cli.emit(main(argv), FLAGS.json, _render))
+    def _main(argv):
+        r = main(argv)
+        if r is not None:
+            _cli.emit(r, FLAGS.json, _render)
+    _cli.run(_main)

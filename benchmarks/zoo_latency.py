@@ -32,6 +32,7 @@ flags.DEFINE_list("threads", ["1", "2"], "thread counts")
 flags.DEFINE_string("work_dir", None, "cache of converted models (default /tmp/tfmobile_bench)")
 flags.DEFINE_bool("convert_only", False, "only convert (warm the cache)")
 flags.DEFINE_bool("json", False, "print one JSON object")
+flags.DEFINE_string("markdown_from", None, "print the docs table from a saved --json output and exit")
 FLAGS = flags.FLAGS
 
 
@@ -60,7 +61,30 @@ def _median(xs):
     return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
+def markdown(r):
+    ts = [k for k in ("t1", "t2") if any(k in m for m in r["models"].values())]
+    head = "| model | MMACs | ops | int8 KB | " + " | ".join(
+        f"{t[1:]} thread median ms (p90, cv)" for t in ts) + " |"
+    lines = [head, "|" + "---|" * (4 + len(ts))]
+    for n, m in r["models"].items():
+        label = n.replace("keras_", "keras.applications ") if n.startswith("keras_") else f"tfmobile {n}"
+        cells = [f"{m[t]['median_ms']:.2f} ({m[t]['p90_ms']:.2f}, {100 * m[t]['cv']:.0f}%)" for t in ts]
+        lines.append(f"| {label} | {m['macs_m']:.0f} | {m['ops']} | {m['bytes'] // 1024} | " + " | ".join(cells) + " |")
+    lines += ["", "| ours / keras.applications | threads | ours ms | keras ms | ratio (medians) | median per-round ratio "
+              "| identical op configs | <= 1.00 |", "|---|---|---|---|---|---|---|---|"]
+    for c in r["comparisons"]:
+        lines.append(f"| {c['ours']} / {c['keras']} | {c['threads']} | {c['ours_ms']:.2f} | {c['keras_ms']:.2f} | "
+                     f"{c['ratio']:.3f} | {c['ratio_per_round_median']:.3f} | {c['same_graph']} | "
+                     f"{'yes' if c['pass'] else 'NO'} |")
+    return "\n".join(lines)
+
+
 def main(argv):
+    if FLAGS.markdown_from:
+        import json
+        with open(FLAGS.markdown_from) as f:
+            print(markdown(json.load(f)))
+        return None
     from tfmobile.bench import graph, zoo
     from tfmobile.bench.litert import run_worker
     from tfmobile.bench.stats import summarize
@@ -137,4 +161,8 @@ def _render(r):
 
 
 if __name__ == "__main__":
-    _cli.run(lambda argv: _cli.emit(main(argv), FLAGS.json, _render))
+    def _main(argv):
+        r = main(argv)
+        if r is not None:
+            _cli.emit(r, FLAGS.json, _render)
+    _cli.run(_main)
