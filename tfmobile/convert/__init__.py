@@ -14,3 +14,4 @@ from tfmobile.convert.tflite import (IO_TYPES, MODES, representative_images, tfl
 from tfmobile.convert.verification import (float_ops, run_tflite, verification_images,  # noqa: F401
                                            verify)
 from tfmobile.convert.tflm import MCU_PRESETS, measure_arena, mcu_budget, tflm_run, to_tflm  # noqa: F401
+from tfmobile.convert.exporter import export, logits_model, tool_versions  # noqa: F401,E402
