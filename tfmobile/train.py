@@ -502,3 +502,34 @@ def _preprocess_for(images, shape):
     from tfmobile.data import resize_uint8
 
     return resize_uint8(images, shape).astype(np.float32) / 127.5 - 1.0
+
+
+def measure_variant(name, tflite_bytes, output_dir, x_test, y_test, bench_runs=50, threads=1,
+                    tflm=False, bench=True, keras_model=None):
+    """Write OUTPUT_DIR/tflite/NAME.tflite; LiteRT test accuracy, sizes, sparsity, latency, TFLM."""
+    from tfmobile import compress, convert
+    from tfmobile.io import write_bytes
+
+    path = os.path.join(output_dir, "tflite", f"{name}.tflite")
+    write_bytes(path, tflite_bytes)
+    acc = evaluate_tflite(tflite_bytes, x_test, y_test)
+    ops = convert.tflite_ops(tflite_bytes)
+    sp = compress.tflite_sparsity(tflite_bytes)
+    row = {"variant": name, "path": os.path.abspath(path), "accuracy": acc["accuracy"],
+           "test_images": acc["n"], "input_dtype": acc["input_dtype"],
+           "size_bytes": len(tflite_bytes), "gzip_bytes": compress.gzip_size(tflite_bytes),
+           "weight_sparsity": sp["sparsity"], "conv_fc_sparsity": sp["conv_fc_sparsity"],
+           "float_ops": convert.float_ops(tflite_bytes) if acc["input_dtype"] != "float32" else None,
+           "ops": ops}
+    if bench:
+        from tfmobile import bench as tbench
+        m = tbench.measure(path, backend="litert", threads=threads, runs=bench_runs,
+                           warmup=min(10, bench_runs))
+        row["latency_ms"] = {k: m.get(k) for k in ("mean_ms", "median_ms", "p90_ms", "std_ms", "min_ms", "cv")}
+        row["latency_backend"] = {"backend": m.get("backend"), "threads": threads, "runs": bench_runs,
+                                  "device": m.get("device")}
+    if tflm:
+        t = convert.to_tflm(tflite_bytes, name, os.path.join(output_dir, "tflm"))
+        row["tflm"] = {"arena_bytes": t["arena_bytes"], "files": t.get("files"),
+                       "tflm_vs_litert_max_lsb": t.get("tflm_vs_litert_max_lsb")}
+    return row
