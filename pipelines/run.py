@@ -91,13 +91,15 @@ def plot(report, path):
     for r in rows:
         lat = (r.get("latency_ms") or {}).get("median_ms")
         x = lat if lat is not None else 0.0
-        ax.scatter([x], [100 * r["accuracy"]], s=60 + 900 * r["size_bytes"] / biggest, alpha=0.6)
-        ax.annotate(f"{r['variant']}\n{r['size_bytes'] / 1024:.0f} KiB", (x, 100 * r["accuracy"]),
-                    textcoords="offset points", xytext=(8, 4), fontsize=8)
+        ax.scatter([x], [100 * r["accuracy"]], s=60 + 900 * r["size_bytes"] / biggest, alpha=0.55,
+                   label=f"{r['variant']}: {r['size_bytes'] / 1024:.0f} KiB (gzip {r['gzip_bytes'] / 1024:.0f} KiB)")
     ax.set_xlabel(f"median latency (ms), {report['latency_note']}")
     ax.set_ylabel("test accuracy (%) of the .tflite in LiteRT")
     ax.set_title(f"{report['model']}: accuracy vs latency (marker area ~ model size)", fontsize=10)
     ax.grid(True, alpha=0.3)
+    leg = ax.legend(fontsize=7, loc="best", markerscale=0.4)
+    for h in leg.legend_handles if hasattr(leg, "legend_handles") else leg.legendHandles:
+        h.set_sizes([40])
     xs = [(r.get("latency_ms") or {}).get("median_ms") or 0.0 for r in rows]
     ax.set_xlim(0, max(xs) * 1.5 + 1e-3)
     fig.tight_layout()
