@@ -84,6 +84,7 @@ LAYER_CONFIGS = {
     "HardSigmoid": OutputQuantizeConfig,
     "Multiply": OutputQuantizeConfig,
     "Rescaling": OutputQuantizeConfig,
+    "ChannelSlice": PassThroughQuantizeConfig,     # ShuffleNet V2 channel split (STRIDED_SLICE)
     "ChannelSplit": PassThroughQuantizeConfig,
     "ChannelShuffle": PassThroughQuantizeConfig,
     "Split": PassThroughQuantizeConfig,
@@ -91,7 +92,8 @@ LAYER_CONFIGS = {
 
 
 def _custom_objects():
-    from tfmobile.models import layers as zoo_layers
+    from tfmobile.models import available, layers as zoo_layers
+    available()   # importing the families registers their custom layers (e.g. ChannelSlice)
     objs = dict(getattr(zoo_layers, "CUSTOM_OBJECTS", {}))
     objs.update(OutputQuantizeConfig=OutputQuantizeConfig,
                 PassThroughQuantizeConfig=PassThroughQuantizeConfig)
@@ -289,23 +291,50 @@ def prune(model, target_sparsity, begin_step, end_step, structured_2_4=False,
 
     with quantize_scope():
         pruned = keras.models.clone_model(model, clone_function=wrap)
-    # Copy weights by layer (the wrappers add mask / threshold / step variables).
-    for src, dst in zip(model.layers, pruned.layers):
-        w = src.get_weights()
-        if not w:
-            continue
-        if isinstance(dst, _prune_wrapper_cls()):
-            dst.layer.set_weights(w)
-        else:
-            dst.set_weights(w)
+    # Copy weights layer by layer (the wrappers add mask / threshold / step variables).
+    by_name = {layer.name: layer for layer in model.layers}
+    for dst in pruned.layers:
+        inner = dst.layer if isinstance(dst, _prune_wrapper_cls()) else dst
+        src = by_name.get(inner.name)
+        if src is not None and src.weights:
+            inner.set_weights(src.get_weights())
     return _keep_spec(model, pruned)
 
 
+class SparsityLog(keras.callbacks.Callback):
+    """Appends ``sparsity_report`` (per layer, with the live masks) to ``log_dir/sparsity.jsonl``
+    after every epoch: the pruning log that works without TensorBoard installed."""
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.path = os.path.join(os.fspath(log_dir), "sparsity.jsonl")
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+        rep = sparsity_report(self.model)
+        rep["epoch"] = int(epoch) + 1
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path, "a") as f:   # one line per epoch, appended (a log, not an artifact)
+            f.write(json.dumps(rep) + "\n")
+
+
+def _tensorboard_installed():
+    try:
+        import tensorboard  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def pruning_callbacks(log_dir=None):
-    """Callbacks a pruning fit needs: UpdatePruningStep (+ PruningSummaries into ``log_dir``)."""
+    """Callbacks a pruning fit needs: UpdatePruningStep, and with ``log_dir`` a per-epoch
+    ``sparsity.jsonl`` (SparsityLog) plus tfmot's PruningSummaries when TensorBoard is installed
+    (tf.summary needs it; it is not a dependency of tfmobile)."""
     cbs = [_sk.UpdatePruningStep()]
     if log_dir:
-        cbs.append(_sk.PruningSummaries(log_dir=os.fspath(log_dir)))
+        cbs.append(SparsityLog(log_dir))
+        if _tensorboard_installed():
+            cbs.append(_sk.PruningSummaries(log_dir=os.fspath(log_dir)))
     return cbs
 
 
@@ -337,16 +366,22 @@ def apply(model, compression):
 
 # --------------------------------------------------------------------------- measurements
 def _kernels(layer):
-    """(name, array) of the weight tensors that pruning / int8 matter for, unwrapping wrappers."""
+    """(inner layer, [(attr, variable)]) for the kernel that pruning / int8 matter for, looking
+    through pruning / quantization wrappers (whose inner ``kernel`` attribute may be replaced by a
+    fake-quantized tensor, so the variable is taken from the wrapper's weights)."""
     inner = layer
     while hasattr(inner, "layer") and isinstance(inner.layer, keras.layers.Layer):
         inner = inner.layer
-    out = []
     if isinstance(inner, keras.layers.DepthwiseConv2D):
-        out.append(("depthwise_kernel", inner.depthwise_kernel))
+        attr = "depthwise_kernel"
     elif isinstance(inner, (keras.layers.Conv2D, keras.layers.Dense)):
-        out.append(("kernel", inner.kernel))
-    return inner, out
+        attr = "kernel"
+    else:
+        return inner, []
+    for w in layer.weights:
+        if w.name.split("/")[-1].split(":")[0] == attr:
+            return inner, [(attr, w)]
+    return inner, []
 
 
 def sparsity_report(model):

@@ -1,0 +1,215 @@
+"""tfmobile.compress: QAT converts to all-int8 for every family, pruning / 2:4 / PQAT sparsity,
+checkpoint round trip. Tiny models (32x32, small alpha) and a handful of steps on random data:
+these tests check structure (ops, dtypes, zeros), not accuracy."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tfmobile  # noqa: F401  (legacy Keras before TensorFlow)
+import tf_keras as keras
+
+from tfmobile import compress, models
+from tfmobile.errors import UserError
+
+RES = (32, 32, 3)
+FAST_FAMILIES = ("mbv2", "mbv3_small")
+
+
+def _kwargs(name):
+    kw = dict(input_shape=RES, classes=10)
+    if name.startswith("mb"):
+        kw["alpha"] = 0.35
+    elif name.startswith("shufflenet"):
+        kw["alpha"] = 0.5
+    return kw
+
+
+def _build(name):
+    return models.build(name, **_kwargs(name))
+
+
+def _data(n=16, shape=RES, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, size=(n, *shape)).astype(np.float32)
+    y = rng.integers(0, 10, size=n)
+    return x, y
+
+
+def _fit(model, steps, batch=8, callbacks=(), seed=0):
+    x, y = _data(steps * batch, tuple(model.input_shape[1:]), seed)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=list(callbacks), shuffle=False)
+    return model
+
+
+def _int8(model):
+    from tfmobile.convert import to_tflite
+    calib = _data(8, tuple(model.input_shape[1:]), seed=3)[0]
+    return to_tflite(model, mode="int8", representative_data=calib, io="int8")
+
+
+def _qat_all_int8(name):
+    from tfmobile.convert import tflite_ops
+    from tfmobile.convert import float_ops as convert_float_ops
+
+    model = _build(name)
+    q = compress.qat(model)
+    assert models.spec_of(q) == models.spec_of(model)
+    # Same weights: before any QAT step the fake-quant model tracks the float one closely.
+    x = _data(4, seed=1)[0]
+    ref = model(x, training=False).numpy()
+    out = q(x, training=False).numpy()
+    assert np.argmax(out, 1).tolist() == np.argmax(ref, 1).tolist() or np.max(np.abs(out - ref)) < 0.1
+    tfl = _int8(q)
+    assert compress.float_ops(tfl) == []
+    assert convert_float_ops(tfl) == []
+    ops = tflite_ops(tfl)
+    assert "QUANTIZE" not in ops and "DEQUANTIZE" not in ops, ops
+    n_hswish = sum(type(layer).__name__ == "HardSwish" for layer in model.layers)
+    assert ops.count("HARD_SWISH") == n_hswish  # still one fused op per HardSwish after QAT
+    # BatchNorm folded into the convolutions: no MUL/ADD per conv. The only MULs left are the SE
+    # gates (Multiply) and HardSigmoid's /6.
+    n_mul_layers = sum(type(layer).__name__ in ("Multiply", "HardSigmoid") for layer in model.layers)
+    assert ops.count("MUL") <= n_mul_layers
+    return tfl
+
+
+@pytest.mark.parametrize("name", FAST_FAMILIES)
+def test_qat_converts_to_all_int8(name):
+    _qat_all_int8(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in models.available() if n not in FAST_FAMILIES])
+def test_qat_converts_to_all_int8_other_families(name):
+    _qat_all_int8(name)
+
+
+def test_every_custom_zoo_layer_has_a_quantize_config():
+    from tfmobile.models import layers as zoo_layers
+    from tensorflow_model_optimization.quantization.keras.default_8bit import (
+        Default8BitQuantizeRegistry)
+
+    missing = [n for n, cls in zoo_layers.CUSTOM_OBJECTS.items()
+               if issubclass(cls, keras.layers.Layer) and n not in compress.LAYER_CONFIGS]
+    assert missing == []
+    # and the layers tfmot's registry lacks but the zoo uses are covered
+    registry = Default8BitQuantizeRegistry()
+    assert not registry.supports(keras.layers.Multiply())
+    assert "Multiply" in compress.LAYER_CONFIGS
+
+
+def test_qat_refuses_unknown_layer_by_name():
+    inp = keras.Input(RES)
+    x = keras.layers.Conv2D(8, 3)(inp)
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="my_lambda")(x)
+    model = keras.Model(inp, x)
+    with pytest.raises(UserError, match="my_lambda"):
+        compress.qat(model)
+
+
+def test_prune_reaches_target_sparsity_and_gzip_shrinks(tmp_path):
+    model = _build("mbv2")
+    steps = 6
+    p = compress.prune(model, 0.6, begin_step=0, end_step=4)
+    _fit(p, steps, callbacks=compress.pruning_callbacks(log_dir=str(tmp_path / "logs")))
+    s = compress.strip(p)
+    assert not any(type(layer).__name__ == "PruneLowMagnitude" for layer in s.layers)
+    assert models.spec_of(s) is not None
+    rep = compress.sparsity_report(s)
+    pruned = set(compress.prunable_layers(model))
+    assert pruned
+    by_name = {layer.name: layer for layer in model.layers}
+    assert all(by_name[n].kernel.shape[-2] > 4 for n in pruned)   # the stem conv is skipped
+    for name, info in rep["layers"].items():
+        if name in pruned:
+            assert abs(info["sparsity"] - 0.6) < 0.02, (name, info)
+        elif info["type"] == "DepthwiseConv2D":
+            assert info["sparsity"] < 0.05, (name, info)
+    assert abs(rep["sparse_layers_sparsity"] - 0.6) < 0.02
+    lines = (tmp_path / "logs" / "sparsity.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and abs(json.loads(lines[0])["sparse_layers_sparsity"] - 0.6) < 0.02
+    # weights gzip smaller once half of them are zeros
+    dense_w = str(tmp_path / "dense.h5")
+    sparse_w = str(tmp_path / "sparse.h5")
+    model.save_weights(dense_w)
+    s.save_weights(sparse_w)
+    assert compress.gzip_size(sparse_w) < 0.8 * compress.gzip_size(dense_w)
+
+
+def test_prune_2_4_pattern_holds_after_strip():
+    model = _build("mbv3_small")
+    p = compress.prune(model, 0.5, begin_step=0, end_step=2, structured_2_4=True)
+    _fit(p, 3)
+    s = compress.strip(p)
+    assert compress.check_2_4(s) == []
+    rep = compress.sparsity_report(s)
+    for name in compress.prunable_layers(model):
+        assert rep["layers"][name]["sparsity"] >= 0.45, (name, rep["layers"][name])
+    # the checker itself can fail: the unpruned model does not have the pattern
+    assert compress.check_2_4(model) != []
+
+
+def test_prune_bad_arguments():
+    model = _build("mbv2")
+    with pytest.raises(UserError):
+        compress.prune(model, 1.2, 0, 10)
+    with pytest.raises(UserError):
+        compress.prune(model, 0.5, 10, 5)
+    with pytest.raises(UserError):
+        compress.prune(model, "half", 0, 10)
+    with pytest.raises(UserError):
+        compress.apply(model, "distill")
+
+
+def test_pqat_keeps_sparsity_in_int8_tflite():
+    model = _build("mbv2")
+    p = compress.prune(model, 0.5, begin_step=0, end_step=2)
+    _fit(p, 3)
+    s = compress.strip(p)
+    float_rep = compress.sparsity_report(s)
+    pq = compress.pqat(s)
+    _fit(pq, 3, seed=5)   # a few QAT steps: with plain QAT the zeros would drift away
+    tfl = _int8(pq)
+    assert compress.float_ops(tfl) == []
+    t = compress.tflite_sparsity(tfl)
+    assert all(v["dtype"] == "int8" for v in t["tensors"].values())
+    pruned = compress.prunable_layers(model)
+    pruned_params = sum(float_rep["layers"][n]["params"] for n in pruned)
+    pruned_zeros = sum(float_rep["layers"][n]["zeros"] for n in pruned)
+    # every zero of the pruned kernels is still an int8 zero (BN folding scales, never un-zeros)
+    assert t["zeros"] >= pruned_zeros
+    int8_conv_fc = t["conv_fc_params"] * t["conv_fc_sparsity"]
+    assert int8_conv_fc >= 0.98 * pruned_zeros
+    assert pruned_zeros / pruned_params == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("kind", ["qat", "pqat"])
+def test_apply_and_load_weights_round_trip(tmp_path, kind):
+    model = _build("mbv3_small")
+    q = compress.apply(model, kind)
+    _fit(q, 2)   # moves weights and the quantizers' min/max
+    path = str(tmp_path / "weights.h5")
+    with compress.quantize_scope():
+        q.save_weights(path)
+    fresh = compress.apply(_build("mbv3_small"), kind)
+    with compress.quantize_scope():
+        fresh.load_weights(path)
+    x = _data(4, seed=2)[0]
+    np.testing.assert_allclose(fresh(x, training=False).numpy(), q(x, training=False).numpy(),
+                               atol=1e-6)
+    assert compress.apply(model, None) is model
+    assert compress.apply(model, "prune") is model
+
+
+def test_gzip_size(tmp_path):
+    zeros = bytes(10000)
+    noise = np.random.default_rng(0).integers(0, 256, 10000, dtype=np.uint8).tobytes()
+    assert compress.gzip_size(zeros) < 200 < 9000 < compress.gzip_size(noise)
+    f = tmp_path / "a.bin"
+    f.write_bytes(noise)
+    assert compress.gzip_size(str(f)) == compress.gzip_size(noise)
+    with pytest.raises(UserError):
+        compress.gzip_size(str(tmp_path / "missing.bin"))
