@@ -10,6 +10,9 @@ tfmobile.analysis.profile. With --json, one JSON object on stdout: model, params
 peak_activation_bytes (int8), peak_activation_bytes_float32, flash_bytes (int8 estimate) and layers
 (name, type, input_shape, output_shape, params, macs, output_bytes, fused_into).
 """
+import json
+import math
+
 from absl import flags
 
 from pipelines import _cli
@@ -28,6 +31,50 @@ flags.DEFINE_string("save_spec", None, "also write the model's spec (JSON) here,
 flags.DEFINE_boolean("json", False, "print exactly one JSON object on stdout.")
 
 _MODEL_FLAGS = ("model", "alpha", "resolution", "classes", "groups", "bypass", "minimalistic")
+# Checked here before TensorFlow is imported (seconds) so that a typo fails fast; the spec
+# functions check the same sets again (tfmobile.models.shufflenet.V1_GROUPS, squeezenet.BYPASS).
+_V1_GROUPS = (1, 2, 3, 4, 8)
+_BYPASS = ("none", "simple", "complex")
+
+
+def _precheck():
+    """Flag errors that need no model code; returns the spec file's text when --spec is given."""
+    if FLAGS.spec:
+        given = [f"--{f}" for f in _MODEL_FLAGS if FLAGS[f].present]
+        if given:
+            raise UserError(f"--spec brings its own architecture; drop {', '.join(given)}")
+        try:
+            with open(FLAGS.spec, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise UserError(f"cannot read spec file {FLAGS.spec}: {e.strerror}") from None
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"malformed spec JSON in {FLAGS.spec}: {e.msg} at line {e.lineno} "
+                            f"column {e.colno}") from None
+        return text
+    if not (math.isfinite(FLAGS.alpha) and FLAGS.alpha > 0):
+        raise UserError(f"alpha must be a positive number, got {FLAGS.alpha!r}")
+    if FLAGS.resolution < 1:
+        raise UserError(f"resolution must be a positive integer, got {FLAGS.resolution}")
+    if FLAGS.classes < 1:
+        raise UserError(f"classes must be a positive integer, got {FLAGS.classes}")
+    if FLAGS.groups is not None:
+        if FLAGS.model != "shufflenet_v1":
+            raise UserError(f"--groups applies only to shufflenet_v1, not {FLAGS.model}")
+        if FLAGS.groups not in _V1_GROUPS:
+            raise UserError(f"shufflenet_v1 groups must be one of {', '.join(map(str, _V1_GROUPS))}, "
+                            f"got {FLAGS.groups}")
+    if FLAGS.bypass is not None:
+        if not FLAGS.model.startswith("squeezenet"):
+            raise UserError(f"--bypass applies only to squeezenet1_0 / squeezenet1_1, not {FLAGS.model}")
+        if FLAGS.bypass not in _BYPASS:
+            raise UserError(f"{FLAGS.model} bypass must be one of {', '.join(_BYPASS)}, "
+                            f"got {FLAGS.bypass!r}")
+    if FLAGS.minimalistic and not FLAGS.model.startswith("mbv3"):
+        raise UserError(f"--minimalistic applies only to mbv3_small / mbv3_large, not {FLAGS.model}")
+    return None
 
 
 def _zoo_spec():
@@ -37,21 +84,13 @@ def _zoo_spec():
     known = models.available()
     if name not in known:
         raise UserError(f"unknown model {name!r}; known models: {', '.join(known)}")
-    if FLAGS.resolution < 1:
-        raise UserError(f"resolution must be a positive integer, got {FLAGS.resolution}")
     kwargs = dict(input_shape=(FLAGS.resolution, FLAGS.resolution, 3), alpha=FLAGS.alpha,
                   classes=FLAGS.classes)
     if FLAGS.groups is not None:
-        if name != "shufflenet_v1":
-            raise UserError(f"--groups applies only to shufflenet_v1, not {name}")
         kwargs["groups"] = FLAGS.groups
     if FLAGS.bypass is not None:
-        if not name.startswith("squeezenet"):
-            raise UserError(f"--bypass applies only to squeezenet1_0 / squeezenet1_1, not {name}")
         kwargs["bypass"] = FLAGS.bypass
     if FLAGS.minimalistic:
-        if not name.startswith("mbv3"):
-            raise UserError(f"--minimalistic applies only to mbv3_small / mbv3_large, not {name}")
         kwargs["minimalistic"] = True
     return models.get_spec(name, **kwargs)
 
@@ -62,15 +101,13 @@ def _render(result):
 
 def main(argv):
     del argv
+    spec_text = _precheck()
     import tfmobile.io as tio
     from tfmobile import analysis, models
     from tfmobile.models.spec import ModelSpec
 
-    if FLAGS.spec:
-        given = [f"--{f}" for f in _MODEL_FLAGS if FLAGS[f].present]
-        if given:
-            raise UserError(f"--spec brings its own architecture; drop {', '.join(given)}")
-        spec = ModelSpec.load(FLAGS.spec)
+    if spec_text is not None:
+        spec = ModelSpec.from_json(spec_text)
     else:
         spec = _zoo_spec()
     _cli.progress(f"building {spec.name} ({len(spec.blocks)} blocks)")

@@ -12,7 +12,6 @@ Paper / reference values (docs/models_other.md cites them):
   1.1: 1,235,496 params, 0.35 GFLOPS (torchvision).
 Params are compared as trainable params (what PyTorch counts: no batch-norm moving statistics).
 """
-import json
 
 import numpy as np
 import pytest
@@ -192,6 +191,34 @@ def to_int8(model, n=4):
     return conv.convert()
 
 
+def tflite_graph_stats(data):
+    """(ops, peak activation bytes) of a .tflite with the same liveness rule as analysis."""
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_content=data)
+    ops = it._get_ops_details()
+    td = {t["index"]: t for t in it.get_tensor_details()}
+    inputs = {d["index"] for d in it.get_input_details()}
+    outputs = {d["index"] for d in it.get_output_details()}
+    act = {o for op in ops for o in op["outputs"]} | inputs
+    first = {i: -1 for i in inputs}
+    last = {}
+    for k, op in enumerate(ops):
+        for o in op["outputs"]:
+            first[o] = k
+        for i in op["inputs"]:
+            if i in act:
+                last[i] = max(last.get(i, -1), k)
+    for o in outputs:
+        last[o] = len(ops)
+
+    def size(i):
+        return int(np.prod(td[i]["shape"])) * np.dtype(td[i]["dtype"]).itemsize
+
+    peak = max(sum(size(t) for t in act if first[t] <= k <= last.get(t, first[t]))
+               for k in range(len(ops)))
+    return len(ops), peak
+
+
 def int8_op_report(data):
     from ai_edge_litert.interpreter import Interpreter
     it = Interpreter(model_content=data)
@@ -219,7 +246,11 @@ def test_shufflenet_v2_converts_to_builtin_int8():
 
 def test_squeezenet_complex_converts_to_builtin_int8():
     m = models.build("squeezenet1_1", input_shape=(32, 32, 3), classes=10, bypass="complex")
-    _check_int8(m, {"CONV_2D", "ADD", "CONCATENATION", "MAX_POOL_2D", "MEAN"})
+    data, ops = _check_int8(m, {"CONV_2D", "ADD", "CONCATENATION", "MAX_POOL_2D", "MEAN"})
+    # and tfmobile.analysis saw the same graph (the slow tests in test_analysis.py do the rest)
+    p = analysis.profile(m)
+    assert (p.tflite_ops, p.peak_activation_bytes) == tflite_graph_stats(data)
+    assert 0.9 <= len(data) / p.flash_bytes <= 1.1
 
 
 @pytest.mark.slow

@@ -1,0 +1,217 @@
+"""tfmobile.analysis: MAC formulas, fused-graph peak memory, flash estimate, paper MACs, real TFLite."""
+import json
+
+import numpy as np
+import pytest
+
+import tfmobile  # noqa: F401
+import tensorflow as tf
+import tf_keras as keras
+from tf_keras import layers
+
+from tfmobile import analysis, models
+from tfmobile.errors import UserError
+
+
+def _row(p, name):
+    return next(l for l in p.layers if l.name == name)
+
+
+def test_mac_formulas_per_layer_type():
+    inp = keras.Input((16, 16, 8))
+    a = layers.Conv2D(16, 3, strides=2, padding="same", name="conv")(inp)             # 8x8x16
+    b = layers.Conv2D(32, 1, groups=4, use_bias=False, name="gconv")(a)                # 8x8x32
+    c = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(b)    # 8x8x64
+    d = layers.SeparableConv2D(8, 3, padding="valid", name="sep")(c)                   # 6x6x8
+    e = layers.Conv2DTranspose(4, 2, strides=2, name="tconv")(d)                       # 12x12x4
+    f = layers.GlobalAveragePooling2D(name="gap")(e)
+    g = layers.Dense(10, name="fc")(f)
+    p = analysis.profile(keras.Model(inp, g))
+    assert _row(p, "conv").macs == 3 * 3 * 8 * 16 * 8 * 8
+    assert _row(p, "gconv").macs == 1 * 1 * (16 // 4) * 32 * 8 * 8
+    assert _row(p, "dw").macs == 3 * 3 * 32 * 2 * 8 * 8
+    assert _row(p, "sep").macs == 3 * 3 * 64 * 6 * 6 + 64 * 8 * 6 * 6
+    assert _row(p, "tconv").macs == 2 * 2 * 8 * 4 * 6 * 6
+    assert _row(p, "gap").macs == 0
+    assert _row(p, "fc").macs == 4 * 10
+    assert p.macs == sum(l.macs for l in p.layers)
+    assert _row(p, "gconv").params == 4 * 32
+    assert p.params == sum(l.params for l in p.layers)
+    assert _row(p, "conv").output_shape == [8, 8, 16] and _row(p, "conv").output_bytes == 8 * 8 * 16
+
+
+def _residual_model():
+    inp = keras.Input((8, 8, 4), name="x")                                   # 256 elements
+    a = layers.Conv2D(8, 3, padding="same", name="a")(inp)                   # 512
+    a = layers.BatchNormalization(name="a_bn")(a)
+    a = layers.ReLU(6.0, name="a_relu")(a)
+    b = layers.Conv2D(8, 3, padding="same", name="b")(a)                     # 512
+    b = layers.BatchNormalization(name="b_bn")(b)
+    y = layers.Add(name="add")([a, b])                                       # 512, keeps a alive
+    y = layers.ReLU(name="add_relu")(y)
+    y = layers.Dropout(0.5, name="drop")(y)
+    y = layers.Conv2D(2, 1, name="c")(y)                                     # 128
+    return keras.Model(inp, y)
+
+
+def test_peak_counts_skip_tensors_on_the_fused_graph():
+    p = analysis.profile(_residual_model())
+    # TFLite graph: a(+bn+relu6), b(+bn), add(+relu), c; dropout disappears.
+    assert p.tflite_ops == 4
+    assert _row(p, "a_bn").fused_into == "a" and _row(p, "a_relu").fused_into == "a"
+    assert _row(p, "b_bn").fused_into == "b"
+    assert _row(p, "add_relu").fused_into == "add"
+    assert _row(p, "drop").fused_into == "(identity)"
+    # at a: x 256 + a 512; at b: a 512 + b 512; at add: a + b + sum = 1536; at c: 512 + 128
+    assert p.peak_activation_bytes == 1536
+    assert p.peak_activation_bytes_float32 == 4 * 1536
+    assert p.peak_at == "add"
+
+
+def test_relu_not_fused_when_conv_output_has_another_consumer():
+    inp = keras.Input((4, 4, 2))
+    a = layers.Conv2D(4, 1, name="a")(inp)
+    r = layers.ReLU(name="r")(a)
+    y = layers.Concatenate(name="cat")([a, r])
+    p = analysis.profile(keras.Model(inp, y))
+    assert _row(p, "r").fused_into is None
+    assert p.tflite_ops == 3
+
+
+def test_profile_of_spec_equals_profile_of_model_and_is_json():
+    spec = models.get_spec("squeezenet1_1", input_shape=(32, 32, 3), classes=10)
+    a = analysis.profile(spec)
+    b = analysis.profile(models.build(spec))
+    assert a.to_dict() == b.to_dict()
+    d = json.loads(json.dumps(a.to_dict()))
+    for key in ("model", "params", "macs", "peak_activation_bytes", "flash_bytes", "layers"):
+        assert key in d
+    assert {"name", "type", "output_shape", "params", "macs"} <= set(d["layers"][0])
+    assert "fire2_squeeze" in a.table() and "peak activations" in a.table()
+
+
+def test_rejects_non_models():
+    with pytest.raises(UserError):
+        analysis.profile("mbv2")
+
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(UserError, match="functional"):
+        analysis.profile(Sub())
+
+
+def test_keras_applications_model_matches_zoo_mbv2():
+    """Any functional model works; keras.applications' MobileNetV2 counts like our mbv2."""
+    ka = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None,
+                                        classes=10)
+    ours = analysis.profile(models.get_spec("mbv2", input_shape=(96, 96, 3), alpha=0.35, classes=10))
+    theirs = analysis.profile(ka)
+    assert theirs.macs == ours.macs
+    assert theirs.params == ours.params
+    # keras.applications pads explicitly (ZeroPadding2D -> PAD op) before its stride-2 depthwise
+    # convs where ours uses padding="same": more ops and tensors, never less memory.
+    assert theirs.tflite_ops > ours.tflite_ops
+    assert theirs.peak_activation_bytes >= ours.peak_activation_bytes
+
+
+# --- papers' MACs at 224x224 -----------------------------------------------------------------
+PAPER_MACS = [("mbv1", {}, 569e6), ("mbv2", {}, 300e6), ("mbv2", {"alpha": 1.4}, 585e6),
+              ("mbv3_large", {}, 219e6), ("mbv3_small", {}, 56e6)]
+
+
+def _mobilenets_available():
+    return {"mbv1", "mbv2", "mbv3_small", "mbv3_large"} <= set(models.available())
+
+
+@pytest.mark.skipif(not _mobilenets_available(), reason="MobileNet builders not registered yet")
+def test_mbv3_small_macs_match_paper():
+    p = analysis.profile(models.get_spec("mbv3_small"))
+    assert abs(p.macs - 56e6) / 56e6 <= 0.02, p.macs
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _mobilenets_available(), reason="MobileNet builders not registered yet")
+@pytest.mark.parametrize("name,kw,macs", PAPER_MACS)
+def test_mobilenet_macs_match_papers(name, kw, macs):
+    p = analysis.profile(models.get_spec(name, **kw))
+    assert abs(p.macs - macs) / macs <= 0.02, p.macs
+
+
+# --- cross-check against real int8 .tflite files ----------------------------------------------
+def to_int8(model, n=4):
+    shape = model.input_shape[1:]
+    fn = tf.function(lambda x: model(x, training=False))
+    concrete = fn.get_concrete_function(tf.TensorSpec([1, *shape], tf.float32))
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    rng = np.random.default_rng(0)
+
+    def gen():
+        for _ in range(n):
+            yield [rng.uniform(-1, 1, (1, *shape)).astype(np.float32)]
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = gen
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def tflite_graph_stats(data):
+    """(ops, peak activation bytes) of a .tflite with the same liveness rule as analysis."""
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_content=data)
+    ops = it._get_ops_details()
+    td = {t["index"]: t for t in it.get_tensor_details()}
+    inputs = {d["index"] for d in it.get_input_details()}
+    outputs = {d["index"] for d in it.get_output_details()}
+    act = {o for op in ops for o in op["outputs"]} | inputs
+    first = {i: -1 for i in inputs}
+    last = {}
+    for k, op in enumerate(ops):
+        for o in op["outputs"]:
+            first[o] = k
+        for i in op["inputs"]:
+            if i in act:
+                last[i] = max(last.get(i, -1), k)
+    for o in outputs:
+        last[o] = len(ops)
+
+    def size(i):
+        return int(np.prod(td[i]["shape"])) * np.dtype(td[i]["dtype"]).itemsize
+
+    peak = max(sum(size(t) for t in act if first[t] <= k <= last.get(t, first[t]))
+               for k in range(len(ops)))
+    return len(ops), peak
+
+
+def _cross_check(model):
+    data = to_int8(model)
+    p = analysis.profile(model)
+    n_ops, peak = tflite_graph_stats(data)
+    assert p.tflite_ops == n_ops
+    assert p.peak_activation_bytes == peak
+    assert 0.9 <= len(data) / p.flash_bytes <= 1.1, (len(data), p.flash_bytes)
+    return p, data
+
+
+# The default suite cross-checks SqueezeNet 1.1 in
+# tests/test_models_shufflenet_squeezenet.py::test_squeezenet_complex_converts_to_builtin_int8.
+@pytest.mark.slow
+@pytest.mark.parametrize("name,kw", [
+    ("shufflenet_v1", dict(groups=3, alpha=0.5)), ("shufflenet_v2", dict(alpha=0.5)),
+    ("squeezenet1_0", dict(bypass="simple")),
+    ("mbv2", dict(alpha=0.35)), ("mbv3_small", {}), ("mbv1", dict(alpha=0.25)),
+    ("mbv3_large", dict(alpha=0.75, minimalistic=True))])
+def test_matches_real_int8_tflite(name, kw):
+    if name not in models.available():
+        pytest.skip(f"{name} not registered yet")
+    _cross_check(models.build(name, input_shape=(64, 64, 3), classes=10, **kw))
+
+
+@pytest.mark.slow
+def test_matches_real_int8_tflite_keras_applications():
+    _cross_check(keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35,
+                                                weights=None, classes=10))

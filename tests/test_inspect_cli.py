@@ -1,0 +1,87 @@
+"""python -m pipelines.inspect: table, --json, --save_spec / --spec round trip, one-line errors."""
+import json
+
+import pytest
+
+
+
+def _one_json(stdout):
+    lines = [l for l in stdout.splitlines() if l.strip()]
+    assert len(lines) == 1, stdout[-2000:]
+    return json.loads(lines[0])
+
+
+def test_table_for_the_issue_example(cli):
+    r = cli("pipelines.inspect", "--model", "mbv2", "--alpha", "0.35", "--resolution", "96",
+                "--classes", "10")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout
+    assert out.splitlines()[0].split()[:6] == ["layer", "type", "output", "params", "MACs", "act"]
+    assert "Conv2D" in out and "DepthwiseConv2D" in out and "(fused)" in out
+    for label in ("params:", "MACs:", "flash (int8 est):", "peak activations:"):
+        assert label in out
+    assert "Traceback" not in r.stderr
+
+
+def test_json_save_spec_and_edited_spec(tmp_path, cli):
+    spec_file = tmp_path / "sq.json"
+    r = cli("pipelines.inspect", "--model", "squeezenet1_1", "--resolution", "32", "--classes",
+                "10", "--bypass", "complex", "--json", "--save_spec", spec_file)
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = _one_json(r.stdout)
+    for key in ("model", "params", "macs", "peak_activation_bytes", "flash_bytes", "layers"):
+        assert key in d
+    assert d["macs"] == sum(l["macs"] for l in d["layers"]) > 0
+    assert d["params"] == sum(l["params"] for l in d["layers"]) > 0
+    for layer in d["layers"]:
+        assert {"name", "type", "output_shape", "params", "macs"} <= set(layer)
+    assert any(l["name"] == "fire2_bypass_conv" for l in d["layers"])
+
+    spec = json.loads(spec_file.read_text())
+    assert spec["family"] == "squeezenet1_1"
+    fire3 = next(b for b in spec["blocks"] if b["name"] == "fire3")
+    fire3["squeeze"] = 8
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(spec))
+    r = cli("pipelines.inspect", "--spec", edited, "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    e = _one_json(r.stdout)
+    squeeze = next(l for l in e["layers"] if l["name"] == "fire3_squeeze")
+    assert squeeze["output_shape"][-1] == 8
+    assert e["macs"] < d["macs"] and e["params"] < d["params"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model", "resnet50"], "known models:"),
+    (["--model", "mbv2", "--alpha", "0"], "alpha must be a positive number"),
+    (["--model", "mbv2", "--resolution", "8"], "too small"),
+    (["--model", "shufflenet_v1", "--groups", "5"], "groups must be one of 1, 2, 3, 4, 8"),
+    (["--model", "mbv2", "--groups", "3"], "--groups applies only to shufflenet_v1"),
+    (["--model", "squeezenet1_0", "--bypass", "sideways"], "bypass must be one of"),
+    (["--spec", "MALFORMED"], "malformed spec JSON"),
+    (["--spec", "NOSUCHFILE"], "cannot read spec file"),
+    (["--spec", "NOTASPEC"], "model spec is missing field(s): name, input_shape, blocks"),
+    (["--model", "mbv2", "--minimalistic"], "--minimalistic applies only to mbv3"),
+    (["--spec", "NOSUCHFILE", "--model", "mbv2"], "--spec brings its own architecture; drop --model"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, cli, args, needle):
+    args = list(args)
+    if "MALFORMED" in args:
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"family": "mbv2", "blocks": [')
+        args[args.index("MALFORMED")] = str(bad)
+    if "NOTASPEC" in args:
+        bad = tmp_path / "notaspec.json"
+        bad.write_text('{"family": "mbv2"}')
+        args[args.index("NOTASPEC")] = str(bad)
+    if "NOSUCHFILE" in args:
+        args[args.index("NOSUCHFILE")] = str(tmp_path / "missing.json")
+    r = cli("pipelines.inspect", *args)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+    errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], r.stderr[-2000:]
+    assert r.stdout == ""
+    if "known models:" in needle:
+        for name in ("mbv1", "mbv2", "shufflenet_v1", "shufflenet_v2", "squeezenet1_0"):
+            assert name in errors[0]
