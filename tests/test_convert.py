@@ -252,3 +252,24 @@ def test_export_failure_leaves_nothing(tmp_path):
     with pytest.raises(UserError, match="add --tflm"):
         export(m, "x", ["int8"], tmp_path, mcu="cortex_m7")
     assert os.listdir(tmp_path) == []
+
+
+def test_calibration_dir(tmp_path, model):
+    from PIL import Image
+
+    from tfmobile.data import load_fashion_mnist
+
+    data = load_fashion_mnist(subset=True)
+    for label in (0, 1):
+        d = tmp_path / f"class_{label}"
+        d.mkdir()
+        for i, img in enumerate(data.x_train[data.y_train == label][:3]):
+            Image.fromarray(img).save(d / f"{i}.png")
+    x = convert.representative_images(model, num=4, calibration_dir=str(tmp_path))
+    assert x.shape == (4, 32, 32, 3) and x.dtype == np.float32
+    assert -1.0 <= x.min() < 0 < x.max() <= 1.0
+    with pytest.raises(UserError, match="not found"):
+        convert.representative_images(model, calibration_dir=str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images"):
+        convert.representative_images(model, calibration_dir=str(tmp_path / "empty"))
