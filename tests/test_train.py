@@ -187,3 +187,20 @@ def test_qat_fine_tune_and_checkpoint_roundtrip(tmp_path, splits, trained):
     back = train.load_checkpoint(str(tmp_path / "q"))
     x = data.preprocess(splits.x_val[:8], (16, 16, 3))
     np.testing.assert_allclose(back(x, training=False), qmodel(x, training=False), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_prune_checkpoint_is_stripped_and_resumes_to_target(tmp_path, splits, trained):
+    compress = pytest.importorskip("tfmobile.compress")
+    float_dir, _, _ = trained
+    out = str(tmp_path / "p")
+    kw = dict(batch_size=64, compression="prune", target_sparsity=0.5, verbose=0, steps_per_epoch=4)
+    train.fit(train.load_checkpoint(float_dir), splits, out, epochs=1, **kw)
+    # resumed with a longer run: wrapped again, pruning schedule continues from the saved step
+    model, m = train.fit(train.load_checkpoint(float_dir), splits, out, epochs=3, resume=True, **kw)
+    assert m["resumed_from_epoch"] == 1
+    back = train.load_checkpoint(out)
+    assert train.checkpoint_info(out)["compression"] == "prune"
+    assert not any("prune" in type(layer).__name__.lower() for layer in back.layers)  # stripped
+    rep = compress.sparsity_report(back)
+    assert rep["sparse_layers_sparsity"] == pytest.approx(0.5, abs=0.02)
