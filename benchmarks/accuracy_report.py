@@ -130,12 +130,23 @@ def run_report():
     print(json.dumps({"result": os.path.abspath(result_path)}))
 
 
+def _ep(t):
+    steps = t.get("steps_per_epoch")
+    return f"{t.get('epochs')}" + (f" x {steps} steps" if steps else "")
+
+
 def table(paths):
     lines = ["| model | variant | LiteRT test acc. (10k) | Δ vs float (points) | .tflite bytes | gzip bytes "
              "| weight sparsity | fine-tune epochs | train time (s) |",
              "|---|---|---|---|---|---|---|---|---|"]
+    merged = {}  # several result files of one model (stages run in parallel) are merged
     for p in paths:
         r = json.load(open(p))
+        m = merged.setdefault(r["model"], {"model": r["model"], "variants": {}, "timings": {},
+                                           "float_training": r.get("float_training", {})})
+        m["variants"].update(r["variants"])
+        m["timings"].update(r.get("timings", {}))
+    for r in merged.values():
         v = r["variants"]
         f_acc = v.get("float32", {}).get("accuracy")
         ft = r.get("float_training", {})
@@ -150,10 +161,10 @@ def table(paths):
                 ep, secs = 0, row.get("export_and_eval_seconds")
             elif name == "qat_int8":
                 t = r["timings"].get("qat", {})
-                ep, secs = t.get("epochs"), t.get("train_seconds")
+                ep, secs = _ep(t), t.get("train_seconds")
             else:
                 t1, t2 = r["timings"].get("prune", {}), r["timings"].get("pqat", {})
-                ep = f"{t1.get('epochs')}+{t2.get('epochs')}"
+                ep = f"{_ep(t1)} prune + {_ep(t2)} PQAT"
                 secs = round((t1.get("train_seconds") or 0) + (t2.get("train_seconds") or 0), 1)
             lines.append(f"| {r['model']} | {name} | {100 * row['accuracy']:.2f} % | {delta} | {row['size_bytes']} "
                          f"| {row['gzip_bytes']} | {100 * row['weight_sparsity']:.1f} % | {ep} | {secs} |")
