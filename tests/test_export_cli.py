@@ -115,4 +115,6 @@ def test_default_command_224(tmp_path):
     r = json.loads(p.stdout)
     (a,) = r["artifacts"]
     assert a["inputs"][0]["shape"] == [1, 224, 224, 3] and a["verification"]["float_ops"] == []
-    assert a["verification"]["top1_agreement"] >= 0.9 and "HARD_SWISH" in a["ops"]
+    # random init: MobileNetV3's softmax is ~uniform, so check the error, not argmax agreement
+    assert a["verification"]["mean_abs_error"] < 0.01 and "HARD_SWISH" in a["ops"]
+    assert r["randomly_initialized"] is True and r["wall_s"] > 0
