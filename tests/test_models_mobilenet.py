@@ -206,13 +206,13 @@ def test_include_preprocessing_matches_keras(tmp_path):
 
 
 def test_mismatching_weights_name_the_layer(tmp_path):
-    ref = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None)
+    ref = keras.applications.MobileNet(input_shape=(32, 32, 3), alpha=0.25, weights=None)
     ref.save_weights(str(tmp_path / "w.h5"))
-    spec = models.get_spec("mbv2", input_shape=(32, 32, 3), alpha=0.35).with_block("block_2", expanded=40)
-    with pytest.raises(UserError, match="layer 'block_2_expand_conv'"):
+    spec = models.get_spec("mbv1", input_shape=(32, 32, 3), alpha=0.25).with_block("block_2", filters=24)
+    with pytest.raises(UserError, match="layer 'block_2_pw_conv'.*'conv_pw_2'"):
         models.build(spec, weights=str(tmp_path / "w.h5"))
     with pytest.raises(UserError, match="weighted layers"):
-        models.build("mbv2", input_shape=(32, 32, 3), alpha=0.35, include_top=False,
+        models.build("mbv1", input_shape=(32, 32, 3), alpha=0.25, include_top=False,
                      weights=str(tmp_path / "w.h5"))
     small = {"input_shape": (32, 32, 3), "alpha": 0.25}
     with pytest.raises(UserError, match="not found"):
