@@ -27,7 +27,7 @@ PAIRS = {"mbv2": "keras_mbv2", "mbv3_small": "keras_mbv3_small"}
 
 flags.DEFINE_integer("resolution", 224, "input resolution")
 flags.DEFINE_integer("runs", 200, "timed invokes per model and thread count")
-flags.DEFINE_integer("rounds", 20, "interleaved rounds")
+flags.DEFINE_integer("rounds", 100, "interleaved rounds (runs // rounds consecutive invokes per model per round)")
 flags.DEFINE_list("threads", ["1", "2"], "thread counts")
 flags.DEFINE_string("work_dir", None, "cache of converted models (default /tmp/tfmobile_bench)")
 flags.DEFINE_bool("convert_only", False, "only convert (warm the cache)")
@@ -79,6 +79,19 @@ def markdown(r):
     return "\n".join(lines)
 
 
+def _git_state():
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "tfmobile/models"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return {"head": head, "models_dirty": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def main(argv):
     if FLAGS.markdown_from:
         import json
@@ -109,7 +122,9 @@ def main(argv):
                     "macs_m": round(sum(ly["macs"] for ly in layers) / 1e6, 1),
                     "configs": collections.Counter(_canonical(ly["config"]) for ly in layers)}
     cpus_all = sorted(os.sched_getaffinity(0))
-    out = {"resolution": res, "runs": FLAGS.runs, "rounds": FLAGS.rounds, "backend": "litert",
+    out = {"git": _git_state(), "converted": {n: datetime.datetime.fromtimestamp(
+               os.path.getmtime(p), datetime.timezone.utc).isoformat(timespec="seconds") for n, p in paths.items()},
+           "resolution": res, "runs": FLAGS.runs, "rounds": FLAGS.rounds, "backend": "litert",
            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "loadavg_before": os.getloadavg(), "models": {}, "comparisons": []}
     per_round = {}
