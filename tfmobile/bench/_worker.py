@@ -70,14 +70,27 @@ def run(job):
             continue
         results.append({"path": path, "init_ms": init_ms, "warmup_ms": [], "times_ms": []})
         live.append(interp)
-    for r, interp in zip(results, live):
-        if interp is not None:
-            r["warmup_ms"] = _time(interp, warmup)
+    def timed(k, n):
+        try:
+            return _time(live[k], n)
+        except Exception as e:  # an op that fails at invoke time: report it, keep timing the others
+            msg = " ".join(str(e).split()) or type(e).__name__
+            results[k] = {"path": results[k]["path"], "error": msg[:300]}
+            live[k] = None
+            return []
+
+    for k in range(len(live)):
+        if live[k] is not None:
+            w = timed(k, warmup)
+            if live[k] is not None:
+                results[k]["warmup_ms"] = w
     per_round = [runs // rounds + (1 if k < runs % rounds else 0) for k in range(rounds)]
     for n in per_round:
-        for r, interp in zip(results, live):
-            if interp is not None and n:
-                r["times_ms"].extend(_time(interp, n))
+        for k in range(len(live)):
+            if live[k] is not None and n:
+                t = timed(k, n)
+                if live[k] is not None:
+                    results[k]["times_ms"].extend(t)
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {"cpus": affinity, "results": results}
 

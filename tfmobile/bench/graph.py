@@ -151,6 +151,10 @@ def _macs(name, ins, outs):
     return 0
 
 
+def _np_type(tensor_type):
+    return {schema.TensorType.INT64: np.int64}.get(tensor_type, np.int32)
+
+
 def op_model(data_or_model, index):
     """A standalone .tflite (bytes) holding only operator ``index`` of the main subgraph.
 
@@ -205,6 +209,16 @@ def op_model(data_or_model, index):
     nop.customOptions = op.customOptions
     nop.customOptionsFormat = op.customOptionsFormat
     nsg.operators = [nop]
+    if _opcode_name(opcode) == "RESHAPE" and len(op.inputs) > 1 and op.inputs[1] >= 0:
+        # A shape operand computed at run time (SHAPE/PACK chain) would become a model input filled
+        # with random values; give it the value it has in the whole model: the output's shape.
+        st = nsg.tensors[nop.inputs[1]]
+        if st.buffer == 0:
+            out_shape = np.asarray(nsg.tensors[nop.outputs[0]].shape, np.int32)
+            b = schema.BufferT()
+            b.data = np.frombuffer(out_shape.astype(_np_type(st.type)).tobytes(), np.uint8)
+            new.buffers.append(b)
+            st.buffer = len(new.buffers) - 1
     nsg.inputs = [remap[j] for j in op.inputs if j >= 0 and nsg.tensors[remap[j]].buffer == 0]
     nsg.outputs = [remap[j] for j in op.outputs]
     new.subgraphs = [nsg]

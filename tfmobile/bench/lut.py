@@ -245,6 +245,8 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
                 entries[k] = {"op": todo[k][2], "ms": _median(r["times_ms"]), "min_ms": min(r["times_ms"]),
                               "runs": len(r["times_ms"]), "measured": now}
                 measured += 1
+            if path:  # keep what is measured even if a later batch fails
+                save_lut(table, path)
             _log(f"measured {measured}/{len(keys)}", verbose)
     dev["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if path:
