@@ -273,3 +273,15 @@ def test_calibration_dir(tmp_path, model):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images"):
         convert.representative_images(model, calibration_dir=str(tmp_path / "empty"))
+
+
+def test_qat_model_converts_integer_only():
+    compress = pytest.importorskip("tfmobile.compress")
+    m = compress.qat(tiny(softmax=True))
+    data = convert.to_tflite(m, "int8", representative_data=convert.representative_images(m, num=10))
+    assert convert.float_ops(data) == []
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH"} <= set(convert.tflite_ops(data))
+    images, _ = convert.verification_images((32, 32, 3), n=10)
+    assert convert.verify(data, m, images)["mean_abs_error"] < 0.01
+    cut, stripped = logits_model(m)      # through tfmot's QuantizeWrapper
+    assert stripped and "SOFTMAX" not in convert.tflite_ops(convert.to_tflite(cut, "int8"))
