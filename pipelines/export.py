@@ -176,6 +176,8 @@ def main(argv):
     import time
 
     t0, c0 = time.perf_counter(), _cpu()
+    if not FLAGS.model:
+        raise UserError("--model is required: a zoo model name (e.g. mbv3_small) or a saved Keras model path")
     modes = _modes()
     if not FLAGS.tflm and (FLAGS.mcu or FLAGS.sram_kb is not None or FLAGS.flash_kb is not None):
         raise UserError("--mcu/--sram_kb/--flash_kb check the TFLite-Micro artifact: add --tflm")
