@@ -129,6 +129,9 @@ def main(argv):
     for sub in ("float", "qat", "prune", "pqat"):
         if os.path.isfile(os.path.join(out, "train", sub, "checkpoint", "checkpoint.json")):
             raise UserError(f"{out} already holds a run; choose a new --output_dir")
+    if FLAGS.full_data and not FLAGS.data_dir and not os.path.isdir(data.DEBIAN_DIR):
+        raise UserError(f"--full_data needs --data_dir or the Debian package dataset-fashion-mnist "
+                        f"({data.DEBIAN_DIR}); without them the job runs on the shipped subset")
     t_start = time.time()
     res = (FLAGS.resolution, FLAGS.resolution, 3)
     dataset = data.load_dataset(FLAGS.data_dir, subset=not (FLAGS.full_data or FLAGS.data_dir),
