@@ -142,6 +142,7 @@ def test_measure_litert_schema(tiny):
     assert 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"] and r["mean_ms"] > 0 and r["init_ms"] > 0
     assert r["model_bytes"] == os.path.getsize(tiny) and r["ops"]["CONV_2D"] == 2
     assert r["cpus"] and len(r["cpus"]) == 1          # pinned to one core
+    assert 0 < r["cpu_median_ms"] <= r["median_ms"] * 1.5   # thread CPU time of the 1-thread invokes
     assert r["device"]["cpu"] and r["device"]["runtime"].startswith("ai-edge-litert")
     assert isinstance(r["warnings"], list)
 

@@ -55,6 +55,21 @@ def test_predict_sums_layers_plus_overhead(tiny, built):
     assert L.predict(open(tiny, "rb").read(), L.load_lut(path)) == pytest.approx(d["predicted_ms"])
 
 
+def test_wall_and_cpu_clocks(tiny, built):
+    from tfmobile.bench import lut as L
+    path, _ = built
+    wall = L.predict_detail(tiny, path, clock="wall")
+    cpu = L.predict_detail(tiny, path, clock="cpu")
+    assert wall["clock"] == "wall" and cpu["clock"] == "cpu" and wall["predicted_ms"] > 0 and cpu["predicted_ms"] > 0
+    assert L.predict_detail(tiny, path)["clock"] == "cpu"       # default at 1 thread
+    entries = next(iter(L.load_lut(path)["devices"].values()))["entries"].values()
+    assert all(e["cpu_ms"] > 0 for e in entries)
+    with pytest.raises(UserError, match="1-thread"):
+        L.predict(tiny, path, threads=2, clock="cpu")
+    with pytest.raises(UserError, match="clock must be"):
+        L.predict(tiny, path, clock="sundial")
+
+
 def test_predict_tracks_measured_latency(tiny, built):
     """The LUT prediction is within a loose factor of a direct measurement (shared, noisy CPU)."""
     from tfmobile.bench import lut as L

@@ -110,9 +110,10 @@ def measure(tflite_path, backend="litert", threads=1, runs=50, warmup=10, warn=T
     w = cv_warning(res)
     if w:
         warnings_.append(w)
-        if warn:
+    if warn:
+        for w in warnings_:
             sys.stderr.write(f"warning: {w}\n")
-            sys.stderr.flush()
+        sys.stderr.flush()
     res["warnings"] = warnings_
     return res
 

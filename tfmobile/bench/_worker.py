@@ -7,7 +7,7 @@ before loading anything, and times each ``invoke()`` with ``perf_counter_ns``.
 Job: ``{"models": [path, ...], "threads": 1, "warmup": 10, "runs": 50, "rounds": 1, "cpus": [1]}``.
 With ``rounds > 1`` the models are interleaved: every round runs ``runs // rounds`` invokes of each
 model in turn, so slow drifts of a shared machine's load hit all models alike.
-Result: ``{"cpus": [...], "results": [{"path", "init_ms", "warmup_ms": [...], "times_ms": [...]} |
+Result: ``{"cpus": [...], "results": [{"path", "init_ms", "warmup_ms", "times_ms", "cpu_times_ms"} |
 {"path", "error"}]}``.
 """
 import json
@@ -39,14 +39,25 @@ def _load(path, threads):
     return interp, init_ms
 
 
-def _time(interp, n):
+def _time(interp, n, cpu=None):
+    """Wall-clock ms of ``n`` invokes; with a list ``cpu``, also this thread's CPU ms per invoke.
+
+    With one interpreter thread, XNNPACK runs in the calling thread, so the thread CPU time is the
+    compute time without the time spent waiting for a CPU that other processes hold.
+    """
     out = []
     invoke = interp.invoke
     clock = time.perf_counter_ns
+    tclock = time.thread_time_ns
     for _ in range(n):
+        c0 = tclock()
         t0 = clock()
         invoke()
-        out.append((clock() - t0) / 1e6)
+        t1 = clock()
+        c1 = tclock()
+        out.append((t1 - t0) / 1e6)
+        if cpu is not None:
+            cpu.append((c1 - c0) / 1e6)
     return out
 
 
@@ -68,11 +79,11 @@ def run(job):
             results.append({"path": path, "error": msg[:300]})
             live.append(None)
             continue
-        results.append({"path": path, "init_ms": init_ms, "warmup_ms": [], "times_ms": []})
+        results.append({"path": path, "init_ms": init_ms, "warmup_ms": [], "times_ms": [], "cpu_times_ms": []})
         live.append(interp)
-    def timed(k, n):
+    def timed(k, n, cpu=None):
         try:
-            return _time(live[k], n)
+            return _time(live[k], n, cpu)
         except Exception as e:  # an op that fails at invoke time: report it, keep timing the others
             msg = " ".join(str(e).split()) or type(e).__name__
             results[k] = {"path": results[k]["path"], "error": msg[:300]}
@@ -88,9 +99,11 @@ def run(job):
     for n in per_round:
         for k in range(len(live)):
             if live[k] is not None and n:
-                t = timed(k, n)
+                cpu = []
+                t = timed(k, n, cpu)
                 if live[k] is not None:
                     results[k]["times_ms"].extend(t)
+                    results[k]["cpu_times_ms"].extend(cpu)
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {"cpus": affinity, "results": results}
 

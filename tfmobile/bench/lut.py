@@ -236,14 +236,15 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
             now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             if "error" in res[0]:
                 raise UserError(f"cannot time the overhead model: {res[0]['error']}")
-            ov = _median(res[0]["times_ms"])
+            ov, ovc = _median(res[0]["times_ms"]), _median(res[0]["cpu_times_ms"])
             # keep the smallest overhead seen: it is the least disturbed by other load
             dev["overhead_ms"] = ov if dev["overhead_ms"] is None else min(dev["overhead_ms"], ov)
+            dev["overhead_cpu_ms"] = ovc if dev.get("overhead_cpu_ms") is None else min(dev["overhead_cpu_ms"], ovc)
             for k, r in zip(chunk, res[1:]):
                 if "error" in r:
                     raise UserError(f"LiteRT cannot run the one-op model of {todo[k][2]}: {r['error']}")
                 entries[k] = {"op": todo[k][2], "ms": _median(r["times_ms"]), "min_ms": min(r["times_ms"]),
-                              "runs": len(r["times_ms"]), "measured": now}
+                              "cpu_ms": _median(r["cpu_times_ms"]), "runs": len(r["times_ms"]), "measured": now}
                 measured += 1
             if path:  # keep what is measured even if a later batch fails
                 save_lut(table, path)
@@ -265,12 +266,24 @@ def _median(xs):
 # ---------------------------------------------------------------------------------------------------
 # predict
 
-def predict_detail(model, lut, backend="litert", threads=1, measure_missing=False, verbose=False):
+def default_clock(threads):
+    return "cpu" if threads == 1 else "wall"
+
+
+def predict_detail(model, lut, backend="litert", threads=1, measure_missing=False, verbose=False, clock=None):
     """Per-op breakdown and total: {"predicted_ms", "overhead_ms", "layers": [...], "missing": n}.
 
     Ops whose configuration is not in the LUT are measured first when ``measure_missing`` (and the
     LUT saved, when it is a path); otherwise UserError names how many are missing.
+    clock: "wall" (median wall-clock of each one-op model) or "cpu" (median thread CPU time: the
+    compute time without waiting for a CPU held by other processes; valid for 1 thread, where
+    XNNPACK runs in the calling thread). Default: "cpu" at 1 thread, else "wall".
     """
+    clock = clock or default_clock(threads)
+    if clock not in ("wall", "cpu"):
+        raise UserError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    if clock == "cpu" and threads != 1:
+        raise UserError("clock='cpu' predicts 1-thread latency only (other threads' CPU time is not latency)")
     table = load_lut(lut)
     device = _device(backend, threads)
     dkey = device_key(device)
@@ -286,19 +299,22 @@ def predict_detail(model, lut, backend="litert", threads=1, measure_missing=Fals
         if not isinstance(lut, dict):
             save_lut(table, lut)
         dev = table["devices"][dkey]
-    c = dev["overhead_ms"]
+    field = "ms" if clock == "wall" else "cpu_ms"
+    c = dev["overhead_ms"] if clock == "wall" else dev.get("overhead_cpu_ms")
+    if c is None or any(field not in dev["entries"][ly["key"]] for ly in layers_):
+        raise UserError(f"LUT entries for '{dkey}' have no {clock}-clock times: rebuild with --remeasure")
     rows = []
     total = c
     for ly in layers_:
         e = dev["entries"][ly["key"]]
-        t = max(e["ms"] - c, 0.0)
+        t = max(e[field] - c, 0.0)
         total += t
         rows.append({"index": ly["index"], "op": ly["op"], "name": ly["name"], "ms": t, "macs": ly["macs"],
                      "output_shape": ly["config"]["outputs"][0]["shape"] if ly["config"]["outputs"] else None})
-    return {"predicted_ms": total, "overhead_ms": c, "num_ops": len(layers_), "device_key": dkey,
+    return {"predicted_ms": total, "overhead_ms": c, "clock": clock, "num_ops": len(layers_), "device_key": dkey,
             "layers": rows, "measured_missing": len(missing)}
 
 
-def predict(model, lut, backend="litert", threads=1, measure_missing=False):
+def predict(model, lut, backend="litert", threads=1, measure_missing=False, clock=None):
     """Predicted whole-model latency (ms) on the LUT's device: sum over executed ops + fixed overhead."""
-    return predict_detail(model, lut, backend, threads, measure_missing)["predicted_ms"]
+    return predict_detail(model, lut, backend, threads, measure_missing, clock=clock)["predicted_ms"]
