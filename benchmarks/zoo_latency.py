@@ -64,17 +64,20 @@ def _median(xs):
 def markdown(r):
     ts = [k for k in ("t1", "t2") if any(k in m for m in r["models"].values())]
     head = "| model | MMACs | ops | int8 KB | " + " | ".join(
-        f"{t[1:]} thread median ms (p90, cv)" for t in ts) + " |"
-    lines = [head, "|" + "---|" * (4 + len(ts))]
+        f"{t[1:]} thread median ms (p90, cv)" for t in ts) + " | 1 thread CPU-time median ms |"
+    lines = [head, "|" + "---|" * (5 + len(ts))]
     for n, m in r["models"].items():
         label = n.replace("keras_", "keras.applications ") if n.startswith("keras_") else f"tfmobile {n}"
         cells = [f"{m[t]['median_ms']:.2f} ({m[t]['p90_ms']:.2f}, {100 * m[t]['cv']:.0f}%)" for t in ts]
-        lines.append(f"| {label} | {m['macs_m']:.0f} | {m['ops']} | {m['bytes'] // 1024} | " + " | ".join(cells) + " |")
+        cpu = m.get("t1", {}).get("cpu_median_ms")
+        lines.append(f"| {label} | {m['macs_m']:.0f} | {m['ops']} | {m['bytes'] // 1024} | " + " | ".join(cells)
+                     + f" | {cpu if cpu is not None else '-'} |")
     lines += ["", "| ours / keras.applications | threads | ours ms | keras ms | ratio (medians) | median per-round ratio "
-              "| identical op configs | <= 1.00 |", "|---|---|---|---|---|---|---|---|"]
+              "| CPU-time ratio | identical op configs | <= 1.00 |", "|---|---|---|---|---|---|---|---|---|"]
     for c in r["comparisons"]:
         lines.append(f"| {c['ours']} / {c['keras']} | {c['threads']} | {c['ours_ms']:.2f} | {c['keras_ms']:.2f} | "
-                     f"{c['ratio']:.3f} | {c['ratio_per_round_median']:.3f} | {c['same_graph']} | "
+                     f"{c['ratio']:.3f} | {c['ratio_per_round_median']:.3f} | "
+                     f"{c['cpu_ratio'] if c.get('cpu_ratio') is not None else '-'} | {c['same_graph']} | "
                      f"{'yes' if c['pass'] else 'NO'} |")
     return "\n".join(lines)
 
@@ -143,6 +146,8 @@ def main(argv):
             m[f"t{t}"] = {"median_ms": round(s["median_ms"], 3), "mean_ms": round(s["mean_ms"], 3),
                           "p90_ms": round(s["p90_ms"], 3), "min_ms": round(s["min_ms"], 3),
                           "cv": round(s["cv"], 3)}
+            if t == 1 and rr.get("cpu_times_ms"):
+                m["t1"]["cpu_median_ms"] = round(_median(rr["cpu_times_ms"]), 3)
             k = len(rr["times_ms"]) // FLAGS.rounds
             per_round[(n, t)] = [_median(rr["times_ms"][i * k:(i + 1) * k]) for i in range(FLAGS.rounds)]
         out[f"t{t}_seconds"] = round(time.time() - t0, 1)
@@ -154,6 +159,7 @@ def main(argv):
                 "ours": ours, "keras": theirs, "threads": t, "ours_ms": a["median_ms"], "keras_ms": b["median_ms"],
                 "ratio": round(a["median_ms"] / b["median_ms"], 3), "ratio_per_round_median": round(_median(rr), 3),
                 "same_graph": facts[ours]["configs"] == facts[theirs]["configs"],
+                "cpu_ratio": (round(a["cpu_median_ms"] / b["cpu_median_ms"], 3) if "cpu_median_ms" in a else None),
                 "pass": a["median_ms"] / b["median_ms"] <= 1.0})
     out["loadavg_after"] = os.getloadavg()
     out["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
