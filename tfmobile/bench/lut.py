@@ -13,7 +13,10 @@ that block at that resolution and width).
 
 Prediction: ``sum_i (t_i - c) + c`` where ``t_i`` is the median latency of op i's one-op model and
 ``c`` the measured latency of a trivial one-op model (a 1x1x1x8 int8 ADD): each one-op timing carries
-the fixed per-invoke cost once, the whole model carries it once.
+the fixed per-invoke cost once, the whole model carries it once. Entries keep two medians: wall
+clock (``ms``) and the invoking thread's CPU time (``cpu_ms``; at 1 thread XNNPACK runs in that
+thread, so it is the compute time without waits for a CPU held by other processes). ``predict``
+uses CPU time at 1 thread and wall clock otherwise, unless ``clock=`` says which.
 
     build_lut(["a.tflite", ...], "lut.json")          # measure what is missing, save
     predict(model | spec | "m.tflite" | bytes, "lut.json")   -> ms
