@@ -153,7 +153,37 @@ def _is_relu(layer):
     return False
 
 
+_FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6", "tanh")
+
+
+def _same_pads(n, k, s, d=1):
+    k = (k - 1) * d + 1
+    out = -(-n // s)
+    total = max((out - 1) * s + k - n, 0)
+    return (total // 2, total - total // 2)
+
+
+def _pad_folds_into_consumer(pad_layer, out, consumer_layers, consumers):
+    """The converter folds PAD into a following 'valid' conv when it equals 'same' padding."""
+    users = consumer_layers.get(id(out), [])
+    if consumers.get(id(out), 0) != 1 or len(users) != 1:
+        return False
+    conv = users[0]
+    if _type(conv) not in ("Conv2D", "DepthwiseConv2D") or conv.padding != "valid":
+        return False
+    h, w = pad_layer.input_shape[1], pad_layer.input_shape[2]
+    if h is None or w is None:
+        return False
+    (top, bottom), (left, right) = pad_layer.padding
+    return ((top, bottom) == _same_pads(h, conv.kernel_size[0], conv.strides[0],
+                                        conv.dilation_rate[0])
+            and (left, right) == _same_pads(w, conv.kernel_size[1], conv.strides[1],
+                                            conv.dilation_rate[1]))
+
+
 def _has_own_activation(layer):
+    if _type(layer) not in _WEIGHT_OPS:
+        return False
     act = getattr(layer, "activation", None)
     return act is not None and getattr(act, "__name__", "linear") != "linear"
 
@@ -270,9 +300,11 @@ def profile(model_or_spec):
     buffer_size = {}         # buffer id -> elements
     buffer_owner = {}        # buffer id -> op index that writes it (-1 for model inputs)
     consumers = {}           # id(KerasTensor) -> number of consuming nodes in the model
+    consumer_layers = {}     # id(KerasTensor) -> consuming layers
     for layer, node in order:
         for t in node.keras_inputs:
             consumers[id(t)] = consumers.get(id(t), 0) + 1
+            consumer_layers.setdefault(id(t), []).append(layer)
 
     ops = []                 # TFLite-level ops: dict(name, inputs=[buffer ids], output=[buffer ids])
     op_of_buffer = {}        # buffer id -> index into ops of the op that wrote it
@@ -329,6 +361,11 @@ def profile(model_or_spec):
                     and not ops[producer]["own_act"]:
                 fold_host = producer
                 fused_relu.add(producer)
+        if t == "ZeroPadding2D" and _pad_folds_into_consumer(layer, outs[0], consumer_layers,
+                                                             consumers):
+            buffer_of[id(outs[0])] = in_bufs[0]
+            row.fused_into = consumer_layers[id(outs[0])][0].name
+            continue
         if t in _IDENTITY or (t == "Activation" and layer.get_config().get("activation") == "linear"):
             for o in outs:
                 buffer_of[id(o)] = in_bufs[0]
@@ -347,6 +384,18 @@ def profile(model_or_spec):
             op["outputs"].append(b)
             op_of_buffer[b] = idx
         ops.append(op)
+        act = getattr(getattr(layer, "activation", None), "__name__", "linear")
+        if t in _WEIGHT_OPS and op["own_act"] and act not in _FUSABLE_ACTIVATIONS \
+                and len(outs) == 1:
+            # e.g. Dense(activation="softmax"): TFLite runs FULLY_CONNECTED then SOFTMAX
+            pre = op["outputs"][0]
+            buffer_owner[pre] = idx
+            post = new_buffer(outs[0], idx + 1)
+            ops.append(dict(name=f"{layer.name}/{act}", type=act, inputs=[pre], outputs=[post],
+                            has_bn=True, own_act=True))
+            op_of_buffer[post] = idx + 1
+            buffer_of[id(outs[0])] = post
+            buffer_size[pre] = buffer_size[post]
         if params or t == "BatchNormalization":
             fb, nconst = _weight_flash(layer)
             flash += fb
