@@ -140,6 +140,16 @@ def _quantize_wrapper_cls():
 _BN_TYPES = (keras.layers.BatchNormalization,)
 
 
+def _copy_weights_by_name(src_model, dst_model):
+    """Copy each layer's weights into the same-named layer (looking inside wrappers)."""
+    by_name = {layer.name: layer for layer in src_model.layers}
+    for dst in dst_model.layers:
+        inner = dst.layer if isinstance(getattr(dst, "layer", None), keras.layers.Layer) else dst
+        src = by_name.get(inner.name)
+        if src is not None and src.weights:
+            inner.set_weights(src.get_weights())
+
+
 def _annotate(model):
     """Clone ``model`` with every layer annotated: tfmot's registry where it covers the layer,
     a tfmobile QuantizeConfig where it does not; unknown layers are refused by name."""
@@ -147,6 +157,7 @@ def _annotate(model):
     unsupported = []
 
     def annotate(layer):
+        layer = layer.__class__.from_config(layer.get_config())   # a copy: leave the caller's model alone
         cfg = LAYER_CONFIGS.get(type(layer).__name__)
         if cfg is not None and not registry.supports(layer):
             return _qk.quantize_annotate_layer(layer, quantize_config=cfg())
@@ -161,7 +172,7 @@ def _annotate(model):
     if unsupported:
         raise UserError("cannot quantize layers with no tfmot or tfmobile QuantizeConfig: "
                         + ", ".join(unsupported))
-    annotated.set_weights(model.get_weights())
+    _copy_weights_by_name(model, annotated)
     return annotated
 
 
@@ -285,19 +296,15 @@ def prune(model, target_sparsity, begin_step, end_step, structured_2_4=False,
         kwargs["sparsity_m_by_n"] = (2, 4)
 
     def wrap(layer):
-        if layer.name in targets:
-            return _sk.prune_low_magnitude(layer, **kwargs)
-        return layer.__class__.from_config(layer.get_config())
+        copy = layer.__class__.from_config(layer.get_config())   # never wrap (and so prune) the
+        if layer.name in targets:                                 # caller's own layer objects
+            return _sk.prune_low_magnitude(copy, **kwargs)
+        return copy
 
     with quantize_scope():
         pruned = keras.models.clone_model(model, clone_function=wrap)
     # Copy weights layer by layer (the wrappers add mask / threshold / step variables).
-    by_name = {layer.name: layer for layer in model.layers}
-    for dst in pruned.layers:
-        inner = dst.layer if isinstance(dst, _prune_wrapper_cls()) else dst
-        src = by_name.get(inner.name)
-        if src is not None and src.weights:
-            inner.set_weights(src.get_weights())
+    _copy_weights_by_name(model, pruned)
     return _keep_spec(model, pruned)
 
 
@@ -351,7 +358,8 @@ def apply(model, compression):
     ``weights.h5`` loads (``tfmobile.train.load_checkpoint``).
 
     ``None`` and ``"prune"`` return the model unchanged: a pruning checkpoint is saved after
-    ``strip`` (its zeros are plain weights). ``"qat"`` / ``"pqat"`` return ``qat`` / ``pqat`` of it.
+    ``strip`` (its zeros are plain weights). ``"qat"`` / ``"pqat"`` return ``qat`` / ``pqat`` of it;
+    the PQAT model's ``load_weights`` also refreshes its sparsity masks (``refresh_pqat_masks``).
     """
     if compression in (None, "", "none", "float"):
         return model
@@ -360,8 +368,42 @@ def apply(model, compression):
     if compression == "qat":
         return qat(model)
     if compression == "pqat":
-        return pqat(model)
+        return _reloadable_pqat(pqat(model))
     raise UserError(f"unknown compression {compression!r}; known: qat, prune, pqat")
+
+
+def refresh_pqat_masks(model):
+    """Recompute PQAT's sparsity masks from the kernels the model holds now; returns how many.
+
+    tfmot's PrunePreserve weight quantizer computes its mask (kernel != 0) once, when the wrapper
+    is built. A PQAT model rebuilt for a checkpoint is built on fresh dense weights, so after
+    ``load_weights`` its masks are all ones: inference is right (the loaded zeros are there) but
+    further training would let the zeros grow back. ``apply(model, "pqat")`` calls this after
+    every ``load_weights`` so a resumed PQAT run keeps its sparsity.
+    """
+    n = 0
+    for layer in model.layers:
+        for weight, _, qvars in getattr(layer, "_weight_vars", []):
+            if isinstance(qvars, dict) and "sparsity_mask" in qvars:
+                w = tf.convert_to_tensor(weight)
+                qvars["sparsity_mask"] = tf.math.divide_no_nan(w, w)
+                n += 1
+    if n:
+        # tf.functions traced before captured the old masks
+        model.train_function = model.test_function = model.predict_function = None
+    return n
+
+
+def _reloadable_pqat(model):
+    original = model.load_weights
+
+    def load_weights(*args, **kwargs):
+        status = original(*args, **kwargs)
+        refresh_pqat_masks(model)
+        return status
+
+    model.load_weights = load_weights
+    return model
 
 
 # --------------------------------------------------------------------------- measurements
