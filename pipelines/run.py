@@ -1,6 +1,6 @@
 """The main job: train a small model, compress it, export int8 TFLite + TFLM, measure, report.
 
-    python -m pipelines.run --output_dir out            # ~5 min on 2 cores, shipped subset
+    python -m pipelines.run --output_dir out            # shipped subset, mbv2 0.35 @ 32x32
     python -m pipelines.run --full_data --epochs 10 --prune 0.5 --output_dir out_full
 
 Data: the Fashion-MNIST subset that ships in the repo (3000 train / 1000 test real images) so the
@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mbv2", "zoo model name.")
 flags.DEFINE_float("alpha", 0.35, "width multiplier.")
 flags.DEFINE_integer("resolution", 32, "input resolution (square).")
-flags.DEFINE_integer("epochs", 5, "float training epochs.")
+flags.DEFINE_integer("epochs", 15, "float training epochs.")
 flags.DEFINE_integer("qat_epochs", 2, "QAT (and PQAT) fine-tuning epochs.")
 flags.DEFINE_integer("prune_epochs", 3, "pruning fine-tuning epochs (with --prune).")
 flags.DEFINE_float("prune", None, "also make a pruned (+ PQAT int8) variant at this sparsity, e.g. 0.5.")
@@ -189,6 +189,8 @@ def main(argv):
     for r in rows:
         if r.get("float_ops"):
             notes.append(f"{r['variant']}: ops left in float: {', '.join(r['float_ops'])}")
+        if (r.get("tflm") or {}).get("error"):
+            notes.append(f"{r['variant']}: TFLite-Micro export failed: {r['tflm']['error']}")
     latency_note = f"LiteRT, {FLAGS.bench_threads} thread(s), {FLAGS.bench_runs} runs, this host's CPU"
     report = {
         "model": spec.name, "family": spec.family, "input_shape": list(res), "alpha": FLAGS.alpha,

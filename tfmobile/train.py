@@ -529,7 +529,11 @@ def measure_variant(name, tflite_bytes, output_dir, x_test, y_test, bench_runs=5
         row["latency_backend"] = {"backend": m.get("backend"), "threads": threads, "runs": bench_runs,
                                   "device": m.get("device")}
     if tflm:
-        t = convert.to_tflm(tflite_bytes, name, os.path.join(output_dir, "tflm"))
-        row["tflm"] = {"arena_bytes": t["arena_bytes"], "files": t.get("files"),
-                       "tflm_vs_litert_max_lsb": t.get("tflm_vs_litert_max_lsb")}
+        try:
+            t = convert.to_tflm(tflite_bytes, name, os.path.join(output_dir, "tflm"))
+        except UserError as e:  # e.g. TFLM-vs-LiteRT check failed: report it, keep the other results
+            row["tflm"] = {"error": str(e)}
+        else:
+            row["tflm"] = {"arena_bytes": t["arena_bytes"], "files": t.get("files"),
+                           "tflm_vs_litert_max_lsb": t.get("tflm_vs_litert_max_lsb")}
     return row
