@@ -157,7 +157,8 @@ def _render(r):
     t = r.get("tflm")
     if t:
         lines.append(f"   tflm: {t['files']['tflite']}  {t['model_bytes'] / 1024:.1f} kB, arena {t['arena_bytes']} bytes "
-                     f"(measured, {t['arena_probes']} probes); TFLM vs LiteRT max {t['tflm_vs_litert_max_lsb']} LSB")
+                     f"(measured, {t['arena_probes']} probes); TFLM vs LiteRT max {t['tflm_vs_litert_max_lsb']} LSB (reference kernels), "
+                     f"{t.get('tflm_vs_litert_optimized_max_lsb')} LSB (optimized kernels)")
         lines.append(f"         {t['files']['cc']}, {t['files']['h']}, {t['files']['resolver']}")
         lines.append(f"         firmware output: {t['firmware_output']}")
         if t.get("budget"):

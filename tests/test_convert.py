@@ -141,6 +141,7 @@ def test_tflm_arena_minimal_and_matches_litert(tmp_path):
     res = convert.to_tflm(data, "tiny net-1", tmp_path, mcu="cortex_m4")
     arena = res["arena_bytes"]
     assert arena > 0 and arena % 16 == 0 and res["tflm_vs_litert_max_lsb"] <= 1
+    assert res["tflm_vs_litert_optimized_max_lsb"] >= 0  # reported, not checked (XNNPACK rounding)
     # minimal: the measured arena runs, 16 bytes less does not allocate
     images, _ = convert.verification_images((32, 32, 3), n=8)
     _, raw_litert, fed = convert.run_tflite(data, images, return_raw=True)

@@ -379,18 +379,18 @@ def to_tflm(tflite_bytes, name, output_dir, mcu=None, sram_kb=None, flash_kb=Non
     result = {"arena_bytes": measured["arena_bytes"], "arena_probes": measured["probes"],
               "ops": ops, "model_bytes": len(data), "io": io_info}
     if litert_check:
-        from tfmobile.convert.verification import _interpreter
-        it = _interpreter(data)
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], sample.astype(d["dtype"]))
-        it.invoke()
-        ref = it.get_tensor(it.get_output_details()[0]["index"]).astype(np.int64)
-        got = np.asarray(measured["output"]).astype(np.int64).reshape(ref.shape)
-        diff = int(np.max(np.abs(got - ref))) if ref.size else 0
-        result["tflm_vs_litert_max_lsb"] = diff
-        result["tflm_vs_litert_top1_equal"] = bool(np.argmax(got) == np.argmax(ref))
-        if diff > 1:
-            raise UserError(f"TFLite-Micro output differs from LiteRT's by {diff} LSB (> 1) on the same input")
+        # TFLM's kernels are ports of LiteRT's reference kernels, so those must agree within 1 LSB.
+        # LiteRT's default (optimized / XNNPACK) int8 kernels round some ops differently (measured:
+        # up to 3 LSB on a trained MobileNetV2 QAT model), so that difference is reported, not checked.
+        got = np.asarray(measured["output"]).astype(np.int64)
+        for key, reference in (("tflm_vs_litert_max_lsb", True), ("tflm_vs_litert_optimized_max_lsb", False)):
+            ref = _litert_raw_output(data, sample, reference)
+            result[key] = int(np.max(np.abs(got.reshape(ref.shape) - ref))) if ref.size else 0
+            if reference:
+                result["tflm_vs_litert_top1_equal"] = bool(np.argmax(got) == np.argmax(ref))
+        if result["tflm_vs_litert_max_lsb"] > 1:
+            raise UserError(f"TFLite-Micro output differs from LiteRT's reference kernels by "
+                            f"{result['tflm_vs_litert_max_lsb']} LSB (> 1) on the same input")
     if budget is not None:
         result["budget"] = check_budget(budget, measured["arena_bytes"], len(data))
     ident = c_identifier(name)
@@ -419,3 +419,13 @@ def _real_int8_input(data, info):
     if t.dtype in ("int8", "uint8"):
         return quantize(images, np.int8 if t.dtype == "int8" else np.uint8, t.scales[0], t.zero_points[0])
     return images.astype(np.float32)
+
+
+def _litert_raw_output(data, sample, reference_kernels):
+    from tfmobile.convert.verification import _interpreter
+
+    it = _interpreter(data, reference_kernels=reference_kernels)
+    d = it.get_input_details()[0]
+    it.set_tensor(d["index"], sample.astype(d["dtype"]))
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"]).astype(np.int64)

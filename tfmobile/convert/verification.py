@@ -23,11 +23,14 @@ def verification_images(input_shape, n=DEFAULT_NUM_VERIFY, data_dir=None, seed=1
     return preprocess(data.x_test[idx], input_shape), data.y_test[idx]
 
 
-def _interpreter(tflite_bytes, num_threads=1):
-    from ai_edge_litert.interpreter import Interpreter
+def _interpreter(tflite_bytes, num_threads=1, reference_kernels=False):
+    """A LiteRT interpreter; ``reference_kernels`` selects LiteRT's reference (BUILTIN_REF) kernels,
+    the ones TFLite-Micro's kernels are ported from, instead of the optimized / XNNPACK ones."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    kwargs = {"experimental_op_resolver_type": OpResolverType.BUILTIN_REF} if reference_kernels else {}
     try:
-        it = Interpreter(model_content=bytes(tflite_bytes), num_threads=num_threads)
+        it = Interpreter(model_content=bytes(tflite_bytes), num_threads=num_threads, **kwargs)
         it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise UserError(f"LiteRT cannot load the model: {str(e).splitlines()[0]}") from None
