@@ -1,6 +1,10 @@
 """tfmobile.compress: QAT converts to all-int8 for every family, pruning / 2:4 / PQAT sparsity,
 checkpoint round trip. Tiny models (32x32, small alpha) and a handful of steps on random data:
-these tests check structure (ops, dtypes, zeros), not accuracy."""
+these tests check structure (ops, dtypes, zeros), not accuracy.
+
+Default suite (~2 min on the shared 2 cores): QAT -> all-int8 for mbv2 and mbv3_small, pruning to a
+target, argument checks. ``-m slow`` adds the other six families, 2:4, PQAT in the .tflite, the
+apply/load_weights round trips and the PQAT reload (together ~10 min)."""
 import json
 import os
 
@@ -137,6 +141,7 @@ def test_prune_reaches_target_sparsity_and_gzip_shrinks(tmp_path):
     assert compress.gzip_size(kernel_bytes(s)) < 0.8 * compress.gzip_size(kernel_bytes(model))
 
 
+@pytest.mark.slow  # ~60-100 s on the shared 2 cores
 def test_prune_2_4_pattern_holds_after_strip():
     model = _build("mbv3_small")
     p = compress.prune(model, 0.5, begin_step=0, end_step=2, structured_2_4=True)
@@ -162,6 +167,7 @@ def test_prune_bad_arguments():
         compress.apply(model, "distill")
 
 
+@pytest.mark.slow  # ~60-100 s on the shared 2 cores
 def test_pqat_keeps_sparsity_in_int8_tflite():
     model = _build("mbv2")
     p = compress.prune(model, 0.5, begin_step=0, end_step=2)
@@ -184,6 +190,7 @@ def test_pqat_keeps_sparsity_in_int8_tflite():
     assert pruned_zeros / pruned_params == pytest.approx(0.5, abs=0.02)
 
 
+@pytest.mark.slow  # 50-70 s each on the shared 2 cores
 @pytest.mark.parametrize("kind", ["qat", "pqat"])
 def test_apply_and_load_weights_round_trip(tmp_path, kind):
     model = _build("mbv3_small")
@@ -213,6 +220,7 @@ def test_gzip_size(tmp_path):
         compress.gzip_size(str(tmp_path / "missing.bin"))
 
 
+@pytest.mark.slow  # ~60-100 s on the shared 2 cores
 def test_pqat_checkpoint_reload_keeps_sparsity_when_training_resumes(tmp_path):
     model = _build("mbv3_small")
     targets = compress.prunable_layers(model)
