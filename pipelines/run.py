@@ -1,6 +1,6 @@
 """The main job: train a small model, compress it, export int8 TFLite + TFLM, measure, report.
 
-    python -m pipelines.run --output_dir out            # shipped subset, mbv2 0.35 @ 32x32
+    python -m pipelines.run                             # shipped subset, mbv2 0.35 @ 32x32 -> runs/run-<time>/
     python -m pipelines.run --full_data --epochs 10 --prune 0.5 --output_dir out_full
 
 Data: the Fashion-MNIST subset that ships in the repo (3000 train / 1000 test real images) so the
@@ -41,7 +41,7 @@ flags.DEFINE_integer("bench_runs", 50, "timed LiteRT runs per variant.")
 flags.DEFINE_integer("bench_threads", 1, "LiteRT threads for the latency measurement.")
 flags.DEFINE_boolean("tflm", True, "export the int8 variants for TFLite-Micro (arena measured).")
 flags.DEFINE_integer("steps_per_epoch", None, "cap steps per epoch (smoke runs).")
-flags.DEFINE_string("output_dir", None, "where everything goes (required).")
+flags.DEFINE_string("output_dir", None, "where everything goes (default: runs/run-YYYYmmdd-HHMMSS).")
 flags.DEFINE_boolean("json", False, "print exactly one JSON object on stdout.")
 
 
@@ -117,7 +117,7 @@ def main(argv):
     from tfmobile.io import write_json, write_text
 
     if not FLAGS.output_dir:
-        raise UserError("--output_dir is required")
+        FLAGS.output_dir = os.path.join("runs", time.strftime("run-%Y%m%d-%H%M%S"))
     for name in ("epochs", "qat_epochs", "prune_epochs", "batch_size", "bench_runs", "bench_threads"):
         if getattr(FLAGS, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
