@@ -10,31 +10,15 @@ from tfmobile.data.fashion_mnist import (CLASS_NAMES, DEBIAN_DIR, SUBSET_DIR, Im
 from tfmobile.data.image_dir import list_image_dir, load_image_dir, stratified_split  # noqa: F401
 from tfmobile.data.pipeline import (Splits, load_dataset, make_dataset, representative_dataset,  # noqa: F401
                                     resize_uint8, train_val_split)
-from tfmobile.errors import UserError
 
 
 def preprocess(images, input_shape):
-    """uint8 images [N,H,W] / [N,H,W,C] -> float32 [N,h,w,c] in [-1, 1] for a model input (h, w, c)."""
-    import tfmobile  # noqa: F401
-    import tensorflow as tf
+    """uint8 images [N,H,W] / [N,H,W,C] -> float32 [N,h,w,c] in [-1, 1] for a model input (h, w, c).
 
-    x = np.asarray(images)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4:
-        raise UserError(f"images must be [N,H,W] or [N,H,W,C], got shape {x.shape}")
-    h, w, c = input_shape
-    x = tf.convert_to_tensor(x, tf.float32)
-    if x.shape[1] != h or x.shape[2] != w:
-        x = tf.image.resize(x, (h, w), method="bilinear")
-    if x.shape[-1] != c:
-        if x.shape[-1] == 1:
-            x = tf.repeat(x, c, axis=-1)
-        elif c == 1:
-            x = tf.reduce_mean(x, axis=-1, keepdims=True)
-        else:
-            raise UserError(f"cannot map {x.shape[-1]}-channel images to a {c}-channel model input")
-    return (x.numpy() / 127.5 - 1.0).astype(np.float32)
+    Resizes exactly as the training pipeline does (``resize_uint8``), so calibration and
+    verification images match what the model was trained on.
+    """
+    return (resize_uint8(images, input_shape).astype(np.float32) / 127.5 - 1.0).astype(np.float32)
 
 
 def calibration_images(input_shape, n=100, data_dir=None, seed=0):

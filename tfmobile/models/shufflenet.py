@@ -32,7 +32,7 @@ from tf_keras import layers
 
 from tfmobile.errors import UserError
 from tfmobile.models.registry import register_block, register_model
-from tfmobile.models.spec import ModelSpec
+from tfmobile.models.spec import ModelSpec, require_positive_ints
 
 V1_GROUPS = (1, 2, 3, 4, 8)
 V1_STAGE_CHANNELS = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}   # stage 2; stage 3/4 double each time
@@ -187,17 +187,10 @@ def channel_shuffle(x, groups, name):
     return layers.Reshape((h, w, c), name=f"{name}_reshape2")(x)
 
 
-def _positive(block, *keys):
-    for k in keys:
-        v = block[k]
-        if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
-            raise UserError(f"block {block['name']!r}: {k} must be a positive integer, got {v!r}")
-
-
 @register_block("shufflenet_conv")
 def conv_block(x, block, spec):
     """Conv -> BN -> ReLU (conv1, and V2's conv5)."""
-    _positive(block, "filters", "kernel", "stride")
+    require_positive_ints(block, "filters", "kernel", "stride")
     name = block["name"]
     x = layers.Conv2D(block["filters"], block["kernel"], strides=block["stride"], padding="same",
                       use_bias=False, name=f"{name}_conv")(x)
@@ -207,7 +200,7 @@ def conv_block(x, block, spec):
 
 @register_block("shufflenet_maxpool")
 def maxpool_block(x, block, spec):
-    _positive(block, "pool", "stride")
+    require_positive_ints(block, "pool", "stride")
     return layers.MaxPooling2D(block["pool"], strides=block["stride"], padding="same",
                                name=f"{block['name']}_maxpool")(x)
 
@@ -215,7 +208,7 @@ def maxpool_block(x, block, spec):
 @register_block("shufflenet_v1_unit")
 def v1_unit(x, block, spec):
     """Grouped 1x1 -> shuffle -> 3x3 depthwise -> grouped 1x1; add (stride 1) or concat avg-pool (2)."""
-    _positive(block, "mid", "out", "groups", "first_groups", "stride")
+    require_positive_ints(block, "mid", "out", "groups", "first_groups", "stride")
     name, stride, out = block["name"], block["stride"], block["out"]
     cin = x.shape[-1]
     if stride == 1:
@@ -253,7 +246,7 @@ def v1_unit(x, block, spec):
 @register_block("shufflenet_v2_unit")
 def v2_unit(x, block, spec):
     """Channel split (stride 1) or two stride-2 branches, 1x1 -> 3x3 dw -> 1x1, concat, shuffle."""
-    _positive(block, "mid", "out", "stride")
+    require_positive_ints(block, "mid", "out", "stride")
     name, stride, out, mid = block["name"], block["stride"], block["out"], block["mid"]
     cin = x.shape[-1]
     if stride == 1:
@@ -269,7 +262,7 @@ def v2_unit(x, block, spec):
                             f"got {out}")
     else:
         left_out = block.get("left", cin)
-        _positive(dict(name=name, left=left_out), "left")
+        require_positive_ints(dict(name=name, left=left_out), "left")
         right_out = out - left_out
         if right_out <= 0:
             raise UserError(f"block {name!r}: out must exceed left ({left_out}), got {out}")

@@ -101,3 +101,11 @@ class ModelSpec:
         new = self.copy()
         new.blocks[new.block_index(name)].update(changes)
         return new
+
+
+def require_positive_ints(block, *keys):
+    """Check that a block's fields (channel counts, kernel, stride, ...) are positive ints."""
+    for k in keys:
+        v = block[k]
+        if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+            raise UserError(f"block {block['name']!r}: {k} must be a positive integer, got {v!r}")

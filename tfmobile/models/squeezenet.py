@@ -19,7 +19,7 @@ from tf_keras import layers
 
 from tfmobile.errors import UserError
 from tfmobile.models.registry import register_block, register_model
-from tfmobile.models.spec import ModelSpec
+from tfmobile.models.spec import ModelSpec, require_positive_ints
 
 BYPASS = ("none", "simple", "complex")
 
@@ -89,17 +89,10 @@ def squeezenet1_1_spec(input_shape=None, alpha=1.0, classes=1000, include_top=Tr
                  classifier_activation, pooling, bypass, extra, bn_momentum)
 
 
-def _positive(block, *keys):
-    for k in keys:
-        v = block[k]
-        if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
-            raise UserError(f"block {block['name']!r}: {k} must be a positive integer, got {v!r}")
-
-
 @register_block("squeezenet_stem")
 def stem_block(x, block, spec):
     """Conv (valid padding, bias) -> ReLU, as the paper's conv1."""
-    _positive(block, "filters", "kernel", "stride")
+    require_positive_ints(block, "filters", "kernel", "stride")
     name = block["name"]
     if min(x.shape[1], x.shape[2]) < block["kernel"]:
         raise UserError(f"input is too small for {name}'s {block['kernel']}x{block['kernel']} kernel")
@@ -115,7 +108,7 @@ def maxpool_block(x, block, spec):
     TFLite has no ceil mode; 'valid' gives that size when (n - k) divides by s, 'same' otherwise
     (for k=3, s=2 both are then ceil(n/2)), so the padding is chosen from the actual input size.
     """
-    _positive(block, "pool", "stride")
+    require_positive_ints(block, "pool", "stride")
     k, s = block["pool"], block["stride"]
     h, w = x.shape[1], x.shape[2]
 
@@ -129,7 +122,7 @@ def maxpool_block(x, block, spec):
 @register_block("squeezenet_fire")
 def fire_block(x, block, spec):
     """squeeze 1x1 -> ReLU -> [expand 1x1 -> ReLU, expand 3x3 -> ReLU] -> concat (+ bypass)."""
-    _positive(block, "squeeze", "expand1x1", "expand3x3")
+    require_positive_ints(block, "squeeze", "expand1x1", "expand3x3")
     name = block["name"]
     bypass = block.get("bypass", "none")
     if bypass not in BYPASS:
