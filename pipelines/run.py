@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mbv2", "zoo model name.")
 flags.DEFINE_float("alpha", 0.35, "width multiplier.")
 flags.DEFINE_integer("resolution", 32, "input resolution (square).")
-flags.DEFINE_integer("epochs", 15, "float training epochs.")
+flags.DEFINE_integer("epochs", 40, "float training epochs.")
 flags.DEFINE_integer("qat_epochs", 2, "QAT (and PQAT) fine-tuning epochs.")
 flags.DEFINE_integer("prune_epochs", 3, "pruning fine-tuning epochs (with --prune).")
 flags.DEFINE_float("prune", None, "also make a pruned (+ PQAT int8) variant at this sparsity, e.g. 0.5.")
