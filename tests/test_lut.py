@@ -161,3 +161,18 @@ def test_predict_spec_converts_once_and_caches(tmp_path):
     assert L.predict(spec, lut) == pytest.approx(ms)          # from the cached conversion
     wider = spec.with_block(spec.blocks[3]["name"], expanded=spec.blocks[3]["expanded"] * 2)
     assert L.predict(wider, lut, measure_missing=True) != pytest.approx(ms)
+
+
+def test_companions_and_calibration_scale(tiny, tmp_path):
+    """Whole models timed in the build's worker (companions); calibrate= stores a context scale that
+    predict applies to the per-op sum (scale 1 when the LUT has none)."""
+    from tfmobile.bench import lut as L
+    path = str(tmp_path / "lut.json")
+    stats = L.build_lut([], path, runs=10, rounds=2, verbose=False, calibrate=[tiny], evict_bytes=1 << 16)
+    comp = stats["companions"]
+    assert len(comp) == 1 and len(comp[0]["times_ms"]) == 10 and len(comp[0]["cpu_times_ms"]) == 10
+    dev = next(iter(L.load_lut(path)["devices"].values()))
+    assert dev["scale_cpu"] > 0 and dev["scale_wall"] > 0 and dev["scale_models"]
+    d = L.predict_detail(tiny, path)
+    assert d["scale"] == dev["scale_cpu"]
+    assert d["predicted_ms"] == pytest.approx(d["overhead_ms"] + sum(r["ms"] for r in d["layers"]))

@@ -6,7 +6,9 @@ before loading anything, and times each ``invoke()`` with ``perf_counter_ns``.
 
 Job: ``{"models": [path, ...], "threads": 1, "warmup": 10, "runs": 50, "rounds": 1, "cpus": [1]}``.
 With ``rounds > 1`` the models are interleaved: every round runs ``runs // rounds`` invokes of each
-model in turn, so slow drifts of a shared machine's load hit all models alike.
+model in turn, so slow drifts of a shared machine's load hit all models alike. With
+``"evict_first": n, "evict_bytes": b`` a buffer of b bytes is overwritten (untimed) before every
+invoke of the first n models (cold L1/L2).
 Result: ``{"cpus": [...], "results": [{"path", "init_ms", "warmup_ms", "times_ms", "cpu_times_ms"} |
 {"path", "error"}]}``.
 """
@@ -39,7 +41,7 @@ def _load(path, threads):
     return interp, init_ms
 
 
-def _time(interp, n, cpu=None):
+def _time(interp, n, cpu=None, evict=None):
     """Wall-clock ms of ``n`` invokes; with a list ``cpu``, also this thread's CPU ms per invoke.
 
     With one interpreter thread, XNNPACK runs in the calling thread, so the thread CPU time is the
@@ -50,6 +52,8 @@ def _time(interp, n, cpu=None):
     clock = time.perf_counter_ns
     tclock = time.thread_time_ns
     for _ in range(n):
+        if evict is not None:  # overwrite a buffer larger than L2 first (untimed): cold caches, as in a model
+            evict += 1
         c0 = tclock()
         t0 = clock()
         invoke()
@@ -81,9 +85,15 @@ def run(job):
             continue
         results.append({"path": path, "init_ms": init_ms, "warmup_ms": [], "times_ms": [], "cpu_times_ms": []})
         live.append(interp)
+    evict_n = int(job.get("evict_first", 0))
+    evict_buf = None
+    if evict_n and int(job.get("evict_bytes", 0)) > 0:
+        import numpy as np
+        evict_buf = np.zeros(int(job["evict_bytes"]), np.uint8)
+
     def timed(k, n, cpu=None):
         try:
-            return _time(live[k], n, cpu)
+            return _time(live[k], n, cpu, evict_buf if k < evict_n else None)
         except Exception as e:  # an op that fails at invoke time: report it, keep timing the others
             msg = " ".join(str(e).split()) or type(e).__name__
             results[k] = {"path": results[k]["path"], "error": msg[:300]}

@@ -27,12 +27,15 @@ def default_cpus(threads):
     return cpus[-threads:] if threads <= len(cpus) else cpus
 
 
-def run_worker(paths, threads=1, runs=50, warmup=10, rounds=1, cpus=None, timeout=WORKER_TIMEOUT_S):
+def run_worker(paths, threads=1, runs=50, warmup=10, rounds=1, cpus=None, timeout=WORKER_TIMEOUT_S,
+               evict_first=0, evict_bytes=0):
     """Time each .tflite in ``paths`` in one pinned child process; list of per-model raw results."""
     if cpus is None:
         cpus = default_cpus(threads)
     job = {"models": [os.fspath(p) for p in paths], "threads": int(threads), "runs": int(runs),
            "warmup": int(warmup), "rounds": int(rounds), "cpus": cpus}
+    if evict_first and evict_bytes:
+        job.update(evict_first=int(evict_first), evict_bytes=int(evict_bytes))
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:

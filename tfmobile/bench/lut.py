@@ -11,10 +11,12 @@ quantization (``graph.op_model``) and timed on the backend; the JSON cache is ke
 so entries are reused across models (a MobileNetV2 block measured once serves every model that has
 that block at that resolution and width).
 
-Prediction: ``sum_i (t_i - c) + c`` where ``t_i`` is the median latency of op i's one-op model and
+Prediction: ``c + s * sum_i (t_i - c)`` where ``t_i`` is the median latency of op i's one-op model,
 ``c`` the measured latency of a trivial one-op model (a 1x1x1x8 int8 ADD): each one-op timing carries
-the fixed per-invoke cost once, the whole model carries it once. Entries keep two medians: wall
-clock (``ms``) and the invoking thread's CPU time (``cpu_ms``; at 1 thread XNNPACK runs in that
+the fixed per-invoke cost once, the whole model carries it once; and ``s`` the device's context
+scale measured on calibration models (``build_lut(calibrate=)``; 1 when the LUT has none): ops cost
+more inside a whole model than alone (docs/benchmark.md, "LUT accuracy"). Entries keep two
+medians: wall clock (``ms``) and the invoking thread's CPU time (``cpu_ms``; at 1 thread XNNPACK runs in that
 thread, so it is the compute time without waits for a CPU held by other processes). ``predict``
 uses CPU time at 1 thread and wall clock otherwise, unless ``clock=`` says which.
 
@@ -187,14 +189,32 @@ def _log(msg, verbose):
 
 
 def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, rounds=DEFAULT_ROUNDS, warmup=5,
-              remeasure=False, cpus=None, verbose=True, batch=200):
+              remeasure=False, cpus=None, verbose=True, batch=200, companions=None, evict_bytes=0,
+              calibrate=None):
     """Measure every op configuration of ``models`` that the LUT lacks for this device; save; return stats.
 
     models: .tflite paths / bytes / ModelSpecs / tf_keras models (int8-converted first).
     lut: path of the JSON cache (read if it exists, written atomically) or a dict (updated in place).
     Each one-op model runs ``runs`` timed invokes split over ``rounds`` interleaved rounds (all models
     of a batch take turns, so load changes on a shared CPU spread evenly); the entry is the median.
+    companions: optional whole-model .tflite paths timed in the same worker and the same interleaved
+    rounds as the one-op models (every batch), so they see the same machine state; their raw times
+    are returned under ``"companions"`` (list of {"path", "times_ms", "cpu_times_ms"} per model).
+    On a shared machine the speed of a core drifts by tens of percent over seconds even on the
+    CPU-time clock (docs/benchmark.md), so a whole-model time taken at another moment is not
+    comparable with the LUT entries to better than that drift.
+    evict_bytes: overwrite a buffer of that size (untimed) before every one-op invoke (cold L1/L2).
+    calibrate: whole-model .tflite paths (calibration models, not the ones to be predicted): their
+    ops are added to the LUT and they are timed as companions; the median over them of
+    (measured - c) / (sum of their ops' (t_i - c)) is stored per clock as the device's "context
+    scale" (``scale_cpu`` / ``scale_wall``), which ``predict`` applies: ops cost more inside a
+    whole model (weights of many ops do not stay in L2, partitions between delegated and
+    non-delegated ops) than measured alone back-to-back. Needs one batch (``batch`` >= configs).
     """
+    calibrate = [os.fspath(p) for p in (calibrate or [])]
+    if calibrate:
+        models = list(models if isinstance(models, (list, tuple)) else [models]) + calibrate
+        companions = list(companions or []) + [p for p in calibrate if p not in (companions or [])]
     from tfmobile.bench.litert import run_worker
 
     path = None if isinstance(lut, dict) else lut
@@ -219,6 +239,10 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
     _log(f"{n_layers} ops in {len(sources)} model(s): {len(todo)} configuration(s) to measure on {dkey}", verbose)
     measured = 0
     keys = list(todo)
+    if calibrate and len(keys) > batch:
+        raise UserError("calibrate= needs every configuration measured in one batch (raise batch=)")
+    comp_paths = [os.fspath(p) for p in (companions or [])]
+    comp = [{"path": p, "times_ms": [], "cpu_times_ms": []} for p in comp_paths]
     with tempfile.TemporaryDirectory(prefix="tfmobile_lut_") as tmp:
         trivial = os.path.join(tmp, "trivial.tflite")
         with open(trivial, "wb") as f:
@@ -232,10 +256,19 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
                 with open(p, "wb") as f:
                     f.write(graph.op_model(sources[si], oi))
                 paths.append(p)
-            if not chunk and dev["overhead_ms"] is not None:
+            if not chunk and dev["overhead_ms"] is not None and not comp_paths:
                 break
-            out = run_worker(paths, threads=threads, runs=runs, warmup=warmup, rounds=rounds, cpus=cpus)
+            ev = evict_bytes or 0
+            out = run_worker(paths + comp_paths, threads=threads, runs=runs, warmup=warmup, rounds=rounds, cpus=cpus,
+                             evict_first=len(paths) if ev else 0, evict_bytes=ev)
             res = out["results"]
+            if comp_paths:
+                for cr, r in zip(comp, res[len(paths):]):
+                    if "error" in r:
+                        raise UserError(f"LiteRT cannot run {cr['path']}: {r['error']}")
+                    cr["times_ms"].extend(r["times_ms"])
+                    cr["cpu_times_ms"].extend(r["cpu_times_ms"])
+                res = res[:len(paths)]
             now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             if "error" in res[0]:
                 raise UserError(f"cannot time the overhead model: {res[0]['error']}")
@@ -252,12 +285,31 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
             if path:  # keep what is measured even if a later batch fails
                 save_lut(table, path)
             _log(f"measured {measured}/{len(keys)}", verbose)
+    if calibrate:
+        ratios = {"cpu": [], "wall": []}
+        for cr in comp:
+            if cr["path"] not in calibrate:
+                continue
+            for clock, field, cfield, ovk in (("cpu", "cpu_ms", "cpu_times_ms", "overhead_cpu_ms"),
+                                              ("wall", "ms", "times_ms", "overhead_ms")):
+                c = dev[ovk]
+                layers_, _ = lut_layers(cr["path"])
+                s = sum(max(entries[ly["key"]][field] - c, 0.0) for ly in layers_)
+                ratios[clock].append((_median(cr[cfield]) - c) / s)
+        dev["scale_cpu"] = _median(ratios["cpu"])
+        dev["scale_wall"] = _median(ratios["wall"])
+        dev["scale_models"] = [os.path.basename(p) for p in calibrate]
+        dev["scale_ratios"] = {k: [round(x, 4) for x in v] for k, v in ratios.items()}
+        _log(f"context scale cpu {dev['scale_cpu']:.3f} wall {dev['scale_wall']:.3f} from {len(calibrate)} "
+             f"calibration model(s)", verbose)
     dev["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if path:
         save_lut(table, path)
     return {"device_key": dkey, "layers": n_layers, "models": len(sources), "measured": measured,
             "distinct_configs": len(seen), "reused": len(seen) - len(todo),
-            "entries": len(entries), "overhead_ms": dev["overhead_ms"], "lut": path}
+            "entries": len(entries), "overhead_ms": dev["overhead_ms"], "lut": path,
+            "scale_cpu": dev.get("scale_cpu"), "scale_wall": dev.get("scale_wall"),
+            **({"companions": comp} if comp_paths else {})}
 
 
 def _median(xs):
@@ -306,15 +358,17 @@ def predict_detail(model, lut, backend="litert", threads=1, measure_missing=Fals
     c = dev["overhead_ms"] if clock == "wall" else dev.get("overhead_cpu_ms")
     if c is None or any(field not in dev["entries"][ly["key"]] for ly in layers_):
         raise UserError(f"LUT entries for '{dkey}' have no {clock}-clock times: rebuild with --remeasure")
+    scale = dev.get("scale_cpu" if clock == "cpu" else "scale_wall") or 1.0
     rows = []
     total = c
     for ly in layers_:
         e = dev["entries"][ly["key"]]
-        t = max(e[field] - c, 0.0)
+        t = scale * max(e[field] - c, 0.0)
         total += t
         rows.append({"index": ly["index"], "op": ly["op"], "name": ly["name"], "ms": t, "macs": ly["macs"],
                      "output_shape": ly["config"]["outputs"][0]["shape"] if ly["config"]["outputs"] else None})
-    return {"predicted_ms": total, "overhead_ms": c, "clock": clock, "num_ops": len(layers_), "device_key": dkey,
+    return {"predicted_ms": total, "overhead_ms": c, "clock": clock, "scale": scale, "num_ops": len(layers_),
+            "device_key": dkey,
             "layers": rows, "measured_missing": len(missing)}
 
 
