@@ -15,7 +15,7 @@ constexpr int mbv3_small_int8_tflm_kNumOps = 7;
 constexpr float mbv3_small_int8_tflm_kInput0Scale = 0.007843137719f;
 constexpr int mbv3_small_int8_tflm_kInput0ZeroPoint = -1;
 // output 0: int8 [1, 10]
-constexpr float mbv3_small_int8_tflm_kOutput0Scale = 7.847169137e-09f;
+constexpr float mbv3_small_int8_tflm_kOutput0Scale = 7.847170025e-09f;
 constexpr int mbv3_small_int8_tflm_kOutput0ZeroPoint = -1;
 
 #endif  // MBV3_SMALL_INT8_TFLM_H_
