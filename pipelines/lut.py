@@ -9,6 +9,7 @@ The LUT is a JSON cache keyed by device (CPU model string, machine, backend, thr
 op configuration (op type, input/output shapes and dtypes, weight shapes, strides, padding, fused
 activation, ...); entries are reused across models. Backend: litert.
 """
+import os
 import sys
 
 import tfmobile  # noqa: F401
@@ -29,6 +30,8 @@ flags.DEFINE_string("lut", None, "LUT JSON file (created by build if missing)")
 flags.DEFINE_integer("threads", 1, "interpreter threads (part of the device key)")
 flags.DEFINE_integer("runs", 60, "build: timed invokes per one-op model")
 flags.DEFINE_bool("remeasure", False, "build: measure configurations again even when cached")
+flags.DEFINE_list("calibrate", None, "build: whole-model .tflite files (not the ones you will predict) "
+                  "timed with the LUT to measure the context scale that predict applies")
 flags.DEFINE_bool("measure_missing", False, "predict: measure configurations the LUT lacks (and save)")
 flags.DEFINE_bool("layers", False, "predict: include the per-op breakdown")
 flags.DEFINE_bool("json", False, "print one JSON object")
@@ -61,7 +64,13 @@ def main(argv):
     if _command == "build":
         if FLAGS.runs < 5:
             raise UserError(f"--runs must be >= 5, got {FLAGS.runs}")
-        res = L.build_lut(models, FLAGS.lut, threads=FLAGS.threads, runs=FLAGS.runs, remeasure=FLAGS.remeasure)
+        calibrate = FLAGS.calibrate or []
+        missing = [c for c in calibrate if not os.path.isfile(c)]
+        if missing:
+            raise UserError(f"no such .tflite for --calibrate: {', '.join(missing)}")
+        # calibration needs every configuration measured in one worker batch (same machine state)
+        res = L.build_lut(models, FLAGS.lut, threads=FLAGS.threads, runs=FLAGS.runs, remeasure=FLAGS.remeasure,
+                          calibrate=calibrate or None, batch=10**6 if calibrate else 200)
         res["command"] = "build"
     else:
         if len(models) != 1:

@@ -134,10 +134,23 @@ def test_cli_build_and_predict(cli, tiny, tmp_path):
     (["predict", "--tflite", "/nonexistent.tflite", "--lut", "x.json"], "no such .tflite"),
     (["predict", "--lut", "x.json"], "give the model"),
     (["build", "--tflite", "{tiny}"], "--lut"),
+    (["build", "--tflite", "{tiny}", "--calibrate", "/nonexistent.tflite", "--lut", "x.json"], "--calibrate"),
 ])
 def test_cli_errors(cli, tiny, args, needle):
     p = cli("pipelines.lut", *[a.replace("{tiny}", tiny) for a in args])
     assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cli_build_with_calibration_stores_the_scale_predict_applies(cli, tiny, tmp_path):
+    from tfmobile.bench import lut as L
+    lut = str(tmp_path / "cal_lut.json")
+    p = cli("pipelines.lut", "build", "--tflite", tiny, "--calibrate", tiny, "--lut", lut, "--runs", "10", "--json")
+    assert p.returncode == 0, p.stderr
+    b = json.loads(p.stdout)
+    dev = next(iter(L.load_lut(lut)["devices"].values()))
+    assert b["scale_cpu"] == dev["scale_cpu"] > 0 and dev["scale_models"] == ["tiny_v2.tflite"]
+    d = L.predict_detail(tiny, lut)
+    assert d["scale"] == dev["scale_cpu"]
 
 
 def test_cli_predict_missing_entries(cli, tiny, tmp_path):
