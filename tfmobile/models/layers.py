@@ -70,6 +70,15 @@ def activation(x, name, kind):
     raise ValueError(f"unknown activation {kind!r}")
 
 
+def global_pool(x, pooling, name):
+    """keras.applications' ``pooling`` for include_top=False: None (feature map), 'avg' or 'max'."""
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name=f"{name}_maxpool")(x)
+    return x
+
+
 def conv_bn_act(x, filters, kernel, stride, name, act="relu6", groups=1, use_bias=False,
                 bn_momentum=0.99, padding="same", bn=True):
     """Conv2D -> BatchNorm -> activation, the unit every family is made of.

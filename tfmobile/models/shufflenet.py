@@ -299,11 +299,7 @@ def classifier_block(x, block, spec):
         if act not in (None, "linear"):
             x = layers.Activation(act, name=f"{name}_{act}")(x)
         return x
-    if spec.pooling == "avg":
-        return layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
-    if spec.pooling == "max":
-        return layers.GlobalMaxPooling2D(name=f"{name}_maxpool")(x)
-    return x
+    return _shared.global_pool(x, spec.pooling, name)
 
 
 # Listed beside HardSwish/HardSigmoid so compress gives it a QuantizeConfig. Imported at the bottom

@@ -18,6 +18,7 @@ import tfmobile  # noqa: F401  (legacy Keras)
 from tf_keras import layers
 
 from tfmobile.errors import UserError
+from tfmobile.models import layers as L
 from tfmobile.models.registry import register_block, register_model
 from tfmobile.models.spec import ModelSpec, require_positive_ints
 
@@ -160,8 +161,4 @@ def classifier_block(x, block, spec):
         if act not in (None, "linear"):
             x = layers.Activation(act, name=f"{name}_{act}")(x)
         return x
-    if spec.pooling == "avg":
-        return layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
-    if spec.pooling == "max":
-        return layers.GlobalMaxPooling2D(name=f"{name}_maxpool")(x)
-    return x
+    return L.global_pool(x, spec.pooling, name)
