@@ -54,6 +54,17 @@ def _int8(model):
     return to_tflite(model, mode="int8", representative_data=calib, io="int8")
 
 
+def _kernels_without_fake_quant(qat_model):
+    """Names of Conv2D / DepthwiseConv2D / Dense layers whose kernel QAT does not fake-quantize."""
+    missing = []
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", None)
+        if isinstance(inner, (keras.layers.Conv2D, keras.layers.Dense)):
+            if not any("kernel_min" in w.name for w in layer.weights):
+                missing.append(inner.name)
+    return missing
+
+
 def _qat_all_int8(name):
     from tfmobile.convert import tflite_op_counts
     from tfmobile.convert import float_ops as convert_float_ops
@@ -61,6 +72,8 @@ def _qat_all_int8(name):
     model = _build(name)
     q = compress.qat(model)
     assert models.spec_of(q) == models.spec_of(model)
+    # every kernel sees int8 rounding in training (tfmot alone skips Conv->ReLU without BN)
+    assert _kernels_without_fake_quant(q) == []
     # Same weights: before any QAT step the fake-quant model tracks the float one closely.
     x = _data(4, seed=1)[0]
     ref = model(x, training=False).numpy()
@@ -89,6 +102,36 @@ def test_qat_converts_to_all_int8(name):
 @pytest.mark.parametrize("name", [n for n in models.available() if n not in FAST_FAMILIES])
 def test_qat_converts_to_all_int8_other_families(name):
     _qat_all_int8(name)
+
+
+@pytest.mark.parametrize("relu", ["layer", "activation"])
+def test_conv_relu_without_bn_gets_kernel_fake_quant_and_fuses(relu):
+    inp = keras.Input(RES)
+    x = keras.layers.Conv2D(8, 3, name="c1")(inp)
+    x = keras.layers.ReLU(name="r1")(x) if relu == "layer" else keras.layers.Activation("relu")(x)
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.Add()([x, x])
+    x = keras.layers.ReLU()(x)                   # Add -> ReLU keeps tfmot's handling
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(16, name="d1")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Dense(10, name="logits")(x)
+    model = keras.Model(inp, x)
+    q = compress.qat(model)
+    assert _kernels_without_fake_quant(q) == []
+    # the conv's own output is not fake-quantized: the ReLU after it carries the range
+    conv = next(layer for layer in q.layers if getattr(layer, "layer", None) is not None
+                and layer.layer.name == "c1")
+    assert not any("post_activation" in w.name for w in conv.weights)
+    from tfmobile.convert import tflite_op_counts
+    tfl = _int8(q)
+    assert compress.float_ops(tfl) == []
+    ops = tflite_op_counts(tfl)
+    assert ops.get("CONV_2D") == 1 and ops.get("DEPTHWISE_CONV_2D") == 1, ops
+    assert "RELU" not in ops and "RELU6" not in ops, ops     # fused into the conv / FC
+    pq = compress.pqat(model)
+    assert _kernels_without_fake_quant(pq) == []
 
 
 def test_every_custom_zoo_layer_has_a_quantize_config():

@@ -107,6 +107,113 @@ def quantize_scope():
         yield
 
 
+# --------------------------------------------------------------------------- layout transform
+# tfmot 0.8's LayerReLUQuantize gives a Conv2D / DepthwiseConv2D / Dense that feeds a ReLU with no
+# BatchNorm in between a NoOpQuantizeConfig: the ReLU output gets its fake-quant, but the kernel
+# gets none, so QAT never sees the int8 rounding of those weights (SqueezeNet's convs, the SE
+# squeeze conv of MobileNetV3). The transforms below do for Conv->ReLU what tfmot already does
+# for Conv->BN->ReLU: the kernel keeps the registry's (per-channel) weight quantizer, the conv's
+# own output quantizer is dropped (NoOpActivation), the ReLU quantizes the fused output.
+def _tfmot_internals():
+    from tensorflow_model_optimization.python.core.quantization.keras import (
+        quantize_aware_activation, utils as quantize_utils)
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_layout_transform as layout, default_8bit_transforms as t8)
+    from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
+        model_transformer, transforms)
+    return quantize_aware_activation, quantize_utils, layout, t8, model_transformer, transforms
+
+
+(_qaa, _qutils, _layout, _t8, _model_transformer, _transforms) = _tfmot_internals()
+
+
+class _KernelLayerReLUQuantize(_transforms.Transform):
+    """Conv2D | DepthwiseConv2D | Dense (linear) -> ReLU: fake-quant the kernel, not the
+    pre-ReLU output."""
+
+    def pattern(self):
+        return _transforms.LayerPattern(
+            "ReLU", inputs=[_transforms.LayerPattern("Conv2D|DepthwiseConv2D|Dense",
+                                                     config={"activation": "linear"})])
+
+    def replacement(self, match_layer):
+        kernel_node = match_layer.input_layers[0]
+        if any(_t8._get_quantize_config(n) is not None for n in (match_layer, kernel_node)):
+            return match_layer          # a user's own QuantizeConfig wins
+        kernel_node.layer["config"]["activation"] = _qutils.serialize_activation(
+            _qaa.NoOpActivation(), use_legacy_format=True)
+        return match_layer
+
+    def custom_objects(self):
+        return {"NoOpActivation": _qaa.NoOpActivation}
+
+
+class _KernelLayerReluActivationQuantize(_KernelLayerReLUQuantize):
+    def pattern(self):
+        return _transforms.LayerPattern(
+            "Activation", config={"activation": "relu"},
+            inputs=[_transforms.LayerPattern("Conv2D|DepthwiseConv2D|Dense",
+                                             config={"activation": "linear"})])
+
+
+class _AddReLUQuantize(_t8.LayerReLUQuantize):
+    """tfmot's transform, kept for the case it was written for: Add -> ReLU."""
+
+    def pattern(self):
+        return _transforms.LayerPattern("ReLU", inputs=[_transforms.LayerPattern("Add")])
+
+
+class _AddReluActivationQuantize(_t8.LayerReLUQuantize):
+    def pattern(self):
+        return _transforms.LayerPattern("Activation", config={"activation": "relu"},
+                                        inputs=[_transforms.LayerPattern("Add")])
+
+
+class _LayoutTransform(_layout.Default8BitQuantizeLayoutTransform):
+    """tfmot 0.8's default 8-bit transform list, its LayerReLU pair split as above."""
+
+    def apply(self, model, layer_quantize_map):
+        transforms = [
+            _t8.InputLayerQuantize(),
+            _t8.SeparableConv1DQuantize(),
+            _t8.SeparableConvQuantize(),
+            _t8.Conv2DReshapeBatchNormReLUQuantize(),
+            _t8.Conv2DReshapeBatchNormActivationQuantize(),
+            _t8.Conv2DBatchNormReLUQuantize(),
+            _t8.Conv2DBatchNormActivationQuantize(),
+            _t8.Conv2DReshapeBatchNormQuantize(),
+            _t8.Conv2DBatchNormQuantize(),
+            _t8.ConcatTransform6Inputs(),
+            _t8.ConcatTransform5Inputs(),
+            _t8.ConcatTransform4Inputs(),
+            _t8.ConcatTransform3Inputs(),
+            _t8.ConcatTransform(),
+            _t8.DenseBatchNormQuantize(),
+            _t8.DenseBatchNormReLUQuantize(),
+            _t8.DenseBatchNormActivationQuantize(),
+            _KernelLayerReLUQuantize(),
+            _KernelLayerReluActivationQuantize(),
+            _AddReLUQuantize(),
+            _AddReluActivationQuantize(),
+        ]
+        return _model_transformer.ModelTransformer(
+            model, transforms, set(layer_quantize_map.keys()), layer_quantize_map).transform()
+
+
+class QuantizeScheme(_qk.default_8bit.Default8BitQuantizeScheme):
+    """tfmot's default 8-bit scheme with the Conv->ReLU kernel quantization fixed."""
+
+    def get_layout_transformer(self):
+        return _LayoutTransform()
+
+
+class PrunePreserveQuantizeScheme(tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme):
+    """tfmot's pruning-preserving scheme (collaborative optimisation), same layout fix."""
+
+    def get_layout_transformer(self):
+        return _LayoutTransform()
+
+
 # --------------------------------------------------------------------------- helpers
 def _spec_json(model):
     from tfmobile.models.registry import SPEC_ATTR
@@ -191,14 +298,12 @@ def qat(model):
                         "sparsity-preserving QAT")
     annotated = _annotate(model)
     with quantize_scope():
-        q = _apply(annotated)
+        q = _apply(annotated, QuantizeScheme())
     return _keep_spec(model, q)
 
 
-def _apply(annotated, scheme=None):
+def _apply(annotated, scheme):
     try:
-        if scheme is None:
-            return _qk.quantize_apply(annotated)
         return _qk.quantize_apply(annotated, scheme)
     except RuntimeError as e:
         # tfmot: "Layer NAME:<class> is not supported..." (e.g. a BatchNorm not after a conv)
@@ -215,7 +320,7 @@ def pqat(pruned_stripped_model):
     if _is_wrapped(model, _quantize_wrapper_cls()):
         raise UserError("model is already quantization-aware")
     annotated = _annotate(model)
-    scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    scheme = PrunePreserveQuantizeScheme()
     with quantize_scope():
         q = _apply(annotated, scheme)
     return _keep_spec(model, q)
