@@ -33,6 +33,7 @@ flags.DEFINE_integer("batch_size", 128, "batch size for fine-tuning.")
 flags.DEFINE_list("stages", ["float", "ptq", "qat", "pruned_qat"], "variants to produce.")
 flags.DEFINE_integer("bench_runs", 30, "LiteRT latency runs per variant (0: skip latency).")
 flags.DEFINE_integer("finetune_steps", None, "cap steps per fine-tuning epoch (when CPU time is short).")
+flags.DEFINE_float("shift", None, "fine-tuning shift augmentation (default: the float run's, from its metrics.json).")
 flags.DEFINE_list("table", None, "print the Markdown table of these result.json files and exit.")
 
 
@@ -93,6 +94,11 @@ def run_report():
                                       "val_accuracy_keras": fmet.get("val_accuracy"),
                                       "params": fmet.get("params"), "batch_size": fmet.get("batch_size"),
                                       "lr": fmet.get("lr")}})
+    # fine-tune with the float run's augmentation (older metrics files: the then-default shift)
+    aug = {"augment": fmet.get("augment", True), "shift": fmet.get("shift", 0.125)}
+    if FLAGS.shift is not None:
+        aug["shift"] = FLAGS.shift
+    result["float_training"].update(aug)
     result.setdefault("variants", {})
     result.setdefault("timings", {})
 
@@ -114,15 +120,15 @@ def run_report():
         record("ptq_int8", convert.to_tflite(fmodel, "int8", representative_data=calib), t0)
     if "qat" in FLAGS.stages:
         q = _fit_stage("qat", lambda: fmodel, splits, os.path.join(wd, "qat"), FLAGS.qat_epochs, "qat",
-                       result["timings"])
+                       result["timings"], **aug)
         t0 = time.time()
         record("qat_int8", convert.to_tflite(q, "int8", representative_data=calib), t0)
     if "pruned_qat" in FLAGS.stages:
         p = _fit_stage("prune", lambda: train.load_checkpoint(FLAGS.float_dir), splits,
                        os.path.join(wd, "prune"), FLAGS.prune_epochs, "prune", result["timings"],
-                       target_sparsity=FLAGS.sparsity)
+                       target_sparsity=FLAGS.sparsity, **aug)
         pq = _fit_stage("pqat", lambda: p, splits, os.path.join(wd, "pqat"), FLAGS.pqat_epochs, "pqat",
-                        result["timings"])
+                        result["timings"], **aug)
         t0 = time.time()
         record(f"pruned{int(round(100 * FLAGS.sparsity))}_qat_int8",
                convert.to_tflite(pq, "int8", representative_data=calib), t0)

@@ -37,6 +37,7 @@ flags.DEFINE_float("val_fraction", 0.1, "fraction of train held out for validati
 flags.DEFINE_float("bn_momentum", 0.9, "BatchNorm moving-average momentum (0.9 suits short runs).")
 flags.DEFINE_boolean("resume", False, "continue OUTPUT_DIR/checkpoint.")
 flags.DEFINE_boolean("augment", True, "random flip + shift on training images.")
+flags.DEFINE_float("shift", 0.125, "random shift augmentation, fraction of the side (0: flip only).")
 flags.DEFINE_integer("steps_per_epoch", None, "cap steps per epoch (quick runs).")
 flags.DEFINE_integer("seed", 0, "random seed.")
 flags.DEFINE_string("from_checkpoint", None, "start from this checkpoint (float for --qat/--prune, "
@@ -120,6 +121,7 @@ def main(argv):
                                resume=FLAGS.resume, target_sparsity=FLAGS.prune or 0.5,
                                structured_2_4=FLAGS.structured_2_4,
                                steps_per_epoch=FLAGS.steps_per_epoch, augment=FLAGS.augment,
+                               shift=FLAGS.shift,
                                seed=FLAGS.seed, verbose=1)
     if compression in ("prune", "pqat"):
         from tfmobile import compress

@@ -109,3 +109,19 @@ def test_representative_dataset_real_images():
     batches = list(gen())
     assert len(batches) == 5 and batches[0][0].shape == (1, 32, 32, 3)
     assert batches[0][0].std() > 0.1
+
+
+def test_shift_zero_keeps_only_the_flip():
+    d = data.load_fashion_mnist(subset=True)
+    x, y = d.x_train[:32], np.arange(32)           # labels = index, to find each image again
+    tr = list(data.make_dataset(x, y, (32, 32, 3), batch_size=32, training=True, seed=2, shift=0.0))[0]
+    plain = data.preprocess(x, (32, 32, 3))
+    flipped = 0
+    for img, i in zip(tr[0].numpy(), tr[1].numpy()):
+        same = np.abs(img - plain[i]).max() <= 1.0 / 127.5 + 1e-6
+        mirrored = np.abs(img - plain[i][:, ::-1]).max() <= 1.0 / 127.5 + 1e-6
+        assert same or mirrored
+        flipped += int(mirrored and not same)
+    assert 0 < flipped < 32
+    with pytest.raises(UserError, match="shift"):
+        data.make_dataset(x, y, (32, 32, 3), training=True, shift=0.6)

@@ -345,7 +345,8 @@ def prepare_model(model, compression=None, target_sparsity=0.5, structured_2_4=F
 
 def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compression=None,
         resume=False, target_sparsity=0.5, structured_2_4=False, steps_per_epoch=None,
-        augment=True, verbose=1, warmup_epochs=None, seed=0, tensorboard=True, on_epoch=None):
+        augment=True, verbose=1, warmup_epochs=None, seed=0, tensorboard=True, on_epoch=None,
+        shift=0.125):
     """Train ``model`` (float, or wrapped here for ``compression``) on ``splits``.
 
     Saves ``output_dir/checkpoint`` after every epoch (validation accuracy measured in eval mode
@@ -362,7 +363,7 @@ def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compressi
     from tfmobile.data import make_dataset
 
     train_ds = make_dataset(splits.x_train, splits.y_train, input_shape, batch_size,
-                            training=True, augment=augment, seed=seed)
+                            training=True, augment=augment, seed=seed, shift=shift)
     val_ds = make_dataset(splits.x_val, splits.y_val, input_shape, max(batch_size, 256))
     n_batches = int(np.ceil(len(splits.x_train) / batch_size))
     steps = min(n_batches, steps_per_epoch) if steps_per_epoch else n_batches
@@ -418,6 +419,7 @@ def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compressi
         "model": spec.name, "family": spec.family, "input_shape": list(input_shape),
         "compression": compression, "epochs": epochs, "resumed_from_epoch": initial_epoch,
         "batch_size": batch_size, "lr": lr, "optimizer": "adam+cosine",
+        "augment": bool(augment), "shift": float(shift) if augment else 0.0,
         "train_images": int(len(splits.x_train)), "val_images": int(len(splits.x_val)),
         "data_source": splits.source, "params": int(model.count_params()),
         "val_accuracy": history[-1].get("val_accuracy") if history else None,
