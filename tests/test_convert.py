@@ -286,3 +286,41 @@ def test_qat_model_converts_integer_only():
     assert convert.verify(data, m, images)["mean_abs_error"] < 0.01
     cut, stripped = logits_model(m)      # through tfmot's QuantizeWrapper
     assert stripped and "SOFTMAX" not in convert.tflite_ops(convert.to_tflite(cut, "int8"))
+
+
+@pytest.mark.parametrize("io", ["int8", "float", "uint8"])
+def test_strip_final_softmax_equals_converting_the_logits_model(model, real_images, io):
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = real_images[0][:8]
+    full = convert.to_tflite(model, "int8", representative_data=x, io=io)
+    cut = flatbuffer.strip_final_softmax(full)
+    if io == "uint8":            # the uint8 output QUANTIZE carries the softmax's scale: refuse
+        assert cut is None
+        return
+    assert "SOFTMAX" not in convert.tflite_ops(cut) and "SOFTMAX" in convert.tflite_ops(full)
+    ref = convert.to_tflite(logits_model(model)[0], "int8", representative_data=x, io=io)
+
+    def run(data):
+        it = Interpreter(model_content=data)
+        it.allocate_tensors()
+        i, o = it.get_input_details()[0], it.get_output_details()[0]
+        outs = []
+        for k in range(len(x)):
+            xi = x[k:k + 1]
+            if i["dtype"] == np.int8:
+                sc, zp = i["quantization"]
+                xi = np.clip(np.round(xi / sc + zp), -128, 127).astype(np.int8)
+            it.set_tensor(i["index"], xi)
+            it.invoke()
+            outs.append(it.get_tensor(o["index"]))
+        return np.concatenate(outs), o["quantization"], o["shape"].tolist()
+
+    a, b = run(cut), run(ref)
+    assert a[1] == b[1] and a[2] == b[2]            # same output scale / zero point and shape
+    np.testing.assert_array_equal(a[0], b[0])       # bit-identical logits
+
+
+def test_strip_final_softmax_needs_a_final_softmax():
+    data = convert.to_tflite(tiny(softmax=False), "int8")
+    assert flatbuffer.strip_final_softmax(data) is None

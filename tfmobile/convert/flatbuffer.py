@@ -157,3 +157,57 @@ def io_details(info, which):
                     "scale": t.scales[0] if len(t.scales) == 1 else (t.scales or None),
                     "zero_point": t.zero_points[0] if len(t.zero_points) == 1 else (t.zero_points or None)})
     return out
+
+
+def strip_final_softmax(tflite_bytes):
+    """The same model with its final SOFTMAX removed (the graph then outputs the logits), or None
+    when the graph does not end that way.
+
+    Cheaper than converting the softmax-free Keras model again, and exact: the logits tensor keeps
+    the quantization the converter calibrated for it. Handles a SOFTMAX that is a graph output
+    (int8 I/O) or feeds only a final DEQUANTIZE (float I/O); anything else (e.g. a uint8 output
+    QUANTIZE, whose scale is the softmax's) returns None so the caller converts instead.
+    """
+    import flatbuffers
+
+    info = parse(tflite_bytes)
+    if info.num_subgraphs != 1:
+        return None
+    producers = {o: op for op in info.ops for o in op.outputs}
+    consumers = {}
+    for op in info.ops:
+        for i in op.inputs:
+            if i >= 0:
+                consumers.setdefault(i, []).append(op)
+    softmax = dequant = None
+    for out in info.outputs:
+        op = producers.get(out)
+        if op is None:
+            continue
+        if op.name == "DEQUANTIZE" and len(op.inputs) == 1:
+            src = producers.get(op.inputs[0])
+            if src is not None and src.name == "SOFTMAX" and len(consumers.get(op.inputs[0], [])) == 1:
+                softmax, dequant = src, op
+        elif op.name == "SOFTMAX" and consumers.get(out, []) == []:
+            softmax = op
+    if softmax is None or len(info.outputs) != 1:
+        return None
+    logits, probs = softmax.inputs[0], softmax.outputs[0]
+
+    s = _schema()
+    model = s.ModelT.InitFromObj(s.Model.GetRootAs(bytearray(tflite_bytes), 0))
+    sg = model.subgraphs[0]
+    sg.operators = [op for k, op in enumerate(sg.operators) if k != softmax.index]
+    if dequant is not None:
+        for op in sg.operators:
+            if list(op.outputs) == [dequant.outputs[0]]:
+                op.inputs = [logits]
+    else:
+        sg.outputs = [logits]
+        for sig in model.signatureDefs or []:
+            for t in sig.outputs or []:
+                if t.tensorIndex == probs:
+                    t.tensorIndex = logits
+    builder = flatbuffers.Builder(len(tflite_bytes) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
