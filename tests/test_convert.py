@@ -238,6 +238,15 @@ def test_export_writes_everything_with_sidecars(tmp_path, model):
     assert "SOFTMAX" in side["ops"] and "SOFTMAX" not in t["ops"]     # firmware = logits
     assert t["firmware_output"].startswith("logits")
     assert t["verification"]["n"] == 20 and t["tflm_vs_litert_max_lsb"] <= 1
+    assert "SOFTMAX op cut" in t["firmware_from"]
+
+
+def test_export_uint8_io_converts_the_firmware_model_instead_of_cutting(tmp_path, model):
+    res = export(model, "tiny", ["int8"], tmp_path, io="uint8", tflm=True, num_calibration=10,
+                 num_verify=10)
+    t = res["tflm"]
+    assert "converted" in t["firmware_from"] and "SOFTMAX" not in t["ops"]
+    assert t["inputs"][0]["dtype"] == "uint8" and t["arena_bytes"] > 0
 
 
 def test_export_failure_leaves_nothing(tmp_path):

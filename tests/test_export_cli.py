@@ -36,6 +36,7 @@ def test_tiny_int8_tflm_json(tmp_path):
     assert a["inputs"][0]["dtype"] == "int8"
     t = r["tflm"]
     assert t["arena_bytes"] > 0 and t["tflm_vs_litert_max_lsb"] <= 1 and t["budget"]["fits"] is True
+    assert "SOFTMAX op cut" in t["firmware_from"]      # no second conversion
     for f in t["files"].values():
         assert os.path.isfile(f)
     assert _listing(out) == sorted(["mbv2_int8.tflite", "mbv2_int8.json", "mbv2_int8_tflm.tflite",

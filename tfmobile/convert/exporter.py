@@ -236,13 +236,16 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
             if not stripped and int8_rec is not None:
                 data = int8_bytes
                 ver = int8_rec["verification"]
+                source = "the int8 model"
             else:
                 data = strip_final_softmax(int8_bytes) if int8_bytes is not None else None
+                source = "the int8 model with its final SOFTMAX op cut"
                 if data is not None:
                     say("firmware model: the int8 model with its final SOFTMAX cut (logits)")
                 else:
                     say("converting the firmware model (logits, no softmax) to int8 for TFLite-Micro")
                     data = to_tflite(fw_model, "int8", representative_data=calib, io=io)
+                    source = "the Keras model without its softmax, converted to int8"
                 ver = verify(data, fw_model, images, labels)
                 if ver["float_ops"]:
                     raise UserError(f"int8 firmware model is not integer-only: op(s) in float: "
@@ -267,6 +270,7 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
             rec = _artifact_record(data, ver, "int8", io, files["tflite"])
             rec.update({k: v for k, v in res.items() if k not in ("files", "io", "ops")})
             rec["files"] = files
+            rec["firmware_from"] = source
             rec["firmware_output"] = ("logits (final softmax removed; take argmax on the device)"
                                       if stripped else "the model's own output (it has no final softmax)")
             rec["sidecar"] = os.path.join(output_dir, base + ".json")
