@@ -2,7 +2,7 @@
 #ifndef MBV3_SMALL_INT8_TFLM_H_
 #define MBV3_SMALL_INT8_TFLM_H_
 
-extern const unsigned char mbv3_small_int8_tflm[];   // 1729728 bytes, alignas(16)
+extern const unsigned char mbv3_small_int8_tflm[];   // 1727640 bytes, alignas(16)
 extern const unsigned int mbv3_small_int8_tflm_len;
 
 // Smallest tensor arena that allocated and ran this model in tflite-micro's Python

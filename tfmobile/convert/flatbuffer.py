@@ -208,6 +208,22 @@ def strip_final_softmax(tflite_bytes):
             for t in sig.outputs or []:
                 if t.tensorIndex == probs:
                     t.tensorIndex = logits
+    # drop the softmax's output tensor (TFLM would still allocate a tensor record for it)
+    sg.tensors = [t for k, t in enumerate(sg.tensors) if k != probs]
+
+    def shift(i):
+        return i - 1 if i > probs else i
+
+    for op in sg.operators:
+        op.inputs = [shift(i) if i >= 0 else i for i in op.inputs]
+        op.outputs = [shift(i) for i in op.outputs]
+        if op.intermediates is not None:
+            op.intermediates = [shift(i) for i in op.intermediates]
+    sg.inputs = [shift(i) for i in sg.inputs]
+    sg.outputs = [shift(i) for i in sg.outputs]
+    for sig in model.signatureDefs or []:
+        for t in list(sig.inputs or []) + list(sig.outputs or []):
+            t.tensorIndex = shift(t.tensorIndex)
     builder = flatbuffers.Builder(len(tflite_bytes) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
