@@ -12,7 +12,6 @@ the same tensors, quantization parameters and weights, so a LUT entry is measure
 """
 import json
 
-import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
@@ -222,6 +221,5 @@ def op_model(data_or_model, index):
     nsg.inputs = [remap[j] for j in op.inputs if j >= 0 and nsg.tensors[remap[j]].buffer == 0]
     nsg.outputs = [remap[j] for j in op.outputs]
     new.subgraphs = [nsg]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(new.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    from tfmobile.convert.flatbuffer import serialize
+    return serialize(new)

@@ -78,9 +78,10 @@ def _device(backend, threads):
 
 def trivial_model():
     """A one-op int8 model that does almost nothing (ADD of two [1,1,1,8] tensors): the fixed cost."""
-    import flatbuffers
     import numpy as np
     from ai_edge_litert import schema_py_generated as schema
+
+    from tfmobile.convert.flatbuffer import serialize
 
     m = schema.ModelT()
     m.version = 3
@@ -113,9 +114,7 @@ def trivial_model():
     sg.inputs = [0, 1]
     sg.outputs = [2]
     m.subgraphs = [sg]
-    b = flatbuffers.Builder(256)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
+    return serialize(m)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from importlib import metadata
 
 import tfmobile  # noqa: F401
 from tfmobile.convert import flatbuffer
-from tfmobile.convert.flatbuffer import strip_final_softmax
 from tfmobile.convert.tflite import MODES, representative_images, to_tflite, tflite_op_counts, tflite_ops
 from tfmobile.convert.verification import DEFAULT_NUM_VERIFY, verification_images, verify
 from tfmobile.errors import UserError
@@ -238,10 +237,10 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
                 ver = int8_rec["verification"]
                 source = "the int8 model"
             else:
-                data = strip_final_softmax(int8_bytes) if int8_bytes is not None else None
-                source = "the int8 model with its final SOFTMAX op cut"
+                data = flatbuffer.strip_final_softmax(int8_bytes) if int8_bytes is not None else None
                 if data is not None:
                     say("firmware model: the int8 model with its final SOFTMAX cut (logits)")
+                    source = "the int8 model with its final SOFTMAX op cut"
                 else:
                     say("converting the firmware model (logits, no softmax) to int8 for TFLite-Micro")
                     data = to_tflite(fw_model, "int8", representative_data=calib, io=io)

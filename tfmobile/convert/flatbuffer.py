@@ -159,6 +159,15 @@ def io_details(info, which):
     return out
 
 
+def serialize(model_t, size_hint=1024):
+    """.tflite bytes of a schema object-API ``ModelT`` (the one place models are written back)."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(size_hint + 1024)
+    builder.Finish(model_t.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def strip_final_softmax(tflite_bytes):
     """The same model with its final SOFTMAX removed (the graph then outputs the logits), or None
     when the graph does not end that way.
@@ -168,8 +177,6 @@ def strip_final_softmax(tflite_bytes):
     (int8 I/O) or feeds only a final DEQUANTIZE (float I/O); anything else (e.g. a uint8 output
     QUANTIZE, whose scale is the softmax's) returns None so the caller converts instead.
     """
-    import flatbuffers
-
     info = parse(tflite_bytes)
     if info.num_subgraphs != 1:
         return None
@@ -224,6 +231,4 @@ def strip_final_softmax(tflite_bytes):
     for sig in model.signatureDefs or []:
         for t in list(sig.inputs or []) + list(sig.outputs or []):
             t.tensorIndex = shift(t.tensorIndex)
-    builder = flatbuffers.Builder(len(tflite_bytes) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return serialize(model, size_hint=len(tflite_bytes))
