@@ -25,6 +25,12 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.quantization.keras import (
+    quantize_aware_activation as _qaa, utils as _qutils)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_quantize_layout_transform as _layout, default_8bit_transforms as _t8)
+from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
+    model_transformer as _model_transformer, transforms as _transforms)
 
 from tfmobile.errors import UserError
 
@@ -114,19 +120,6 @@ def quantize_scope():
 # squeeze conv of MobileNetV3). The transforms below do for Conv->ReLU what tfmot already does
 # for Conv->BN->ReLU: the kernel keeps the registry's (per-channel) weight quantizer, the conv's
 # own output quantizer is dropped (NoOpActivation), the ReLU quantizes the fused output.
-def _tfmot_internals():
-    from tensorflow_model_optimization.python.core.quantization.keras import (
-        quantize_aware_activation, utils as quantize_utils)
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_layout_transform as layout, default_8bit_transforms as t8)
-    from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
-        model_transformer, transforms)
-    return quantize_aware_activation, quantize_utils, layout, t8, model_transformer, transforms
-
-
-(_qaa, _qutils, _layout, _t8, _model_transformer, _transforms) = _tfmot_internals()
-
-
 class _KernelLayerReLUQuantize(_transforms.Transform):
     """Conv2D | DepthwiseConv2D | Dense (linear) -> ReLU: fake-quant the kernel, not the
     pre-ReLU output."""
