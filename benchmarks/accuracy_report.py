@@ -95,7 +95,7 @@ def run_report():
                                       "params": fmet.get("params"), "batch_size": fmet.get("batch_size"),
                                       "lr": fmet.get("lr")}})
     # fine-tune with the float run's augmentation (older metrics files: the then-default shift)
-    aug = {"augment": fmet.get("augment", True), "shift": fmet.get("shift", 0.125)}
+    aug = {"augment": fmet.get("augment", True), "shift": fmet.get("shift", data.DEFAULT_SHIFT)}
     if FLAGS.shift is not None:
         aug["shift"] = FLAGS.shift
     result["float_training"].update(aug)

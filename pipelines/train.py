@@ -37,7 +37,8 @@ flags.DEFINE_float("val_fraction", 0.1, "fraction of train held out for validati
 flags.DEFINE_float("bn_momentum", 0.9, "BatchNorm moving-average momentum (0.9 suits short runs).")
 flags.DEFINE_boolean("resume", False, "continue OUTPUT_DIR/checkpoint.")
 flags.DEFINE_boolean("augment", True, "random flip + shift on training images.")
-flags.DEFINE_float("shift", 0.125, "random shift augmentation, fraction of the side (0: flip only).")
+flags.DEFINE_float("shift", None, "random shift augmentation, fraction of the side (0: flip only; "
+                   "default tfmobile.data.DEFAULT_SHIFT = 1/8).")
 flags.DEFINE_integer("steps_per_epoch", None, "cap steps per epoch (quick runs).")
 flags.DEFINE_integer("seed", 0, "random seed.")
 flags.DEFINE_string("from_checkpoint", None, "start from this checkpoint (float for --qat/--prune, "

@@ -346,7 +346,7 @@ def prepare_model(model, compression=None, target_sparsity=0.5, structured_2_4=F
 def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compression=None,
         resume=False, target_sparsity=0.5, structured_2_4=False, steps_per_epoch=None,
         augment=True, verbose=1, warmup_epochs=None, seed=0, tensorboard=True, on_epoch=None,
-        shift=0.125):
+        shift=None):
     """Train ``model`` (float, or wrapped here for ``compression``) on ``splits``.
 
     Saves ``output_dir/checkpoint`` after every epoch (validation accuracy measured in eval mode
@@ -360,7 +360,9 @@ def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compressi
     spec = _spec_json(model)
     input_shape = tuple(spec.input_shape)
     lr = DEFAULT_LR[compression] if lr is None else float(lr)
-    from tfmobile.data import make_dataset
+    from tfmobile.data import DEFAULT_SHIFT, make_dataset
+
+    shift = DEFAULT_SHIFT if shift is None else shift
 
     train_ds = make_dataset(splits.x_train, splits.y_train, input_shape, batch_size,
                             training=True, augment=augment, seed=seed, shift=shift)

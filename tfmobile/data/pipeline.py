@@ -122,7 +122,11 @@ def resize_uint8(images, input_shape):
     return np.ascontiguousarray(x, np.uint8)
 
 
-def augment_fn(input_shape, seed=None, shift=0.125):
+# Random shift, as a fraction of the side (4 px at 32x32). Long runs; short ones may want 0.
+DEFAULT_SHIFT = 0.125
+
+
+def augment_fn(input_shape, seed=None, shift=DEFAULT_SHIFT):
     """Per-image augmentation on uint8/float [h,w,c]: random left-right flip + random shift of up
     to ``shift`` of the side (0: flip only)."""
     import tfmobile  # noqa: F401
@@ -144,7 +148,7 @@ def augment_fn(input_shape, seed=None, shift=0.125):
 
 
 def make_dataset(images, labels, input_shape, batch_size=128, training=False, augment=None,
-                 seed=0, shift=0.125):
+                 seed=0, shift=DEFAULT_SHIFT):
     """A batched tf.data.Dataset of (float32 [-1,1] images, int labels) for ``input_shape``.
 
     training: shuffle every epoch (and augment unless ``augment=False``); otherwise fixed order.
