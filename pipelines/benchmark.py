@@ -56,7 +56,7 @@ def main(argv):
         _cli.progress(f"exporting {FLAGS.model} {FLAGS.resolution}x{FLAGS.resolution} alpha={FLAGS.alpha} to int8")
         path = zoo_tflite(FLAGS.model, FLAGS.resolution, FLAGS.alpha, work_dir=FLAGS.work_dir,
                           classes=FLAGS.classes, verbose=False)
-    from tfmobile.bench.graph import read_tflite
+    from tfmobile.convert.flatbuffer import read_tflite
     read_tflite(path)  # a missing or corrupt model: one line, before any work
     opts = {}
     if FLAGS.cpus and FLAGS.backend != "android":

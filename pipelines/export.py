@@ -196,8 +196,8 @@ def main(argv):
     if FLAGS.tflm:
         tflm_mod.mcu_budget(FLAGS.mcu, FLAGS.sram_kb, FLAGS.flash_kb)
     if FLAGS.calibration_dir:
-        from tfmobile.convert.images import list_images
-        list_images(FLAGS.calibration_dir)
+        from tfmobile.data import list_image_dir
+        list_image_dir(FLAGS.calibration_dir)
     check_output_dir(FLAGS.output_dir, create=False)   # fail before the slow part, create nothing yet
 
     t, c = time.perf_counter(), _cpu()

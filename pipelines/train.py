@@ -113,8 +113,7 @@ def main(argv):
                   f"{splits.source}; {FLAGS.epochs} epochs, compression={compression or 'none'}")
 
     if FLAGS.from_checkpoint and not FLAGS.resume:
-        base = train.load_checkpoint(FLAGS.from_checkpoint)
-        base = train._tag_spec(base, spec)
+        base = train.load_checkpoint(FLAGS.from_checkpoint)   # carries its spec (models.spec_of)
     else:
         base = models.build(spec)
     model, metrics = train.fit(base, splits, FLAGS.output_dir, epochs=FLAGS.epochs,

@@ -12,7 +12,7 @@ import pytest
 import tfmobile  # noqa: F401
 import tf_keras as keras
 
-from tfmobile import data, models, train
+from tfmobile import data, evaluation, models, train
 from tfmobile.errors import UserError
 from tfmobile.models import registry
 from tfmobile.models.layers import conv_bn_act
@@ -169,7 +169,7 @@ def test_evaluate_tflite_matches_keras(trained, splits):
 
     _, model, _ = trained
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    res = train.evaluate_tflite(conv.convert(), splits.x_val, splits.y_val, batch_size=64)
+    res = evaluation.evaluate_tflite(conv.convert(), splits.x_val, splits.y_val, batch_size=64)
     keras_acc = train.evaluate(model, splits.x_val, splits.y_val)
     assert res["n"] == len(splits.y_val)
     assert res["accuracy"] == pytest.approx(keras_acc, abs=0.01)

@@ -1,4 +1,5 @@
-"""Compile / fit / evaluate, checkpoints, TensorBoard, and LiteRT accuracy of exported models.
+"""Keras training: compile / fit / evaluate, checkpoints, TensorBoard. (The accuracy of exported
+.tflite models is tfmobile.evaluation's.)
 
 Checkpoint (docs/CONTRACTS.md): a directory with ``spec.json`` (ModelSpec), ``weights.h5``
 (``save_weights``) and ``checkpoint.json`` (``{"compression", "epoch", "metrics"}``); tfmobile also
@@ -25,10 +26,10 @@ import tfmobile  # noqa: F401  (legacy Keras)
 import tensorflow as tf
 import tf_keras as keras
 
+from tfmobile.compress import COMPRESSIONS
 from tfmobile.errors import UserError
-from tfmobile.io import write_json
+from tfmobile.io import json_default, write_json
 
-COMPRESSIONS = (None, "qat", "prune", "pqat")
 CHECKPOINT_DIR = "checkpoint"
 DEFAULT_LR = {None: 2e-3, "qat": 1e-4, "prune": 5e-4, "pqat": 1e-4}
 
@@ -71,7 +72,7 @@ def save_checkpoint(model, directory, compression=None, extra=None, optimizer=No
         info = {"compression": compression, "epoch": 0, "metrics": {}}
         info.update(extra or {})
         with open(os.path.join(tmp, "checkpoint.json"), "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=2, default=_jsonable)
+            json.dump(info, f, indent=2, default=json_default)
         old = directory + ".old"
         if os.path.exists(old):
             shutil.rmtree(old)
@@ -84,14 +85,6 @@ def save_checkpoint(model, directory, compression=None, extra=None, optimizer=No
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
-
-
-def _jsonable(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
 
 
 def _resolve(directory):
@@ -449,95 +442,3 @@ def evaluate(model, images, labels, batch_size=256):
         correct += int((p == y.numpy()).sum())
         n += len(p)
     return correct / max(n, 1)
-
-
-# --------------------------------------------------------------------------------------------
-# LiteRT accuracy of an exported model (the accuracy that counts: the .tflite, not Keras)
-# --------------------------------------------------------------------------------------------
-def evaluate_tflite(tflite, images, labels, batch_size=250, num_threads=None):
-    """Top-1 accuracy of a .tflite (path or bytes) run in LiteRT on uint8 images.
-
-    Inputs are preprocessed to [-1, 1] and, for int8/uint8 inputs, quantized with the input
-    tensor's own scale / zero point; outputs are argmax'ed (dequantized order is the same).
-    Returns {"accuracy", "n", "seconds", "input_dtype"}.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    if isinstance(tflite, (str, os.PathLike)):
-        with open(tflite, "rb") as f:
-            tflite = f.read()
-    interp = Interpreter(model_content=bytes(tflite), num_threads=num_threads or os.cpu_count())
-    inp = interp.get_input_details()[0]
-    shape = tuple(int(v) for v in inp["shape"][1:])
-    x_all = _preprocess_for(images, shape)
-    y_all = np.asarray(labels)
-    bs = batch_size
-    try:
-        interp.resize_tensor_input(inp["index"], [bs, *shape])
-        interp.allocate_tensors()
-    except (RuntimeError, ValueError):
-        bs = 1
-        interp = Interpreter(model_content=bytes(tflite), num_threads=num_threads or os.cpu_count())
-        interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
-    scale, zp = inp["quantization"]
-    t0 = time.time()
-    correct = 0
-    for s in range(0, len(x_all), bs):
-        xb = x_all[s:s + bs]
-        n = len(xb)
-        if n < bs:
-            xb = np.concatenate([xb, np.zeros((bs - n, *shape), np.float32)])
-        if inp["dtype"] in (np.int8, np.uint8):
-            info = np.iinfo(inp["dtype"])
-            xb = np.clip(np.round(xb / scale + zp), info.min, info.max).astype(inp["dtype"])
-        else:
-            xb = xb.astype(inp["dtype"])
-        interp.set_tensor(inp["index"], xb)
-        interp.invoke()
-        pred = interp.get_tensor(out["index"]).reshape(bs, -1)[:n].argmax(-1)
-        correct += int((pred == y_all[s:s + n]).sum())
-    return {"accuracy": correct / len(y_all), "n": int(len(y_all)),
-            "seconds": round(time.time() - t0, 2), "input_dtype": np.dtype(inp["dtype"]).name}
-
-
-def _preprocess_for(images, shape):
-    from tfmobile.data import resize_uint8
-
-    return resize_uint8(images, shape).astype(np.float32) / 127.5 - 1.0
-
-
-def measure_variant(name, tflite_bytes, output_dir, x_test, y_test, bench_runs=50, threads=1,
-                    tflm=False, bench=True, keras_model=None):
-    """Write OUTPUT_DIR/tflite/NAME.tflite; LiteRT test accuracy, sizes, sparsity, latency, TFLM."""
-    from tfmobile import compress, convert
-    from tfmobile.io import write_bytes
-
-    path = os.path.join(output_dir, "tflite", f"{name}.tflite")
-    write_bytes(path, tflite_bytes)
-    acc = evaluate_tflite(tflite_bytes, x_test, y_test)
-    ops = convert.tflite_ops(tflite_bytes)
-    sp = compress.tflite_sparsity(tflite_bytes)
-    row = {"variant": name, "path": os.path.abspath(path), "accuracy": acc["accuracy"],
-           "test_images": acc["n"], "input_dtype": acc["input_dtype"],
-           "size_bytes": len(tflite_bytes), "gzip_bytes": compress.gzip_size(tflite_bytes),
-           "weight_sparsity": sp["sparsity"], "conv_fc_sparsity": sp["conv_fc_sparsity"],
-           "float_ops": convert.float_ops(tflite_bytes) if acc["input_dtype"] != "float32" else None,
-           "ops": ops}
-    if bench:
-        from tfmobile import bench as tbench
-        m = tbench.measure(path, backend="litert", threads=threads, runs=bench_runs,
-                           warmup=min(10, bench_runs))
-        row["latency_ms"] = {k: m.get(k) for k in ("mean_ms", "median_ms", "p90_ms", "std_ms", "min_ms", "cv")}
-        row["latency_backend"] = {"backend": m.get("backend"), "threads": threads, "runs": bench_runs,
-                                  "device": m.get("device")}
-    if tflm:
-        try:
-            t = convert.to_tflm(tflite_bytes, name, os.path.join(output_dir, "tflm"))
-        except UserError as e:  # e.g. TFLM-vs-LiteRT check failed: report it, keep the other results
-            row["tflm"] = {"error": str(e)}
-        else:
-            row["tflm"] = {"arena_bytes": t["arena_bytes"], "files": t.get("files"),
-                           "tflm_vs_litert_max_lsb": t.get("tflm_vs_litert_max_lsb")}
-    return row

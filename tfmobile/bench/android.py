@@ -22,7 +22,7 @@ import subprocess
 import time
 import uuid
 
-from tfmobile.bench import graph
+from tfmobile.convert import flatbuffer
 from tfmobile.bench.stats import summarize
 from tfmobile.errors import UserError
 
@@ -127,7 +127,7 @@ def _quote(s):
 def measure_android(tflite_path, serial=None, mode="app", threads=1, runs=50, warmup=10, delegate="XNNPACK",
                     binary=None, apk=None, adb=None, timeout=300.0, taskset=None, poll_s=0.5, op_profiling=False):
     """Benchmark ``tflite_path`` on an Android device; the common result schema (+ ``device``)."""
-    graph.read_tflite(tflite_path)            # corrupt / missing model: fail before touching the device
+    flatbuffer.read_tflite(tflite_path)            # corrupt / missing model: fail before touching the device
     if mode not in ("app", "binary"):
         raise UserError(f"android mode must be 'app' or 'binary', got {mode!r}")
     delegate = str(delegate).upper()

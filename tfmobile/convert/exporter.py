@@ -11,7 +11,6 @@ tflite-micro's int8 SOFTMAX aborts the process for untrained-scale logits and fo
 a temporary file beside its destination and renamed into place only after all conversions and
 checks passed, so a failure leaves no partial artifact.
 """
-import gzip
 import os
 import tempfile
 import time
@@ -19,10 +18,11 @@ from importlib import metadata
 
 import tfmobile  # noqa: F401
 from tfmobile.convert import flatbuffer
+from tfmobile.convert.sizes import gzip_size
 from tfmobile.convert.tflite import MODES, representative_images, to_tflite, tflite_op_counts, tflite_ops
 from tfmobile.convert.verification import DEFAULT_NUM_VERIFY, verification_images, verify
 from tfmobile.errors import UserError
-from tfmobile.io import to_json
+from tfmobile.io import StagedWriter, to_json
 
 def _cpu():
     """CPU seconds of this process and its finished children (the TFLM child processes)."""
@@ -42,39 +42,6 @@ def tool_versions():
         except metadata.PackageNotFoundError:
             continue
     return out
-
-
-class StagedWriter:
-    """Write files to temporaries next to their destinations; ``commit`` renames them all."""
-
-    def __init__(self):
-        self.staged = []   # (tmp, final)
-
-    def add(self, path, data):
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        self.staged.append((tmp, path))
-
-    def commit(self):
-        for tmp, final in self.staged:
-            os.replace(tmp, final)
-        self.staged = []
-
-    def abort(self):
-        for tmp, _ in self.staged:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        self.staged = []
 
 
 def check_output_dir(output_dir, create=True):
@@ -141,7 +108,7 @@ def _artifact_record(data, verification, mode, io, path):
         "io": io if mode == "int8" else "float",
         "path": path,
         "size_bytes": len(data),
-        "gzip_bytes": len(gzip.compress(data, 9)),
+        "gzip_bytes": gzip_size(data),
         "ops": tflite_ops(data),
         "op_counts": tflite_op_counts(data),
         "num_operators": len(info.ops),
