@@ -81,9 +81,8 @@ LAYER_CONFIGS = {
 
 
 def _custom_objects():
-    from tfmobile.models import available, layers as zoo_layers
-    available()   # importing the families registers their custom layers (e.g. ChannelSlice)
-    objs = dict(getattr(zoo_layers, "CUSTOM_OBJECTS", {}))
+    from tfmobile.models import layers as zoo_layers
+    objs = dict(zoo_layers.CUSTOM_OBJECTS)
     objs.update(OutputQuantizeConfig=OutputQuantizeConfig,
                 PassThroughQuantizeConfig=PassThroughQuantizeConfig)
     return objs

@@ -24,16 +24,11 @@ COMPRESSIONS = (None, "qat", "prune", "pqat")
 
 
 # --------------------------------------------------------------------------- helpers
-def _spec_json(model):
-    from tfmobile.models.registry import SPEC_ATTR
-    return getattr(model, SPEC_ATTR, None)
-
-
 def _keep_spec(src, dst):
-    from tfmobile.models.registry import SPEC_ATTR
-    text = _spec_json(src)
-    if text:
-        setattr(dst, SPEC_ATTR, text)
+    from tfmobile import models
+    spec = models.spec_of(src)
+    if spec is not None:
+        models.attach_spec(dst, spec)
     return dst
 
 
