@@ -195,21 +195,30 @@ def test_cli_predict_missing_entries(cli, tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_spec_converts_once_and_caches(tmp_path):
-    import glob
-    import os
-
-    from tfmobile import models
+def test_predict_spec_converts_once_and_caches(tmp_path, monkeypatch):
+    from tfmobile import convert, models
     from tfmobile.bench import lut as L
-    from tfmobile.bench.zoo import DEFAULT_WORK_DIR
+    from tfmobile.bench import zoo
+
+    conversions = []
+    real_to_tflite = convert.to_tflite
+
+    def counting_to_tflite(*args, **kwargs):
+        conversions.append(args[0])
+        return real_to_tflite(*args, **kwargs)
+    monkeypatch.setattr(convert, "to_tflite", counting_to_tflite)
+    monkeypatch.setattr(zoo, "DEFAULT_WORK_DIR", str(tmp_path / "work"))   # a cold cache
+    cache = tmp_path / "work" / "specs"
     spec = models.get_spec("mbv2", alpha=0.35, input_shape=(32, 32, 3), classes=10)
     lut = str(tmp_path / "lut.json")
     ms = L.predict(spec, lut, measure_missing=True)
-    assert ms > 0
-    assert glob.glob(os.path.join(DEFAULT_WORK_DIR, "specs", f"{spec.name}_*.tflite"))
+    assert ms > 0 and len(conversions) == 1
+    (cached,) = cache.glob(f"{spec.name}_*.tflite")
     assert L.predict(spec, lut) == pytest.approx(ms)          # from the cached conversion
+    assert len(conversions) == 1 and list(cache.iterdir()) == [cached]
     wider = spec.with_block(spec.blocks[3]["name"], expanded=spec.blocks[3]["expanded"] * 2)
     assert L.predict(wider, lut, measure_missing=True) != pytest.approx(ms)
+    assert len(conversions) == 2 and len(list(cache.iterdir())) == 2
 
 
 def test_companions_and_calibration_scale(tiny, tmp_path):
