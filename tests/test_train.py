@@ -14,7 +14,7 @@ import pytest
 import tfmobile  # noqa: F401
 import tf_keras as keras
 
-from tfmobile import data, evaluation, models, train
+from tfmobile import compress, data, evaluation, models, train
 from tfmobile.errors import UserError
 from tfmobile.models import registry
 from tfmobile.models.layers import conv_bn_act
@@ -194,7 +194,6 @@ def test_evaluate_tflite_matches_keras(trained, splits):
 
 
 def test_qat_fine_tune_and_checkpoint_roundtrip(tmp_path, splits, trained):
-    pytest.importorskip("tfmobile.compress")
     float_dir, _, fm = trained
     qmodel, m = train.fit(train.load_checkpoint(float_dir), splits, str(tmp_path / "q"), epochs=1,
                           batch_size=64, compression="qat", verbose=0)
@@ -209,7 +208,6 @@ def test_qat_fine_tune_and_checkpoint_roundtrip(tmp_path, splits, trained):
 
 @pytest.mark.slow
 def test_prune_checkpoint_is_stripped_and_resumes_to_target(tmp_path, splits, trained):
-    compress = pytest.importorskip("tfmobile.compress")
     float_dir, _, _ = trained
     out = str(tmp_path / "p")
     kw = dict(batch_size=64, compression="prune", target_sparsity=0.5, verbose=0, steps_per_epoch=4)
