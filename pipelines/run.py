@@ -25,7 +25,7 @@ from tfmobile.errors import UserError
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mbv2", "zoo model name.")
 flags.DEFINE_float("alpha", 0.35, "width multiplier.")
-flags.DEFINE_integer("resolution", 32, "input resolution (square).")
+flags.DEFINE_integer("resolution", 32, "input resolution (square).", upper_bound=_cli.MAX_RESOLUTION)
 flags.DEFINE_integer("epochs", 40, "float training epochs.")
 flags.DEFINE_integer("qat_epochs", 2, "QAT (and PQAT) fine-tuning epochs.")
 flags.DEFINE_integer("prune_epochs", 3, "pruning fine-tuning epochs (with --prune).")
@@ -118,6 +118,7 @@ def main(argv):
 
     if not FLAGS.output_dir:
         FLAGS.output_dir = os.path.join("runs", time.strftime("run-%Y%m%d-%H%M%S"))
+    _cli.check_output(FLAGS.output_dir, directory=True, flag="output_dir")
     for name in ("epochs", "qat_epochs", "prune_epochs", "batch_size", "bench_runs", "bench_threads"):
         if getattr(FLAGS, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
