@@ -418,8 +418,8 @@ def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compressi
         raise UserError(f"{output_dir} already holds a checkpoint: pass --resume to continue it, "
                         f"or choose another --output_dir")
     if resume and not has_ckpt:
-        sys.stderr.write(f"[tfmobile] no complete checkpoint in {output_dir}"
-                         f"{f' (removed {stale} unfinished one)' if stale else ''}; starting from epoch 0\n")
+        sys.stderr.write(f"[tfmobile] no complete checkpoint; starting from epoch 0 ({output_dir}"
+                         f"{f'; removed {stale} unfinished checkpoint(s)' if stale else ''})\n")
     if resume and has_ckpt:
         info = checkpoint_info(ckpt_dir)
         if info["compression"] != compression:
