@@ -110,15 +110,15 @@ def plot(report, path):
 
 # --------------------------------------------------------------------------------------------
 def main(argv):
+    if not FLAGS.output_dir:
+        FLAGS.output_dir = os.path.join("runs", time.strftime("run-%Y%m%d-%H%M%S"))
+    _cli.check_output(FLAGS.output_dir, directory=True, flag="output_dir")   # before the slow imports
     import numpy as np
 
     import tfmobile  # noqa: F401
     from tfmobile import compress, convert, data, models, train
     from tfmobile.io import write_json, write_text
 
-    if not FLAGS.output_dir:
-        FLAGS.output_dir = os.path.join("runs", time.strftime("run-%Y%m%d-%H%M%S"))
-    _cli.check_output(FLAGS.output_dir, directory=True, flag="output_dir")
     for name in ("epochs", "qat_epochs", "prune_epochs", "batch_size", "bench_runs", "bench_threads"):
         if getattr(FLAGS, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")

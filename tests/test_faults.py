@@ -13,7 +13,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import pytest
 
 import tfmobile  # noqa: F401
@@ -22,6 +21,7 @@ from tfmobile.errors import UserError
 from conftest import REPO, run_cli
 from test_android import phone  # noqa: F401  (fixture: a fake adb device)
 from test_bench import tiny_tflite
+from test_train import _tiny_model, splits  # noqa: F401  (splits: the tiny training data fixture)
 
 
 @pytest.fixture(scope="module")
@@ -220,16 +220,8 @@ def test_benchmark_worker_dies_with_its_parent(sig, tiny):
 # checkpoint crash windows (pipelines.train --resume)
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def splits():
-    from tfmobile import data
-
-    return data.train_val_split(data.load_fashion_mnist(subset=True), 0.2, limit=200)
-
-
-@pytest.fixture(scope="module")
-def three_epochs(splits, tmp_path_factory):
+def three_epochs(splits, tmp_path_factory):  # noqa: F811
     """A training output dir with a checkpoint at epoch 3 (and its metrics)."""
-    from test_train import _tiny_model
     from tfmobile import train
 
     out = str(tmp_path_factory.mktemp("ckpt") / "run")
@@ -244,9 +236,8 @@ def _copy(src, tmp_path):
     return dst
 
 
-def test_history_survives_a_kill_between_checkpoint_and_history(three_epochs, splits, tmp_path):
+def test_history_survives_a_kill_between_checkpoint_and_history(three_epochs, splits, tmp_path):  # noqa: F811
     """kill -9 after the checkpoint's rename, before history.json: resume keeps epochs 1-3's figures."""
-    from test_train import _tiny_model
     from tfmobile import train
 
     src, m3 = three_epochs
@@ -260,9 +251,8 @@ def test_history_survives_a_kill_between_checkpoint_and_history(three_epochs, sp
         assert [h["epoch"] for h in json.load(f)] == [1, 2, 3, 4]
 
 
-def test_unfinished_checkpoint_is_removed_and_said(splits, tmp_path, capsys):
+def test_unfinished_checkpoint_is_removed_and_said(splits, tmp_path, capsys):  # noqa: F811
     """kill -9 during the first save: the temp dir goes, and resume says it starts from scratch."""
-    from test_train import _tiny_model
     from tfmobile import train
 
     out = tmp_path / "run"
@@ -276,8 +266,7 @@ def test_unfinished_checkpoint_is_removed_and_said(splits, tmp_path, capsys):
     assert m["resumed_from_epoch"] == 0 and train.checkpoint_info(str(out))["epoch"] == 1
 
 
-def test_resume_with_fewer_epochs_than_the_checkpoint_is_refused(three_epochs, splits, tmp_path):
-    from test_train import _tiny_model
+def test_resume_with_fewer_epochs_than_the_checkpoint_is_refused(three_epochs, splits, tmp_path):  # noqa: F811
     from tfmobile import train
 
     out = _copy(three_epochs[0], tmp_path)
@@ -370,7 +359,6 @@ def test_io_files_follow_the_umask(tmp_path, umask_022):
 
 
 def test_checkpoint_files_follow_the_umask(tmp_path, umask_022):
-    from test_train import _tiny_model
     from tfmobile import train
 
     model = _tiny_model()
