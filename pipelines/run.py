@@ -22,7 +22,7 @@ from pipelines import _cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mbv2", "zoo model name.")
 flags.DEFINE_float("alpha", 0.35, "width multiplier.")
-flags.DEFINE_integer("resolution", 32, "input resolution (square).")
+flags.DEFINE_integer("resolution", 32, "input resolution (square).", upper_bound=_cli.MAX_RESOLUTION)
 flags.DEFINE_integer("epochs", 40, "float training epochs.")
 flags.DEFINE_integer("qat_epochs", 2, "QAT (and PQAT) fine-tuning epochs.")
 flags.DEFINE_integer("prune_epochs", 3, "pruning fine-tuning epochs (with --prune).")
@@ -43,6 +43,7 @@ flags.DEFINE_boolean("json", False, "print exactly one JSON object on stdout.")
 
 
 def main(argv):
+    _cli.check_output(FLAGS.output_dir, directory=True, flag="output_dir")   # before the slow imports
     from tfmobile import pipeline
 
     report = pipeline.run(

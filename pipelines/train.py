@@ -20,7 +20,7 @@ from tfmobile.errors import UserError
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mbv2", "zoo model name (tfmobile.models.available()).")
 flags.DEFINE_float("alpha", 0.35, "width multiplier.")
-flags.DEFINE_integer("resolution", 32, "input resolution (square).")
+flags.DEFINE_integer("resolution", 32, "input resolution (square).", upper_bound=_cli.MAX_RESOLUTION)
 flags.DEFINE_integer("epochs", 10, "epochs (total, including resumed ones).")
 flags.DEFINE_integer("batch_size", 128, "batch size.")
 flags.DEFINE_float("lr", None, "peak learning rate of the cosine schedule (Adam); default 2e-3 float, "
@@ -68,6 +68,7 @@ def main(argv):
 
     if not FLAGS.output_dir:
         raise UserError("--output_dir is required")
+    _cli.check_output(FLAGS.output_dir, directory=True, flag="output_dir")
     compression = _compression()
     if FLAGS.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {FLAGS.epochs}")

@@ -18,7 +18,7 @@ import numpy as np
 
 from tfmobile import compress, convert, data, evaluation, models, train
 from tfmobile.errors import UserError
-from tfmobile.io import atomic_path, write_json, write_text
+from tfmobile.io import atomic_path, check_writable, write_json, write_text
 
 PLOT_NAME = "accuracy_latency_size.png"
 
@@ -155,6 +155,7 @@ def run(model="mbv2", alpha=0.35, resolution=32, epochs=40, qat_epochs=2, prune_
     check_options(epochs, qat_epochs, prune_epochs, batch_size, bench_runs, bench_threads, prune,
                   structured_2_4)
     output_dir = output_dir or os.path.join("runs", time.strftime("run-%Y%m%d-%H%M%S"))
+    check_writable(output_dir, directory=True, what="--output_dir")
     check_new_output_dir(output_dir)
     dataset, splits = load_splits(resolution, data_dir, full_data, limit)
     job = Job(output_dir, splits, batch_size=batch_size, steps_per_epoch=steps_per_epoch, progress=progress)

@@ -5,7 +5,9 @@ Checkpoint (docs/CONTRACTS.md): a directory with ``spec.json`` (ModelSpec), ``we
 (``save_weights``) and ``checkpoint.json`` (``{"compression", "epoch", "metrics"}``); tfmobile also
 stores ``optimizer.npz`` (optimizer slots + step) there so that ``--resume`` continues the same
 cosine schedule with the same Adam moments. A checkpoint is written into a temporary directory
-and swapped in with renames, so a run killed at any moment leaves the last complete one.
+and swapped in with renames, so a run killed at any moment leaves the last complete one; its
+checkpoint.json carries the whole per-epoch history, so history.json (written after it) can always
+be rebuilt from it, and ``fit`` removes the temporary directory a kill -9 leaves behind.
 
 Optimizer: Adam with a cosine-decayed learning rate (1-epoch linear warm-up for float training).
 For the 5-15 epoch budgets this project can afford on 2 CPU cores, Adam reaches a good accuracy
@@ -28,7 +30,7 @@ import tf_keras as keras
 
 from tfmobile.compress import COMPRESSIONS
 from tfmobile.errors import UserError
-from tfmobile.io import json_default, write_json
+from tfmobile.io import json_default, shareable_mode, write_json
 
 CHECKPOINT_DIR = "checkpoint"
 DEFAULT_LR = {None: 2e-3, "qat": 1e-4, "prune": 5e-4, "pqat": 1e-4}
@@ -57,8 +59,9 @@ def save_checkpoint(model, directory, compression=None, extra=None, optimizer=No
     directory = os.path.abspath(os.fspath(directory))
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(directory) + ".", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=_temp_prefix(directory), dir=parent)
     try:
+        os.chmod(tmp, shareable_mode(directory=True))
         with open(os.path.join(tmp, "spec.json"), "w", encoding="utf-8") as f:
             f.write(spec.to_json())
         model.save_weights(os.path.join(tmp, "weights.h5"), save_format="h5")
@@ -80,6 +83,39 @@ def save_checkpoint(model, directory, compression=None, extra=None, optimizer=No
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _temp_prefix(directory):
+    return "." + os.path.basename(directory) + "."
+
+
+def remove_stale_temps(directory):
+    """Remove the temporary directories of checkpoint saves that were killed (``kill -9``, power loss).
+
+    Only one process trains into an output dir, so any such directory is a dead save's. Returns
+    how many were removed.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    parent, prefix = os.path.dirname(directory), _temp_prefix(directory)
+    if not os.path.isdir(parent):
+        return 0
+    stale = [n for n in os.listdir(parent) if n.startswith(prefix) and os.path.isdir(os.path.join(parent, n))]
+    for name in stale:
+        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    return len(stale)
+
+
+def _resumed_history(info, output_dir):
+    """Per-epoch history up to the checkpoint's epoch: from checkpoint.json (older checkpoints:
+    history.json, which a kill may have left one epoch behind)."""
+    history = info.get("history")
+    if not isinstance(history, list):
+        hist_path = os.path.join(output_dir, "history.json")
+        history = []
+        if os.path.isfile(hist_path):
+            with open(hist_path, encoding="utf-8") as f:
+                history = json.load(f)
+    return [h for h in history if isinstance(h, dict) and h.get("epoch", 0) <= int(info["epoch"])]
 
 
 def _resolve(directory):
@@ -166,11 +202,8 @@ def _tag_spec(model, spec):
 
 
 def _save_optimizer(optimizer, path):
-    arrays = {f"v{i}": v.numpy() for i, v in enumerate(_opt_vars(optimizer))}
-    with tempfile.NamedTemporaryFile(suffix=".npz", dir=os.path.dirname(path), delete=False) as f:
-        tmp = f.name
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    """Into the checkpoint's temporary directory (the directory is what is swapped in atomically)."""
+    np.savez(path, **{f"v{i}": v.numpy() for i, v in enumerate(_opt_vars(optimizer))})
 
 
 def _opt_vars(optimizer):
@@ -253,9 +286,10 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         if self.compression == "prune":  # a pruning checkpoint holds the stripped model (CONTRACTS)
             from tfmobile import compress
             model = compress.strip(model)
+        # the history travels inside the checkpoint: a kill between the two writes loses nothing
         save_checkpoint(model, os.path.join(self.output_dir, CHECKPOINT_DIR),
                         compression=self.compression, optimizer=opt, spec=self.spec,
-                        extra={"epoch": epoch + 1, "metrics": entry})
+                        extra={"epoch": epoch + 1, "metrics": entry, "history": self.history})
         write_json(os.path.join(self.output_dir, "history.json"), self.history)
         sys.stderr.write(
             f"[tfmobile] epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f} "
@@ -366,15 +400,22 @@ def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compressi
 
     ckpt_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     initial_epoch, history = 0, []
+    stale = remove_stale_temps(ckpt_dir)
     has_ckpt = any(os.path.isfile(os.path.join(d, "checkpoint.json")) for d in (ckpt_dir, ckpt_dir + ".old"))
     if has_ckpt and not resume:
         raise UserError(f"{output_dir} already holds a checkpoint: pass --resume to continue it, "
                         f"or choose another --output_dir")
+    if resume and not has_ckpt:
+        sys.stderr.write(f"[tfmobile] no complete checkpoint; starting from epoch 0 ({output_dir}"
+                         f"{f'; removed {stale} unfinished checkpoint(s)' if stale else ''})\n")
     if resume and has_ckpt:
         info = checkpoint_info(ckpt_dir)
         if info["compression"] != compression:
             raise UserError(f"checkpoint in {output_dir} is a {info['compression'] or 'float'} run, "
                             f"not {compression or 'float'}; resume it with the same compression flag")
+        if int(info["epoch"]) > epochs:
+            raise UserError(f"checkpoint in {output_dir} is at epoch {info['epoch']}, beyond --epochs {epochs}: "
+                            f"resume with --epochs >= {info['epoch']} (epochs counts the resumed ones)")
         model = load_checkpoint(ckpt_dir, expect=spec)
         extra_cbs = []
         if compression == "prune":  # stripped in the checkpoint: wrap again, same schedule
@@ -384,10 +425,7 @@ def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compressi
         if os.path.isfile(opt_path):
             _load_optimizer(optimizer, model, opt_path)
         initial_epoch = int(info["epoch"])
-        hist_path = os.path.join(output_dir, "history.json")
-        if os.path.isfile(hist_path):
-            with open(hist_path, encoding="utf-8") as f:
-                history = [h for h in json.load(f) if h["epoch"] <= initial_epoch]
+        history = _resumed_history(info, output_dir)
         optimizer.iterations.assign(initial_epoch * steps)
         sys.stderr.write(f"[tfmobile] resuming {spec.name} from epoch {initial_epoch} of {epochs}\n")
     else:

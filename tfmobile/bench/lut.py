@@ -63,7 +63,36 @@ def load_lut(path_or_lut):
         raise UserError(f"cannot read LUT {path_or_lut}: {e.strerror}") from None
     if not isinstance(lut, dict) or lut.get("lut_version") != LUT_VERSION or not isinstance(lut.get("devices"), dict):
         raise UserError(f"{path_or_lut} is not a tfmobile latency LUT (version {LUT_VERSION})")
+    _check_values(lut, path_or_lut)
     return lut
+
+
+_DEVICE_NUMBERS = ("overhead_ms", "overhead_cpu_ms", "scale_cpu", "scale_wall")
+_ENTRY_NUMBERS = ("ms", "min_ms", "cpu_ms")
+
+
+def _check_values(lut, path):
+    """Every number predict/build reads is a finite number >= 0 (a hand-edited LUT fails here, in one line)."""
+    def bad(where, value):
+        raise UserError(f"corrupt LUT {path}: {where} must be a number >= 0, got {value!r}")
+
+    def number(where, value, optional):
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+                or value == float("inf"):
+            bad(where, value)
+
+    for dkey, dev in lut["devices"].items():
+        if not isinstance(dev, dict) or not isinstance(dev.get("entries"), dict):
+            raise UserError(f"corrupt LUT {path}: device '{dkey}' has no entries table")
+        for field in _DEVICE_NUMBERS:
+            number(f"device '{dkey}' {field}", dev.get(field), optional=True)
+        for key, entry in dev["entries"].items():
+            if not isinstance(entry, dict):
+                raise UserError(f"corrupt LUT {path}: entry {key!r} of device '{dkey}' is not an object")
+            for field in _ENTRY_NUMBERS:
+                number(f"{field} of entry {key!r}", entry.get(field), optional=field != "ms")
 
 
 def save_lut(lut, path):
@@ -334,6 +363,8 @@ def predict_detail(model, lut, backend="litert", threads=1, measure_missing=Fals
         raise UserError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     if clock == "cpu" and threads != 1:
         raise UserError("clock='cpu' predicts 1-thread latency only (other threads' CPU time is not latency)")
+    if not isinstance(lut, dict) and not measure_missing and not os.path.isfile(os.fspath(lut)):
+        raise UserError(f"LUT file not found: {os.fspath(lut)}")
     table = load_lut(lut)
     device = _device(backend, threads)
     dkey = device_key(device)

@@ -23,7 +23,7 @@ from tfmobile.convert.sizes import gzip_size
 from tfmobile.convert.tflite import MODES, representative_images, to_tflite, tflite_op_counts, tflite_ops
 from tfmobile.convert.verification import DEFAULT_NUM_VERIFY, verification_images, verify
 from tfmobile.errors import UserError
-from tfmobile.io import StagedWriter, to_json
+from tfmobile.io import StagedWriter, check_writable, to_json
 
 def _cpu():
     """CPU seconds of this process and its finished children (the TFLM child processes)."""
@@ -51,23 +51,12 @@ def check_output_dir(output_dir, create=True):
     With create=False nothing is touched when the directory does not exist yet: the nearest existing
     ancestor must be a writable directory.
     """
-    output_dir = os.fspath(output_dir)
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise UserError(f"output dir is not a directory: {output_dir}")
-    probe_dir = os.path.abspath(output_dir)
-    if not create:
-        while not os.path.exists(probe_dir):
-            probe_dir = os.path.dirname(probe_dir)
-        if not os.path.isdir(probe_dir):
-            raise UserError(f"output dir {output_dir} is not writable: {probe_dir} is not a directory")
-    try:
-        if create:
+    output_dir = check_writable(os.fspath(output_dir), directory=True, what="output dir")
+    if create:
+        try:
             os.makedirs(output_dir, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write_probe.", dir=probe_dir)
-        os.close(fd)
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"output dir {output_dir} is not writable: {e.strerror or e}") from None
+        except OSError as e:
+            raise UserError(f"cannot write output dir {output_dir}: {e.strerror or e}") from None
     return output_dir
 
 
