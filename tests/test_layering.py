@@ -12,7 +12,7 @@ PACKAGES = ("tfmobile", "pipelines", "benchmarks", "android_bench")
 
 # Lowest first; a module may import its own layer or lower ones, never a higher one.
 LAYERS = (
-    ("tfmobile", "tfmobile.errors", "tfmobile.io"),
+    ("tfmobile", "tfmobile.errors", "tfmobile.io", "tfmobile.process"),
     ("tfmobile.models",),
     ("tfmobile.analysis",),
     ("tfmobile.data",),

@@ -128,6 +128,9 @@ def test_other_device_key_is_separate(tiny, built):
 def test_predict_measure_missing(tiny, tmp_path):
     from tfmobile.bench import lut as L
     path = str(tmp_path / "empty.json")
+    with pytest.raises(UserError, match="LUT file not found"):
+        L.predict(tiny, path)
+    L.save_lut(L.new_lut(), path)
     with pytest.raises(UserError, match="LUT lacks"):
         L.predict(tiny, path)
     ms = L.predict(tiny, path, measure_missing=True)
