@@ -92,6 +92,7 @@ def test_other_device_key_is_separate(tiny, built):
 def test_predict_measure_missing(tiny, tmp_path):
     from tfmobile.bench import lut as L
     path = str(tmp_path / "empty.json")
+    L.save_lut(L.new_lut(), path)
     with pytest.raises(UserError, match="LUT lacks"):
         L.predict(tiny, path)
     ms = L.predict(tiny, path, measure_missing=True)
@@ -154,6 +155,7 @@ def test_cli_build_with_calibration_stores_the_scale_predict_applies(cli, tiny, 
 
 
 def test_cli_predict_missing_entries(cli, tiny, tmp_path):
+    (tmp_path / "none.json").write_text(json.dumps({"lut_version": 1, "devices": {}}))
     p = cli("pipelines.lut", "predict", "--tflite", tiny, "--lut", str(tmp_path / "none.json"), "--json")
     assert p.returncode == 2 and "LUT lacks" in p.stderr and p.stdout == ""
 
