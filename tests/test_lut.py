@@ -193,6 +193,7 @@ def test_cli_build_with_calibration_stores_the_scale_predict_applies(cli, tiny, 
 
 
 def test_cli_predict_missing_entries(cli, tiny, tmp_path):
+    (tmp_path / "none.json").write_text(json.dumps({"lut_version": 1, "devices": {}}))
     p = cli("pipelines.lut", "predict", "--tflite", tiny, "--lut", str(tmp_path / "none.json"), "--json")
     assert p.returncode == 2 and "LUT lacks" in p.stderr and p.stdout == ""
 

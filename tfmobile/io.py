@@ -2,8 +2,8 @@
 
 Files and directories written here get the permissions of a plain ``open()`` / ``mkdir`` (0644 /
 0755 under the usual umask 022), not the 0600 / 0700 of their temporary names: metrics, LUTs and
-specs are meant to be shared. ``check_writable`` tells, before any expensive work and without
-creating anything, whether an output path can be written.
+specs are meant to be shared. ``check_writable`` tells, before any expensive work and leaving
+nothing behind, whether an output path can be written.
 """
 import json
 import os
@@ -63,9 +63,9 @@ def shareable_mode(directory=False):
 def check_writable(path, directory=False, what=None):
     """UserError unless ``path`` can be written as a file (or, ``directory``, as a directory).
 
-    Creates nothing: a path that does not exist yet is checked at its nearest existing ancestor,
-    which must be a directory where a file can be created (probed, so root, ACLs and read-only
-    file systems are judged as the write itself will be). Returns ``path``.
+    Leaves nothing behind: a path that does not exist yet is checked at its nearest existing
+    ancestor, which must be a directory where a file can be created (probed with a temporary file,
+    so root, ACLs and read-only file systems are judged as the write itself will be). Returns ``path``.
     """
     path = os.fspath(path)
     what = what or ("output directory" if directory else "output file")

@@ -363,12 +363,12 @@ def predict_detail(model, lut, backend="litert", threads=1, measure_missing=Fals
         raise UserError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     if clock == "cpu" and threads != 1:
         raise UserError("clock='cpu' predicts 1-thread latency only (other threads' CPU time is not latency)")
+    layers_, data = lut_layers(model)
     if not isinstance(lut, dict) and not measure_missing and not os.path.isfile(os.fspath(lut)):
         raise UserError(f"LUT file not found: {os.fspath(lut)}")
     table = load_lut(lut)
     device = _device(backend, threads)
     dkey = device_key(device)
-    layers_, data = lut_layers(model)
     dev = table["devices"].get(dkey)
     missing = [ly for ly in layers_ if dev is None or ly["key"] not in dev["entries"]]
     if missing or dev is None or dev.get("overhead_ms") is None:
