@@ -353,10 +353,11 @@ class SqueezeClassifier(Block):
 
 
 # --------------------------------------------------------------------------------- the table
-BLOCK_TYPES = {cls.type: cls for cls in (
+ZOO_BLOCK_TYPES = {cls.type: cls for cls in (
     ConvBN, DwSeparable, InvertedResidual, Rescale, GlobalPool, Classifier,
     ShuffleConv, ShuffleMaxPool, ShuffleV1Unit, ShuffleV2Unit, ShuffleClassifier,
     SqueezeStem, SqueezeMaxPool, Fire, SqueezeClassifier)}
+BLOCK_TYPES = dict(ZOO_BLOCK_TYPES)   # + add_block_type's
 
 
 def add_block_type(cls):
