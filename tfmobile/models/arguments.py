@@ -7,14 +7,11 @@ calls it. ``ModelSpec`` checks its own top fields (classes, dropout, ...) with t
 import inspect
 
 from tfmobile.errors import UserError
-from tfmobile.models.blocks import ACTIVATIONS, SQUEEZENET_BYPASS, Rule, one_of
+from tfmobile.models.blocks import (ACTIVATIONS, POSITIVE, SQUEEZENET_BYPASS, UNIT_INTERVAL, Rule,
+                                    is_finite_number, one_of)
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
 SHUFFLENET_V1_GROUPS = (1, 2, 3, 4, 8)
-
-
-def _finite(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
 
 
 def _input_shape(v):
@@ -36,10 +33,7 @@ def _check(key, v, rule):
     return v
 
 
-POSITIVE_NUMBER = Rule(lambda v: _finite(v) and v > 0, "a positive number")
-POSITIVE_INT = Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-                    "a positive integer")
-UNIT_INTERVAL = Rule(lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)")
+POSITIVE_NUMBER = Rule(lambda v: is_finite_number(v) and v > 0, "a positive number")
 OPTIONAL_UNIT_INTERVAL = Rule(lambda v: v is None or UNIT_INTERVAL.test(v), "in [0, 1) (or null)")
 ANY = Rule(lambda v: True, "anything")
 
@@ -47,13 +41,13 @@ ANY = Rule(lambda v: True, "anything")
 RULES = {
     "alpha": (POSITIVE_NUMBER, float),
     "include_top": (ANY, bool),
-    "classes": (POSITIVE_INT, int),
+    "classes": (POSITIVE, int),
     "dropout": (UNIT_INTERVAL, float),
     "classifier_activation": (one_of(*ACTIVATIONS), lambda v: v),
     "pooling": (one_of(None, "avg", "max"), lambda v: v),
     # 0 is valid (moving statistics = the last batch); None: the family has no batch norm
     "bn_momentum": (OPTIONAL_UNIT_INTERVAL, lambda v: None if v is None else float(v)),
-    "depth_multiplier": (POSITIVE_INT, int),
+    "depth_multiplier": (POSITIVE, int),
     "minimalistic": (ANY, bool),
     "include_preprocessing": (ANY, bool),
     "groups": (one_of(*SHUFFLENET_V1_GROUPS), int),

@@ -29,7 +29,7 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v):
+def is_finite_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
 
 
@@ -40,11 +40,12 @@ def one_of(*options):
 
 
 POSITIVE = Rule(lambda v: _is_int(v) and v > 0, "a positive integer")
+UNIT_INTERVAL = Rule(lambda v: is_finite_number(v) and 0 <= v < 1, "in [0, 1)")
 OPTIONAL_POSITIVE = Rule(lambda v: v is None or (_is_int(v) and v > 0), "a positive integer or null")
 STRIDE = one_of(1, 2)
 FLAG = Rule(lambda v: isinstance(v, bool), "true or false")
 OPTIONAL_FLAG = Rule(lambda v: v is None or isinstance(v, bool), "true, false or null (derive)")
-NUMBER = Rule(_is_number, "a finite number")
+NUMBER = Rule(is_finite_number, "a finite number")
 ACTIVATION = one_of(*ACTIVATIONS)
 POOL = one_of("avg", "max")
 
@@ -352,10 +353,11 @@ class SqueezeClassifier(Block):
 
 
 # --------------------------------------------------------------------------------- the table
-BLOCK_TYPES = {cls.type: cls for cls in (
+ZOO_BLOCK_TYPES = {cls.type: cls for cls in (
     ConvBN, DwSeparable, InvertedResidual, Rescale, GlobalPool, Classifier,
     ShuffleConv, ShuffleMaxPool, ShuffleV1Unit, ShuffleV2Unit, ShuffleClassifier,
     SqueezeStem, SqueezeMaxPool, Fire, SqueezeClassifier)}
+BLOCK_TYPES = dict(ZOO_BLOCK_TYPES)   # + add_block_type's
 
 
 def add_block_type(cls):

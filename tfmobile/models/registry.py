@@ -12,7 +12,7 @@ from tfmobile.models import arguments, mobilenet, shufflenet, squeezenet
 from tfmobile.models.blocks import add_block_type
 from tfmobile.models.spec import ModelSpec
 
-_MODELS = {
+ZOO = {   # name -> spec function
     "mbv1": mobilenet.mbv1_spec,
     "mbv2": mobilenet.mbv2_spec,
     "mbv3_small": mobilenet.mbv3_small_spec,
@@ -22,6 +22,7 @@ _MODELS = {
     "squeezenet1_0": squeezenet.squeezenet1_0_spec,
     "squeezenet1_1": squeezenet.squeezenet1_1_spec,
 }
+_MODELS = dict(ZOO)   # + register_model's
 _BUILDERS = {**mobilenet.BUILDERS, **shufflenet.BUILDERS, **squeezenet.BUILDERS}
 
 _SPEC_ATTR = "_tfmobile_spec_json"
