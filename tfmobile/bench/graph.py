@@ -135,6 +135,11 @@ def config_key(config):
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
+def config_macs(config):
+    """Multiply-accumulates of one op from its LUT configuration (conv, depthwise, fully connected; else 0)."""
+    return _macs(config["op"], config["inputs"], config["outputs"])
+
+
 def _macs(name, ins, outs):
     try:
         if name == "CONV_2D":
