@@ -193,3 +193,18 @@ def test_committed_arena_table_matches_fresh_measurements():
     for row in table["models"]:
         conv = converted(row["model"], row["resolution"], row["alpha"], row["options"])
         assert _measured_arena(conv) == pytest.approx(row["arena_bytes"], rel=0.01), row
+
+
+def test_largest_width_finds_the_widest_step_within_budget():
+    from tfmobile.netadapt import groups, largest_width, shrink
+    spec = models.get_spec("mbv2", input_shape=(32, 32, 3), alpha=0.35, classes=10)
+    group = max(groups(spec), key=lambda g: g.width)
+    step = group.channel_step
+    narrower = group.width - group.width % step - 2 * step
+    for kind in ("macs", "flash"):
+        budget = resource(shrink(spec, group, narrower), kind)
+        assert largest_width(spec, group, budget, kind) == narrower
+        assert largest_width(spec, group.name, resource(spec, kind), kind) == group.width
+    assert largest_width(spec, group, 1, "macs") is None
+    with pytest.raises(UserError, match="no channel group"):
+        largest_width(spec, "no_such_group", 1, "macs")

@@ -22,7 +22,8 @@ initialised Dense), which a trained model does not have.
 """
 import math
 
-from tfmobile.bench import graph, synth
+from tfmobile.bench import graph, host_device, synth
+from tfmobile.bench import lut as lut_mod
 from tfmobile.errors import UserError
 
 RESOURCE_KINDS = ("latency", "macs", "params", "peak_sram", "flash")
@@ -357,10 +358,8 @@ def _lut_layers(derived):
              "macs": graph.config_macs(o["config"])} for i, o in enumerate(derived["ops"])]
 
 
-def _measure_synthesized(derived, backend, threads, verbose):
+def _measure_synthesized(derived, backend, threads, verbose, measured):
     """The LUT's measuring path for keys it lacks, fed with one-op models synthesized from their configs."""
-    from tfmobile.bench import lut as lut_mod
-
     def measure(table, missing):
         wanted = {ly["key"] for ly in missing}
         models = {}
@@ -368,17 +367,29 @@ def _measure_synthesized(derived, backend, threads, verbose):
             if o["key"] in wanted and o["key"] not in models:
                 models[o["key"]] = (o["op"], lambda o=o: synth.one_op_model(o["config"], o["const_values"]))
         lut_mod.build_lut([], table, backend, threads, verbose=verbose, one_op_models=models)
+        measured.extend(models)
     return measure
 
 
 def latency(spec, lut, backend="litert", threads=1, clock=None, measure_missing=True, verbose=False, detail=False):
-    """Predicted latency (ms) of ``spec``'s int8 model on the LUT's device, without converting it."""
-    from tfmobile.bench import lut as lut_mod
+    """Predicted latency (ms) of ``spec``'s int8 model on the LUT's device, without converting it.
 
+    lut: a path or a LUT dict (a dict avoids reading the file on every call). Entries the LUT lacks for this
+    device are measured on synthesized one-op models when ``measure_missing`` (and saved when ``lut`` is a
+    path); a LUT that holds only other devices / thread counts is refused.
+    """
     derived = int8_ops(spec)
-    out = lut_mod.predict_ops(_lut_layers(derived), lut, backend, threads, clock=clock,
-                              measure=_measure_synthesized(derived, backend, threads, verbose)
-                              if measure_missing else None)
+    table = lut_mod.load_lut(lut)
+    dkey = lut_mod.device_key(host_device(backend, threads))
+    if table["devices"] and dkey not in table["devices"]:
+        # measuring a whole other device's table on demand would take minutes: almost surely the wrong LUT
+        raise UserError(f"LUT has no entries for this device '{dkey}': it holds "
+                        f"{'; '.join(sorted(table['devices']))} (device, backend and thread count must match)")
+    measured = []
+    measure = _measure_synthesized(derived, backend, threads, verbose, measured) if measure_missing else None
+    out = lut_mod.predict_ops(_lut_layers(derived), table, backend, threads, clock=clock, measure=measure)
+    if measured and not isinstance(lut, dict):
+        lut_mod.save_lut(table, lut)
     return out if detail else out["predicted_ms"]
 
 
@@ -434,8 +445,7 @@ def largest_width(spec, group, budget, kind, lut=None, **resource_kwargs):
         raise UserError(f"budget must be a finite number, got {budget!r}")
     path = None
     if kind == "latency" and lut is not None and not isinstance(lut, dict):
-        from tfmobile.bench.lut import load_lut, save_lut
-        path, lut = lut, load_lut(lut)   # read once, not once per candidate
+        path, lut = lut, lut_mod.load_lut(lut)   # read once, not once per candidate
         before = _entry_count(lut)
     try:
         for w in _candidates(group):
@@ -445,7 +455,7 @@ def largest_width(spec, group, budget, kind, lut=None, **resource_kwargs):
         return None
     finally:
         if path is not None and _entry_count(lut) != before:
-            save_lut(lut, path)
+            lut_mod.save_lut(lut, path)
 
 
 def _entry_count(table):
