@@ -210,3 +210,23 @@ def test_largest_width_finds_the_widest_step_within_budget():
     assert largest_width(spec, group, 1, "macs") is None
     with pytest.raises(UserError, match="no channel group"):
         largest_width(spec, "no_such_group", 1, "macs")
+
+
+def test_largest_width_search_on_one_block(monkeypatch):
+    """The descending search itself, with a one-block group (independent of netadapt.groups / shrink)."""
+    import types
+
+    import tfmobile.netadapt as netadapt
+    from tfmobile.netadapt import largest_width
+    group = types.SimpleNamespace(name="block_3_expanded", width=52, channel_step=8)
+    monkeypatch.setattr(netadapt, "groups", lambda spec: [group], raising=False)
+    monkeypatch.setattr(netadapt, "shrink", lambda spec, g, w: spec.with_block("block_3", expanded=w), raising=False)
+    spec = models.get_spec("mbv2", input_shape=(32, 32, 3), alpha=0.35, classes=10).with_block("block_3", expanded=52)
+    budget = resource(spec.with_block("block_3", expanded=32), "macs")
+    assert largest_width(spec, group, budget, "macs") == 32          # 52, then 48, 40, 32
+    assert largest_width(spec, "block_3_expanded", budget + 10 ** 9, "macs") == 52
+    assert largest_width(spec, group, 0, "macs") is None
+    with pytest.raises(UserError, match="no channel group"):
+        largest_width(spec, "nope", budget, "macs")
+    with pytest.raises(UserError, match="finite number"):
+        largest_width(spec, group, float("nan"), "macs")
