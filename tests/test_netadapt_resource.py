@@ -218,9 +218,11 @@ def test_largest_width_search_on_one_block(monkeypatch):
 
     import tfmobile.netadapt as netadapt
     from tfmobile.netadapt import largest_width
-    group = types.SimpleNamespace(name="block_3_expanded", width=52, channel_step=8)
+    group = types.SimpleNamespace(name="block_3_expanded", width=52, channel_step=8,
+                                  widths=lambda: [48, 40, 32, 24, 16, 8])
     monkeypatch.setattr(netadapt, "groups", lambda spec: [group], raising=False)
-    monkeypatch.setattr(netadapt, "shrink", lambda spec, g, w: spec.with_block("block_3", expanded=w), raising=False)
+    monkeypatch.setattr(netadapt, "shrink", lambda spec, g, w: spec.with_block("block_3", expanded=w),
+                        raising=False)
     spec = models.get_spec("mbv2", input_shape=(32, 32, 3), alpha=0.35, classes=10).with_block("block_3", expanded=52)
     budget = resource(spec.with_block("block_3", expanded=32), "macs")
     assert largest_width(spec, group, budget, "macs") == 32          # 52, then 48, 40, 32
