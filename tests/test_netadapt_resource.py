@@ -232,3 +232,19 @@ def test_largest_width_search_on_one_block(monkeypatch):
         largest_width(spec, "nope", budget, "macs")
     with pytest.raises(UserError, match="finite number"):
         largest_width(spec, group, float("nan"), "macs")
+
+
+@pytest.mark.parametrize("name,alpha", [("mbv3_small", 0.75), ("shufflenet_v1", 0.5), ("shufflenet_v2", 0.5)])
+def test_shrunk_spec_keys_equal_converted_keys(name, alpha):
+    """NetAdapt's case: a spec edited by shrink (non-zoo widths) still gives the converter's keys."""
+    import tfmobile.netadapt as netadapt
+    from tfmobile.convert import to_tflite
+    spec = models.get_spec(name, input_shape=(32, 32, 3), alpha=alpha, classes=10)
+    shrunk = spec
+    for group in netadapt.groups(spec)[::3]:     # every third group, one step each
+        group = next(g for g in netadapt.groups(shrunk) if g.name == group.name)
+        shrunk = netadapt.shrink(shrunk, group, group.widths()[0])
+    assert shrunk.to_json() != spec.to_json()
+    data = to_tflite(_trained_like(models.build(shrunk)), "int8", io="int8", num_calibration=4)
+    want = collections.Counter(graph.config_key(ly["config"]) for ly in graph.layers(data))
+    assert collections.Counter(op["key"] for op in int8_ops(shrunk)["ops"]) == want
