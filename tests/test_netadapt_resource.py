@@ -248,3 +248,6 @@ def test_shrunk_spec_keys_equal_converted_keys(name, alpha):
     data = to_tflite(_trained_like(models.build(shrunk)), "int8", io="int8", num_calibration=4)
     want = collections.Counter(graph.config_key(ly["config"]) for ly in graph.layers(data))
     assert collections.Counter(op["key"] for op in int8_ops(shrunk)["ops"]) == want
+    assert abs(resource(shrunk, "flash") - len(data)) <= 0.05 * len(data)
+    measured = _measured_arena((shrunk, data))
+    assert abs(resource(shrunk, "peak_sram") - measured) <= 0.10 * measured, (resource(shrunk, "peak_sram"), measured)
