@@ -432,3 +432,124 @@ def profile(model_or_spec):
         macs=int(sum(r.macs for r in layer_rows)), flash_bytes=int(flash),
         peak_activation_bytes=int(peak), peak_activation_bytes_float32=int(4 * peak),
         peak_at=peak_at, tflite_ops=len(ops), weight_bytes_int8=int(weights_bytes))
+
+
+# --- TFLite-Micro arena and int8 flash of an int8 op graph ----------------------------------------
+# Inputs are int8 op graphs as ``tfmobile.netadapt.resource.int8_ops`` writes them: ops in execution order,
+# each with a LUT-style ``config`` (tensor shapes, dtypes, constness) and activation tensor ids.
+ARENA_ALIGNMENT = 16
+
+
+def planned_activation_bytes(derived):
+    """Bytes of TFLM's greedy memory plan of the activation tensors (arena head).
+
+    As tflite-micro's GreedyMemoryPlanner: every non-constant tensor lives from the op that writes it
+    (the model input from the first op) to the last op that reads it (the output to the last op); buffers are
+    placed largest first, each at the lowest 16-byte aligned offset that does not overlap a placed buffer
+    alive at the same time. The plan's end is the head size.
+    """
+    ops = derived["ops"]
+    first, last = {derived["input"]: 0}, {}
+    for i, op in enumerate(ops):
+        for t in op["outputs"]:
+            first.setdefault(t, i)
+            last.setdefault(t, i)
+        for t in op["inputs"]:
+            if t is not None:
+                last[t] = max(last.get(t, i), i)
+    last[derived["output"]] = max(len(ops) - 1, 0)
+    sizes = {t: -(-math.prod(derived["shapes"][t]) // ARENA_ALIGNMENT) * ARENA_ALIGNMENT for t in first}
+    placed = []   # (offset, size, first, last)
+    end = 0
+    for t in sorted(first, key=lambda t: (-sizes[t], first[t])):
+        lo, hi = first[t], last.get(t, first[t])
+        offset = 0
+        for o, s, f, l in sorted(p for p in placed if not (p[3] < lo or p[2] > hi)):
+            if offset + sizes[t] <= o:
+                break
+            offset = max(offset, o + s)
+        placed.append((offset, sizes[t], lo, hi))
+        end = max(end, offset + sizes[t])
+    return end
+
+
+_PER_CHANNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+# TFLM arena beyond the activation plan (x86-64 host build of tflite-micro's Python interpreter): each
+# conv / depthwise / fully-connected op keeps an int32 output multiplier and shift per output channel
+# (8 bytes); per op (node, registration, op data) and per tensor (eval tensor) bookkeeping and a fixed
+# part were fitted by least squares to arenas measured by ``tfmobile.convert.measure_arena`` on 32x32 zoo
+# models (every family); tests/test_netadapt_resource.py checks 32x32 and 64x64 against measurements.
+ARENA_BYTES_PER_CHANNEL = 8
+ARENA_BYTES_PER_OP = 167
+ARENA_BYTES_PER_TENSOR = 27
+ARENA_FIXED_BYTES = 1054
+# .tflite bytes beyond the constant buffers: a float32 scale and an int64 zero point per quantization
+# channel (every tensor has at least one), and per tensor and fixed flatbuffer bookkeeping (tensor
+# names, shapes, offsets, operator index vectors, metadata), fitted like the arena constants against the
+# converter's files (of models with trained-like, non-zero biases: the converter stores an all-zero bias
+# buffer once for all ops that have it, which only freshly initialised models do).
+FLASH_BYTES_PER_QCHANNEL = 12
+FLASH_BYTES_PER_TENSOR = 187
+FLASH_FIXED_BYTES = 4631
+
+
+def int8_graph_counts(derived):
+    """Counts the arena and flash models use: tensors (activations + constants; equal small int32
+    constants such as reshape shapes and reduction axes are shared, as the converter shares them),
+    ops, per-channel quantized output channels, constant bytes and quantization channels."""
+    acts, shared = {derived["input"]}, set()
+    own_consts = const_bytes = qchannels = channels = 0
+    for op in derived["ops"]:
+        acts.update(op["outputs"])
+        cfg = op["config"]
+        if cfg["op"] in _PER_CHANNEL_OPS:
+            channels += cfg["outputs"][0]["shape"][-1]
+        for j, t in enumerate(cfg["inputs"]):
+            if t is None or not t["const"]:
+                continue
+            n = math.prod(t["shape"])
+            const_bytes += n * (1 if t["dtype"] == "int8" else 4)
+            if t["per_channel"]:
+                qchannels += t["shape"][3 if cfg["op"] == "DEPTHWISE_CONV_2D" and t["dtype"] == "int8" else 0]
+                own_consts += 1
+            elif t["dtype"] == "int32":
+                values = (op.get("const_values") or {}).get(j)
+                shared.add((cfg["op"], j, tuple(t["shape"]), tuple(values) if values else
+                            tuple(cfg["outputs"][0]["shape"])))
+            else:
+                own_consts += 1
+                qchannels += 1
+    qchannels += len(acts)
+    return {"tensors": len(acts) + len(shared) + own_consts, "ops": len(derived["ops"]),
+            "per_channel_outputs": channels, "const_bytes": const_bytes, "quant_channels": qchannels}
+
+
+def _without_final_softmax(derived):
+    ops = derived["ops"]
+    if ops and ops[-1]["op"] == "SOFTMAX" and ops[-1]["outputs"] == [derived["output"]]:
+        return dict(derived, ops=ops[:-1], output=ops[-1]["inputs"][0])
+    return derived
+
+
+def tflm_arena(derived):
+    """Predicted TFLM tensor arena (bytes) of the firmware model of an int8 op graph.
+
+    The firmware model is the int8 model without its final SOFTMAX (``convert.flatbuffer.strip_final_softmax``,
+    as ``tfmobile.convert`` exports it for TFLM). Arena = the greedy plan of the activations
+    (``planned_activation_bytes``) + per-channel requantization data + per-op and per-tensor bookkeeping.
+    """
+    fw = _without_final_softmax(derived)
+    counts = int8_graph_counts(fw)
+    head = planned_activation_bytes(fw)
+    persistent = (ARENA_BYTES_PER_CHANNEL * counts["per_channel_outputs"] + ARENA_BYTES_PER_OP * counts["ops"]
+                  + ARENA_BYTES_PER_TENSOR * counts["tensors"] + ARENA_FIXED_BYTES)
+    return {"arena_bytes": int(head + persistent), "activation_plan_bytes": int(head),
+            "persistent_bytes": int(persistent), **counts}
+
+
+def int8_flash(derived):
+    """Predicted size (bytes) of the int8 .tflite of an int8 op graph (with its softmax, as converted)."""
+    counts = int8_graph_counts(derived)
+    flash = (counts["const_bytes"] + FLASH_BYTES_PER_QCHANNEL * counts["quant_channels"]
+             + FLASH_BYTES_PER_TENSOR * counts["tensors"] + FLASH_FIXED_BYTES)
+    return {"flash_bytes": int(flash), **counts}

@@ -78,7 +78,8 @@ def op_names(data):
     return [_opcode_name(model.operatorCodes[op.opcodeIndex]) for op in model.subgraphs[0].operators or []]
 
 
-def _options_dict(opts):
+def options_dict(opts):
+    """A builtin-options object as the LUT key writes it (enums by name, arrays as lists)."""
     if opts is None:
         return {}
     out = {}
@@ -122,7 +123,7 @@ def layers(data):
         ins = [(_tensor_info(sg, model, j) if j >= 0 else None) for j in op.inputs]
         outs = [_tensor_info(sg, model, j) for j in op.outputs]
         cfg = {"op": name, "inputs": ins, "outputs": outs,
-               "options": _options_dict(op.builtinOptions)}
+               "options": options_dict(op.builtinOptions)}
         tname = sg.tensors[op.outputs[0]].name if len(op.outputs) else b""
         out.append({"index": i, "op": name, "name": tname.decode(errors="replace") if isinstance(tname, bytes)
                     else str(tname), "config": cfg, "macs": _macs(name, ins, outs)})
@@ -132,6 +133,11 @@ def layers(data):
 def config_key(config):
     """Canonical string of a layer config (the LUT key without the device part)."""
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def config_macs(config):
+    """Multiply-accumulates of one op from its LUT configuration (conv, depthwise, fully connected; else 0)."""
+    return _macs(config["op"], config["inputs"], config["outputs"])
 
 
 def _macs(name, ins, outs):

@@ -189,7 +189,7 @@ def _log(msg, verbose):
 
 def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, rounds=DEFAULT_ROUNDS, warmup=5,
               remeasure=False, cpus=None, verbose=True, batch=200, companions=None, evict_bytes=0,
-              calibrate=None):
+              calibrate=None, one_op_models=None):
     """Measure every op configuration of ``models`` that the LUT lacks for this device; save; return stats.
 
     models: .tflite paths / bytes / ModelSpecs / tf_keras models (int8-converted first).
@@ -209,6 +209,8 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
     scale" (``scale_cpu`` / ``scale_wall``), which ``predict`` applies: ops cost more inside a
     whole model (weights of many ops do not stay in L2, partitions between delegated and
     non-delegated ops) than measured alone back-to-back. Needs one batch (``batch`` >= configs).
+    one_op_models: {config key: (op name, function returning the one-op .tflite bytes)} measured like the
+    ops cut out of ``models`` (netadapt synthesizes them for configurations derived from a spec).
     """
     calibrate = [os.fspath(p) for p in (calibrate or [])]
     if calibrate:
@@ -222,7 +224,7 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
     dkey = device_key(device)
     dev = table["devices"].setdefault(dkey, {"device": device, "overhead_ms": None, "entries": {}})
     entries = dev["entries"]
-    todo = {}   # key -> (model bytes index, op index, op name)
+    todo = {}   # key -> (op name, function returning the one-op model bytes)
     seen = set()
     sources = []
     n_layers = 0
@@ -234,7 +236,11 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
             k = layer["key"]
             seen.add(k)
             if (remeasure or k not in entries) and k not in todo:
-                todo[k] = (len(sources) - 1, layer["index"], layer["op"])
+                todo[k] = (layer["op"], lambda m=sources[-1], i=layer["index"]: graph.op_model(m, i))
+    for k, (op, make) in (one_op_models or {}).items():
+        seen.add(k)
+        if (remeasure or k not in entries) and k not in todo:
+            todo[k] = (op, make)
     _log(f"{n_layers} ops in {len(sources)} model(s): {len(todo)} configuration(s) to measure on {dkey}", verbose)
     measured = 0
     keys = list(todo)
@@ -250,10 +256,9 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
             chunk = keys[start:start + batch]
             paths = [trivial]
             for j, k in enumerate(chunk):
-                si, oi, _ = todo[k]
                 p = os.path.join(tmp, f"op{start + j}.tflite")
                 with open(p, "wb") as f:
-                    f.write(graph.op_model(sources[si], oi))
+                    f.write(todo[k][1]())
                 paths.append(p)
             if not chunk and dev["overhead_ms"] is not None and not comp_paths:
                 break
@@ -277,8 +282,8 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
             dev["overhead_cpu_ms"] = ovc if dev.get("overhead_cpu_ms") is None else min(dev["overhead_cpu_ms"], ovc)
             for k, r in zip(chunk, res[1:]):
                 if "error" in r:
-                    raise UserError(f"LiteRT cannot run the one-op model of {todo[k][2]}: {r['error']}")
-                entries[k] = {"op": todo[k][2], "ms": _median(r["times_ms"]), "min_ms": min(r["times_ms"]),
+                    raise UserError(f"LiteRT cannot run the one-op model of {todo[k][0]}: {r['error']}")
+                entries[k] = {"op": todo[k][0], "ms": _median(r["times_ms"]), "min_ms": min(r["times_ms"]),
                               "cpu_ms": _median(r["cpu_times_ms"]), "runs": len(r["times_ms"]), "measured": now}
                 measured += 1
             if path:  # keep what is measured even if a later batch fails
@@ -333,6 +338,19 @@ def predict_detail(model, lut, backend="litert", threads=1, measure_missing=Fals
     compute time without waiting for a CPU held by other processes; valid for 1 thread, where
     XNNPACK runs in the calling thread). Default: "cpu" at 1 thread, else "wall".
     """
+    layers_, data = lut_layers(model)
+    return predict_ops(layers_, lut, backend, threads, clock=clock,
+                       measure=(lambda table, missing: build_lut([data], table, backend, threads, verbose=verbose))
+                       if measure_missing else None)
+
+
+def predict_ops(layers_, lut, backend="litert", threads=1, clock=None, measure=None):
+    """The prediction of ``predict_detail`` for ops already keyed (dicts with key, op, name, index, macs, config).
+
+    Shared by predict_detail (ops read from a .tflite) and tfmobile.netadapt.resource (ops derived from a
+    spec). measure: None (missing entries are a UserError) or ``measure(table, missing_layers)``, which adds
+    them to the LUT dict ``table``; the LUT is saved afterwards when ``lut`` is a path.
+    """
     clock = clock or default_clock(threads)
     if clock not in ("wall", "cpu"):
         raise UserError(f"clock must be 'wall' or 'cpu', got {clock!r}")
@@ -341,15 +359,17 @@ def predict_detail(model, lut, backend="litert", threads=1, measure_missing=Fals
     table = load_lut(lut)
     device = _device(backend, threads)
     dkey = device_key(device)
-    layers_, data = lut_layers(model)
     dev = table["devices"].get(dkey)
     missing = [ly for ly in layers_ if dev is None or ly["key"] not in dev["entries"]]
     if missing or dev is None or dev.get("overhead_ms") is None:
-        if not measure_missing:
+        if measure is None:
+            if dev is None and table["devices"]:
+                raise UserError(f"LUT lacks this device '{dkey}': it holds entries for "
+                                f"{'; '.join(sorted(table['devices']))} (device, backend and thread count must match)")
             raise UserError(f"LUT lacks {len(missing)} of {len(layers_)} op configuration(s) for device "
                             f"'{dkey}': run `python -m pipelines.lut build` on this model first "
                             "(or predict with --measure_missing)")
-        build_lut([data], table, backend, threads, verbose=verbose)
+        measure(table, missing)
         if not isinstance(lut, dict):
             save_lut(table, lut)
         dev = table["devices"][dkey]

@@ -286,6 +286,10 @@ def measure_arena(tflite_bytes, sample_input=None, granularity=16, max_arena=64 
         while True:
             proc, events = _child({"model": model_path, "run_arena": hi, "search": None}, wd, timeout)
             probes += 1
+            last = events[-1] if events else {}
+            if proc.returncode != 0 and last.get("event") == "probe" and hi < max_arena:
+                hi *= 2   # TFLM crashes instead of failing when the tail does not fit: too small
+                continue
             _raise_on_failure(proc, events, info, "loading")
             res = [e for e in events if e.get("event") == "result"]
             if res and res[-1]["ok"]:

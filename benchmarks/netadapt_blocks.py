@@ -1,0 +1,109 @@
+"""NetAdapt building blocks: latency of a spec from the LUT without converting it, and how fast that is.
+
+    python benchmarks/netadapt_blocks.py [--only mbv2,mbv1] [--runs 60] [--model_runs 100] [--json]
+
+For the models of benchmarks/lut_accuracy.py (same flags, same LUT file, same calibration models for the
+context scale): builds the LUT from the converted models and times the whole models in the same worker
+and interleaved rounds (bench.lut.build_lut companions), then compares per model
+  - spec:       tfmobile.netadapt.resource(spec, "latency") (ops and keys derived from the spec; keys the
+                LUT lacks are timed on synthesized one-op models: a converted random-init Dense has no bias,
+                the spec's (a trained model's) has one),
+  - conversion: bench.lut.predict(converted .tflite),
+  - measured:   the median of the whole-model times,
+with the mean absolute percentage error of each prediction against the measurement, and the time of a
+warm-LUT spec prediction (median over --timing_reps calls; a LUT dict in memory) next to the time of
+building the Keras model (what a build-based estimate would pay before converting).
+"""
+import os
+import statistics
+import time
+
+import tfmobile  # noqa: F401
+from absl import flags
+
+import lut_accuracy  # the model list and LUT flags (benchmarks/ is on sys.path when run as a script)
+from pipelines import _cli
+
+flags.DEFINE_integer("timing_reps", 20, "warm-LUT spec predictions timed per model")
+FLAGS = flags.FLAGS
+
+
+def _mape(rows, key):
+    return round(sum(abs(r[key]) for r in rows) / len(rows), 2)
+
+
+def main(argv):
+    from tfmobile import models
+    from tfmobile.bench import lut as L
+    from tfmobile.bench import zoo
+    from tfmobile.bench.stats import summarize
+    from tfmobile.netadapt.resource import int8_ops, latency
+
+    work = FLAGS.work_dir or zoo.DEFAULT_WORK_DIR
+    lut_path = FLAGS.lut or os.path.join(work, f"lut_t{FLAGS.threads}.json")
+    chosen = [m for m in lut_accuracy.MODELS if not FLAGS.only or m[0] in FLAGS.only]
+    paths = [zoo.zoo_tflite(n, r, a, work_dir=work, **o) for n, r, a, o in chosen]
+    cal = [zoo.zoo_tflite(n, r, a, work_dir=work, **o) for n, r, a, o in lut_accuracy.CALIBRATION] \
+        if FLAGS.calibrate else None
+    built = L.build_lut(paths, lut_path, threads=FLAGS.threads, runs=FLAGS.runs, rounds=FLAGS.rounds,
+                        batch=10 ** 6, companions=paths, calibrate=cal)
+    table = L.load_lut(lut_path)
+    clock = L.default_clock(FLAGS.threads)
+    field = "cpu_times_ms" if clock == "cpu" else "times_ms"
+    rows = []
+    for (name, res, alpha, opts), path in zip(chosen, paths):
+        spec = models.get_spec(name, input_shape=(res, res, 3), alpha=alpha, classes=1000, **opts)
+        entries_before = sum(len(d["entries"]) for d in table["devices"].values())
+        spec_ms = latency(spec, table, threads=FLAGS.threads, clock=clock)   # measures what it lacks
+        synthesized = sum(len(d["entries"]) for d in table["devices"].values()) - entries_before
+        times = []
+        for _ in range(FLAGS.timing_reps):
+            t0 = time.perf_counter()
+            latency(spec, table, threads=FLAGS.threads, clock=clock, measure_missing=False)
+            times.append(1000 * (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        int8_ops(spec)
+        derive_ms = 1000 * (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        models.build(spec)
+        keras_ms = 1000 * (time.perf_counter() - t0)
+        conv_ms = L.predict(path, table, threads=FLAGS.threads, clock=clock)
+        comp = next(x for x in built["companions"] if x["path"] == os.fspath(path))
+        measured = summarize(comp[field])["median_ms"]
+        rows.append({
+            "model": f"{name} {res}px a{alpha}" + "".join(f" {k}" for k in opts),
+            "ops": len(int8_ops(spec)["ops"]), "synthesized_entries": synthesized,
+            "spec_predicted_ms": round(spec_ms, 4), "conversion_predicted_ms": round(conv_ms, 4),
+            "measured_ms": round(measured, 4),
+            "spec_error_pct": round(100 * (spec_ms - measured) / measured, 2),
+            "conversion_error_pct": round(100 * (conv_ms - measured) / measured, 2),
+            "spec_vs_conversion_pct": round(100 * (spec_ms - conv_ms) / conv_ms, 3),
+            "warm_prediction_ms": round(statistics.median(times), 3), "derive_ops_ms": round(derive_ms, 3),
+            "keras_build_ms": round(keras_ms, 1)})
+    L.save_lut(table, lut_path)
+    worst = max(r["warm_prediction_ms"] for r in rows)
+    return {"backend": "litert", "threads": FLAGS.threads, "clock": clock, "models": len(rows),
+            "mape_spec_pct": _mape(rows, "spec_error_pct"), "mape_conversion_pct": _mape(rows, "conversion_error_pct"),
+            "max_warm_prediction_ms": worst, "target_warm_prediction_ms": 50.0, "pass_speed": worst <= 50.0,
+            "median_keras_build_ms": round(statistics.median(r["keras_build_ms"] for r in rows), 1),
+            "rows": rows, "lut": {"path": lut_path, "entries": built["entries"], "scale_cpu": built.get("scale_cpu"),
+                                  "scale_wall": built.get("scale_wall")},
+            "device": built["device_key"], "loadavg": os.getloadavg()}
+
+
+def _render(r):
+    lines = ["| model | ops | spec ms | conversion ms | measured ms | spec err | conv err | warm predict ms | "
+             "Keras build ms |", "|---|---|---|---|---|---|---|---|---|"]
+    for x in r["rows"]:
+        lines.append(f"| {x['model']} | {x['ops']} | {x['spec_predicted_ms']:.3f} | {x['conversion_predicted_ms']:.3f} "
+                     f"| {x['measured_ms']:.3f} | {x['spec_error_pct']:+.1f}% | {x['conversion_error_pct']:+.1f}% | "
+                     f"{x['warm_prediction_ms']:.2f} | {x['keras_build_ms']:.0f} |")
+    lines.append(f"MAPE spec {r['mape_spec_pct']:.2f}%, conversion {r['mape_conversion_pct']:.2f}%; "
+                 f"slowest warm prediction {r['max_warm_prediction_ms']:.2f} ms; device: {r['device']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    def _main(argv):
+        _cli.emit(main(argv), FLAGS.json, _render)
+    _cli.run(_main)

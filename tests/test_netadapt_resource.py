@@ -1,0 +1,195 @@
+"""netadapt.resource: a spec's int8 ops / LUT keys, latency, MACs, TFLM arena and flash without converting it."""
+import collections
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tfmobile  # noqa: F401
+from tfmobile import models
+from tfmobile.bench import graph, synth
+from tfmobile.errors import UserError
+from tfmobile.netadapt import RESOURCE_KINDS, resource
+from tfmobile.netadapt.resource import int8_ops
+
+ZOO = [  # (name, alphas, options): every family, two widths each
+    ("mbv1", (0.25, 0.5), {}),
+    ("mbv2", (0.35, 1.0), {}),
+    ("mbv3_small", (0.75, 1.0), {}),
+    ("mbv3_large", (0.5, 1.0), {}),
+    ("mbv3_small", (1.0,), {"minimalistic": True}),
+    ("shufflenet_v1", (0.5, 1.0), {}),
+    ("shufflenet_v2", (0.5, 1.0), {}),
+    ("squeezenet1_0", (0.5, 1.0), {}),
+    ("squeezenet1_1", (0.5, 1.0), {}),
+]
+ARENA_TABLE = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmark_data", "tflm_arenas.json")
+
+
+def _cases(resolution):
+    return [(n, resolution, a, o) for n, alphas, o in ZOO for a in alphas]
+
+
+def _trained_like(model, seed=0):
+    """Non-zero biases and batch-norm statistics, as a trained model has: the converter shares an all-zero
+    bias buffer between ops and drops a Dense layer's all-zero bias, which a fresh model has everywhere."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if type(layer).__name__ == "BatchNormalization":
+            g, b, m, v = weights
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+        elif getattr(layer, "use_bias", False) and weights:
+            layer.set_weights(weights[:-1] + [rng.normal(0, 0.1, weights[-1].shape).astype(np.float32)])
+    return model
+
+
+_CONVERTED = {}
+
+
+def converted(name, res, alpha, options):
+    """(spec, int8 .tflite bytes) of a zoo model with trained-like weights; cached for the module."""
+    key = (name, res, alpha, tuple(sorted(options.items())))
+    if key not in _CONVERTED:
+        from tfmobile.convert import to_tflite
+        model = _trained_like(models.build(name, input_shape=(res, res, 3), alpha=alpha, classes=10, **options))
+        _CONVERTED[key] = (models.spec_of(model), to_tflite(model, "int8", io="int8", num_calibration=4))
+    return _CONVERTED[key]
+
+
+def _check_keys(case):
+    spec, data = converted(*case)
+    want = collections.Counter(graph.config_key(ly["config"]) for ly in graph.layers(data))
+    got = collections.Counter(op["key"] for op in int8_ops(spec)["ops"])
+    assert got == want, (f"{spec.name}: missing {list(want - got)[:2]}, extra {list(got - want)[:2]}")
+
+
+@pytest.mark.parametrize("case", _cases(32), ids=lambda c: f"{c[0]}_{c[2]}{''.join(c[3])}")
+def test_spec_keys_equal_converted_keys_32(case):
+    _check_keys(case)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("res", [64, 96])
+def test_spec_keys_equal_converted_keys_larger(res):
+    for case in _cases(res):
+        _check_keys(case)
+
+
+@pytest.mark.parametrize("case", _cases(32), ids=lambda c: f"{c[0]}_{c[2]}{''.join(c[3])}")
+def test_flash_within_5_percent_of_int8_file(case):
+    spec, data = converted(*case)
+    flash = resource(spec, "flash")
+    assert abs(flash - len(data)) <= 0.05 * len(data), (spec.name, flash, len(data))
+
+
+def test_synthesized_one_op_models_have_the_requested_keys():
+    """Every op of two converted models, rebuilt from its configuration alone, reads back with the same key."""
+    from ai_edge_litert.interpreter import Interpreter
+    ran = set()
+    for case in (("mbv3_small", 32, 0.75, {}), ("shufflenet_v2", 32, 0.5, {})):
+        spec, _ = converted(*case)
+        for op in int8_ops(spec)["ops"]:
+            data = synth.one_op_model(op["config"], op["const_values"])
+            assert graph.config_key(graph.layers(data)[0]["config"]) == op["key"]
+            if op["op"] not in ran:   # and LiteRT runs it
+                it = Interpreter(model_content=data)
+                it.allocate_tensors()
+                it.invoke()
+                ran.add(op["op"])
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH", "MEAN", "MUL", "STRIDED_SLICE", "TRANSPOSE"} <= ran
+
+
+def test_macs_equal_analysis():
+    from tfmobile import analysis
+    for name, alpha in (("mbv3_small", 0.75), ("shufflenet_v1", 0.5), ("squeezenet1_1", 1.0)):
+        spec = models.get_spec(name, input_shape=(32, 32, 3), alpha=alpha, classes=10)
+        assert resource(spec, "macs") == analysis.profile(spec).macs > 0
+
+
+def test_latency_equals_conversion_based_prediction(tmp_path):
+    """Same keys, same entries, same overhead and scale: the spec prediction equals bench.lut.predict's."""
+    from tfmobile.bench import lut as L
+    spec, data = converted("mbv2", 32, 0.35, {})
+    path = str(tmp_path / "lut.json")
+    L.build_lut([data], path, runs=4, rounds=2, verbose=False)
+    table = L.load_lut(path)
+    dev = next(iter(table["devices"].values()))
+    dev["scale_cpu"] = 1.25     # a context scale is applied the same way
+    assert resource(spec, "latency", lut=table, measure_missing=False) == pytest.approx(
+        L.predict(data, table), rel=1e-12)
+    narrower = spec.copy()
+    narrower.blocks[-1] = dict(narrower.blocks[-1], classes=7) if isinstance(narrower.blocks[-1], dict) else \
+        narrower.blocks[-1]
+    with pytest.raises(UserError, match="LUT lacks"):
+        resource(narrower, "latency", lut=table, measure_missing=False)
+
+
+def test_missing_entries_measured_on_synthesized_models_and_saved(tmp_path):
+    from tfmobile.bench import lut as L
+    spec = models.get_spec("mbv1", input_shape=(32, 32, 3), alpha=0.25, classes=10)
+    path = str(tmp_path / "lut.json")
+    first = resource(spec, "latency", lut=path)
+    entries = next(iter(L.load_lut(path)["devices"].values()))["entries"]
+    assert {op["key"] for op in int8_ops(spec)["ops"]} <= set(entries)
+    assert first > 0
+    assert resource(spec, "latency", lut=path, measure_missing=False) == first   # nothing re-measured
+
+
+def test_bad_input_is_one_line():
+    spec = models.get_spec("mbv1", input_shape=(32, 32, 3), alpha=0.25, classes=10)
+    with pytest.raises(UserError, match="latency, macs, params, peak_sram, flash"):
+        resource(spec, "energy")
+    with pytest.raises(UserError, match="needs a LUT"):
+        resource(spec, "latency")
+    foreign = spec.copy()
+    foreign.family = "resnet50"
+    with pytest.raises(UserError, match="does not build"):
+        resource(foreign, "macs")
+    with pytest.raises(UserError, match="ModelSpec"):
+        resource({"blocks": []}, "macs")
+    other_device = {"lut_version": 1, "devices": {"Other CPU | arm64 | litert | 4 | ai-edge-litert 0": {
+        "device": {}, "overhead_ms": 0.01, "entries": {}}}}
+    with pytest.raises(UserError, match="thread count must match"):
+        resource(spec, "latency", lut=other_device, measure_missing=False)
+    assert RESOURCE_KINDS == ("latency", "macs", "params", "peak_sram", "flash")
+
+
+# --- TFLM arena -------------------------------------------------------------------------------------
+def _measured_arena(spec_and_data):
+    from tfmobile.convert.flatbuffer import strip_final_softmax
+    from tfmobile.convert.tflm import measure_arena
+    return measure_arena(strip_final_softmax(spec_and_data[1]))["arena_bytes"]
+
+
+@pytest.mark.parametrize("case", [("mbv2", 32, 0.35, {}), ("shufflenet_v2", 32, 0.5, {})],
+                         ids=lambda c: c[0])
+def test_peak_sram_within_10_percent_of_measured_arena(case):
+    conv = converted(*case)
+    measured = _measured_arena(conv)
+    predicted = resource(conv[0], "peak_sram")
+    assert abs(predicted - measured) <= 0.10 * measured, (conv[0].name, predicted, measured)
+
+
+def test_peak_sram_within_10_percent_of_committed_measurements():
+    """docs/benchmark_data/tflm_arenas.json: arenas measured by convert.measure_arena (refreshed by the slow
+    test below) for every family at two sizes."""
+    with open(ARENA_TABLE) as f:
+        table = json.load(f)
+    assert len(table["models"]) >= 2 * len(_cases(32))
+    for row in table["models"]:
+        spec = models.get_spec(row["model"], input_shape=(row["resolution"],) * 2 + (3,), alpha=row["alpha"],
+                               classes=10, **row["options"])
+        predicted = resource(spec, "peak_sram")
+        assert abs(predicted - row["arena_bytes"]) <= 0.10 * row["arena_bytes"], (spec.name, predicted, row)
+
+
+@pytest.mark.slow
+def test_committed_arena_table_matches_fresh_measurements():
+    with open(ARENA_TABLE) as f:
+        table = json.load(f)
+    for row in table["models"]:
+        conv = converted(row["model"], row["resolution"], row["alpha"], row["options"])
+        assert _measured_arena(conv) == pytest.approx(row["arena_bytes"], rel=0.01), row
