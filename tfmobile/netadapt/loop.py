@@ -217,7 +217,7 @@ def check_config(cfg):
         if not a > 0:
             raise UserError(f"baseline width multipliers must be > 0, got {a}")
     if cfg.resource == "latency":
-        check_lut(cfg.lut, cfg.backend, cfg.threads)
+        check_lut(cfg.lut, "litert", cfg.threads)
 
 
 def check_lut(path, backend, threads):
@@ -299,7 +299,15 @@ class Run:
     def predict(self, spec):
         from tfmobile.netadapt.resource import resource
 
-        return float(resource(spec, self.cfg.resource, lut=self.cfg.lut))
+        return float(resource(spec, self.cfg.resource, **self.resource_args()))
+
+    def resource_args(self):
+        """The LUT (this run's own lut.json unless --lut) and thread count the predictions use.
+
+        The LUT times ops on this host's LiteRT (litert backend); for the other backends it only
+        ranks the proposals, and the measurements on the chosen backend decide.
+        """
+        return {"lut": self.cfg.lut or self.dir.sub("lut.json"), "threads": self.cfg.threads}
 
     def measure_model(self, model, spec, directory):
         """Convert, measure on the one device, keep the .tflite; returns the measurement dict."""
@@ -401,7 +409,7 @@ class Run:
         for g in groups(cur["spec"]):
             if g.width <= g.channel_step:
                 continue
-            w = largest_width(cur["spec"], g, budget_pred, cfg.resource, cfg.lut)
+            w = largest_width(cur["spec"], g, budget_pred, cfg.resource, **self.resource_args())
             if w is None or w >= g.width:
                 continue
             spec = shrink(cur["spec"], g, w)

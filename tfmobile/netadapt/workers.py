@@ -143,7 +143,7 @@ def _die_with_parent():
             pass
 
 
-def _worker_main(conn, parent_pid):
+def _worker_main(conn, parent_pid, fn):
     _die_with_parent()
     if os.getppid() != parent_pid:   # the parent died before prctl took effect
         os._exit(1)
@@ -156,8 +156,9 @@ def _worker_main(conn, parent_pid):
         if msg is None:
             os._exit(0)
         key, task = msg
+        conn.send(("started", key))   # the proposal's deadline counts from here, not from our start-up
         try:
-            conn.send(("ok", key, run_proposal(task)))
+            conn.send(("ok", key, fn(task)))
         except UserError as e:
             conn.send(("user_error", key, str(e)))
         except BaseException as e:  # noqa: BLE001  (reported to the driver, which retries or stops)
@@ -167,9 +168,9 @@ def _worker_main(conn, parent_pid):
 
 
 class _Proc:
-    def __init__(self, ctx):
+    def __init__(self, ctx, fn):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, os.getpid(), fn), daemon=True)
         self.process.start()
         child.close()
         self.key = None
@@ -215,16 +216,20 @@ class _Attempts:
 
 
 class LocalPool:
-    """``workers`` spawned processes, one proposal each at a time; they die with the driver."""
+    """``workers`` spawned processes, one proposal each at a time; they die with the driver.
+
+    fn: the task function (module-level, picklable by reference); ``run_proposal`` by default.
+    """
 
     kind = "local"
 
-    def __init__(self, workers=1, timeout=None, log=None):
+    def __init__(self, workers=1, timeout=None, log=None, fn=run_proposal):
         if workers < 1:
             raise UserError(f"--workers must be >= 1, got {workers}")
         self.workers, self.timeout = workers, timeout
         self.log = log or (lambda m: None)
         self.ctx = multiprocessing.get_context("spawn")
+        self.fn = fn
         self.procs = []
 
     def describe(self):
@@ -237,20 +242,21 @@ class LocalPool:
         queue = list(tasks)
         attempts = _Attempts(self.log)
         while len(self.procs) < min(self.workers, len(queue)):
-            self.procs.append(_Proc(self.ctx))
+            self.procs.append(_Proc(self.ctx, self.fn))
         busy = {}
         try:
             while queue or busy:
                 for p in self.procs:
                     if p.key is None and queue:
                         key = queue.pop(0)
-                        p.key, p.started = key, time.time()
+                        p.key, p.started = key, None
                         p.conn.send((key, tasks[key]))
                         busy[key] = p
                 if not busy:
                     break
                 waits = [x for p in busy.values() for x in (p.conn, p.process.sentinel)]
-                deadline = min(p.started + self.timeout for p in busy.values()) if self.timeout else None
+                running = [p.started for p in busy.values() if p.started is not None]
+                deadline = min(running) + self.timeout if self.timeout and running else None
                 ready = wait(waits, timeout=None if deadline is None else max(0.0, deadline - time.time()))
                 for p in list(busy.values()):
                     key = p.key
@@ -260,6 +266,9 @@ class LocalPool:
                             msg = p.conn.recv()
                         except (EOFError, OSError):
                             msg = None
+                    if msg is not None and msg[0] == "started":
+                        p.started = time.time()
+                        continue
                     if msg is not None:
                         del busy[key]
                         p.key = None
@@ -272,8 +281,10 @@ class LocalPool:
                             queue.insert(0, key)
                         continue
                     dead = p.process.sentinel in ready or (p.conn in ready) or not p.process.is_alive()
-                    late = self.timeout and time.time() - p.started > self.timeout
+                    late = self.timeout and p.started is not None and time.time() - p.started > self.timeout
                     if dead or late:
+                        if dead:
+                            p.process.join(timeout=5)   # reap it, so its exit status is known
                         why = (describe_exit(p.process.exitcode) if dead and not late
                                else f"timed out after {self.timeout:.0f} s")
                         p.stop(kill=True)
@@ -281,7 +292,7 @@ class LocalPool:
                         self.procs.remove(p)
                         attempts.failed(key, why)
                         queue.insert(0, key)
-                        self.procs.append(_Proc(self.ctx))
+                        self.procs.append(_Proc(self.ctx, self.fn))
         except BaseException:
             self.close(kill=True)
             raise
@@ -352,11 +363,11 @@ class RayPool:
 
     kind = "ray"
 
-    def __init__(self, address, threads=1, timeout=None, log=None):
+    def __init__(self, address, threads=1, timeout=None, log=None, fn=run_proposal):
         self.address, self.threads, self.timeout = address, threads, timeout
         self.log = log or (lambda m: None)
         self.ray = ray_init(address, self.log)
-        self.remote = self.ray.remote(max_retries=0, num_cpus=threads)(run_proposal)
+        self.remote = self.ray.remote(max_retries=0, num_cpus=threads)(fn)
         self._data_ref = None
 
     def describe(self):
@@ -369,12 +380,12 @@ class RayPool:
         ray = self.ray
         attempts = _Attempts(self.log)
         pending = {}
-        parents = {t["parent"]: ray.put(checkpoint_files(t["parent"])) for t in tasks.values()}
+        parents = {t["parent"]: ray.put(checkpoint_files(t["parent"])) for t in tasks.values() if "parent" in t}
 
         def submit(key):
             t = dict(tasks[key], output_dir=None)
-            ref = self.remote.remote(t, self._data_ref, parents[t["parent"]])
-            pending[ref] = (key, time.time())
+            args = (t, self._data_ref, parents[t["parent"]]) if "parent" in t else (t,)
+            pending[self.remote.remote(*args)] = (key, time.time())
 
         for key in tasks:
             submit(key)
