@@ -91,13 +91,15 @@ def main(argv):
             "device": built["device_key"], "loadavg": os.getloadavg()}
 
 
+COLUMNS = [("model", "model", "{}"), ("ops", "ops", "{}"), ("spec ms", "spec_predicted_ms", "{:.3f}"),
+           ("conversion ms", "conversion_predicted_ms", "{:.3f}"), ("measured ms", "measured_ms", "{:.3f}"),
+           ("spec err", "spec_error_pct", "{:+.1f}%"), ("conv err", "conversion_error_pct", "{:+.1f}%"),
+           ("warm predict ms", "warm_prediction_ms", "{:.2f}"), ("Keras build ms", "keras_build_ms", "{:.0f}")]
+
+
 def _render(r):
-    lines = ["| model | ops | spec ms | conversion ms | measured ms | spec err | conv err | warm predict ms | "
-             "Keras build ms |", "|---|---|---|---|---|---|---|---|---|"]
-    for x in r["rows"]:
-        lines.append(f"| {x['model']} | {x['ops']} | {x['spec_predicted_ms']:.3f} | {x['conversion_predicted_ms']:.3f} "
-                     f"| {x['measured_ms']:.3f} | {x['spec_error_pct']:+.1f}% | {x['conversion_error_pct']:+.1f}% | "
-                     f"{x['warm_prediction_ms']:.2f} | {x['keras_build_ms']:.0f} |")
+    lines = ["| " + " | ".join(c[0] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(fmt.format(x[key]) for _, key, fmt in COLUMNS) + " |" for x in r["rows"]]
     lines.append(f"MAPE spec {r['mape_spec_pct']:.2f}%, conversion {r['mape_conversion_pct']:.2f}%; "
                  f"slowest warm prediction {r['max_warm_prediction_ms']:.2f} ms; device: {r['device']}")
     return "\n".join(lines)

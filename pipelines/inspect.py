@@ -32,7 +32,7 @@ flags.DEFINE_boolean("json", False, "print exactly one JSON object on stdout.")
 
 _MODEL_FLAGS = ("model", "alpha", "resolution", "classes", "groups", "bypass", "minimalistic")
 # Checked here before TensorFlow is imported (seconds) so that a typo fails fast; the spec
-# functions check the same sets again (tfmobile.models.shufflenet.V1_GROUPS, squeezenet.BYPASS).
+# functions check the same sets again (tfmobile.models.arguments.RULES).
 _V1_GROUPS = (1, 2, 3, 4, 8)
 _BYPASS = ("none", "simple", "complex")
 

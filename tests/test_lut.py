@@ -172,7 +172,7 @@ def test_predict_spec_converts_once_and_caches(tmp_path):
     assert ms > 0
     assert glob.glob(os.path.join(DEFAULT_WORK_DIR, "specs", f"{spec.name}_*.tflite"))
     assert L.predict(spec, lut) == pytest.approx(ms)          # from the cached conversion
-    wider = spec.with_block(spec.blocks[3]["name"], expanded=spec.blocks[3]["expanded"] * 2)
+    wider = spec.with_block(spec.blocks[3].name, expanded=spec.blocks[3].expanded * 2)
     assert L.predict(wider, lut, measure_missing=True) != pytest.approx(ms)
 
 

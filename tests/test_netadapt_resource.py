@@ -121,8 +121,7 @@ def test_latency_equals_conversion_based_prediction(tmp_path):
     assert resource(spec, "latency", lut=table, measure_missing=False) == pytest.approx(
         L.predict(data, table), rel=1e-12)
     narrower = spec.copy()
-    narrower.blocks[-1] = dict(narrower.blocks[-1], classes=7) if isinstance(narrower.blocks[-1], dict) else \
-        narrower.blocks[-1]
+    narrower.classes = 7
     with pytest.raises(UserError, match="LUT lacks"):
         resource(narrower, "latency", lut=table, measure_missing=False)
 
@@ -193,3 +192,21 @@ def test_committed_arena_table_matches_fresh_measurements():
     for row in table["models"]:
         conv = converted(row["model"], row["resolution"], row["alpha"], row["options"])
         assert _measured_arena(conv) == pytest.approx(row["arena_bytes"], rel=0.01), row
+
+
+def test_largest_width_finds_the_widest_step_within_budget():
+    import tfmobile.netadapt as netadapt
+    if not hasattr(netadapt, "shrink"):
+        pytest.skip("needs netadapt.groups / shrink (issue 11 sections 1-2, branch spec)")
+    from tfmobile.netadapt import groups, largest_width, shrink
+    spec = models.get_spec("mbv2", input_shape=(32, 32, 3), alpha=0.35, classes=10)
+    group = max(groups(spec), key=lambda g: g.width)
+    step = group.channel_step
+    narrower = group.width - group.width % step - 2 * step
+    for kind in ("macs", "flash"):
+        budget = resource(shrink(spec, group, narrower), kind)
+        assert largest_width(spec, group, budget, kind) == narrower
+        assert largest_width(spec, group.name, resource(spec, kind), kind) == group.width
+    assert largest_width(spec, group, 1, "macs") is None
+    with pytest.raises(UserError, match="no channel group"):
+        largest_width(spec, "no_such_group", 1, "macs")

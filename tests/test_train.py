@@ -5,6 +5,8 @@ checkpoints and tfmot wrapping work exactly as for the zoo) to keep each fit to 
 """
 import json
 import os
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -16,18 +18,34 @@ from tfmobile import data, models, train
 from tfmobile.errors import UserError
 from tfmobile.models import registry
 from tfmobile.models.layers import conv_bn_act
+from tfmobile.models.blocks import Block
 from tfmobile.models.spec import ModelSpec
 
 
-@registry.register_block("tiny_conv")
+@dataclass(kw_only=True)
+class _TinyConv(Block):
+    type: ClassVar[str] = "tiny_conv"
+    filters: int
+    stride: int
+
+    def out_channels(self, cin):
+        return self.filters
+
+
+@dataclass(kw_only=True)
+class _TinyHead(Block):
+    type: ClassVar[str] = "tiny_head"
+
+
+@registry.register_block(_TinyConv)
 def _tiny_conv(x, b, spec):
-    return conv_bn_act(x, b["filters"], 3, b["stride"], b["name"], bn_momentum=0.9)
+    return conv_bn_act(x, b.filters, 3, b.stride, b.name, bn_momentum=0.9)
 
 
-@registry.register_block("tiny_head")
+@registry.register_block(_TinyHead)
 def _tiny_head(x, b, spec):
-    x = keras.layers.GlobalAveragePooling2D(name=b["name"] + "_pool")(x)
-    return keras.layers.Dense(spec.classes, activation="softmax", name=b["name"] + "_fc")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=b.name + "_pool")(x)
+    return keras.layers.Dense(spec.classes, activation="softmax", name=b.name + "_fc")(x)
 
 
 @registry.register_model("tiny_test")

@@ -98,9 +98,8 @@ LAYER_CONFIGS = {
 
 
 def _custom_objects():
-    from tfmobile.models import available, layers as zoo_layers
-    available()   # importing the families registers their custom layers (e.g. ChannelSlice)
-    objs = dict(getattr(zoo_layers, "CUSTOM_OBJECTS", {}))
+    from tfmobile.models import layers as zoo_layers
+    objs = dict(zoo_layers.CUSTOM_OBJECTS)
     objs.update(OutputQuantizeConfig=OutputQuantizeConfig,
                 PassThroughQuantizeConfig=PassThroughQuantizeConfig)
     return objs
@@ -208,16 +207,11 @@ class PrunePreserveQuantizeScheme(tfmot.experimental.combine.Default8BitPrunePre
 
 
 # --------------------------------------------------------------------------- helpers
-def _spec_json(model):
-    from tfmobile.models.registry import SPEC_ATTR
-    return getattr(model, SPEC_ATTR, None)
-
-
 def _keep_spec(src, dst):
-    from tfmobile.models.registry import SPEC_ATTR
-    text = _spec_json(src)
-    if text:
-        setattr(dst, SPEC_ATTR, text)
+    from tfmobile import models
+    spec = models.spec_of(src)
+    if spec is not None:
+        models.attach_spec(dst, spec)
     return dst
 
 

@@ -41,12 +41,7 @@ def _spec_json(model):
 
     spec = models.spec_of(model)
     if spec is None:
-        # tfmot's clone_model drops the attribute: compress keeps it on the wrapper when it can;
-        # otherwise fall back to the attribute we put on models we wrap ourselves.
-        text = getattr(model, "_tfmobile_base_spec_json", None)
-        if text is None:
-            raise UserError("model was not built by tfmobile.models (no spec to store in a checkpoint)")
-        return models.ModelSpec.from_json(text)
+        raise UserError("model was not built by tfmobile.models (no spec to store in a checkpoint)")
     return spec
 
 
@@ -169,11 +164,11 @@ def load_checkpoint(directory, expect=None, optimizer=None):
 
 
 def _tag_spec(model, spec):
-    """Remember the float spec on a wrapped (QAT/pruned) model whose clone lost the attribute."""
-    from tfmobile.models.registry import SPEC_ATTR
+    """Remember the float spec on a wrapped (QAT/pruned) model whose clone lost it."""
+    from tfmobile import models
 
-    if getattr(model, SPEC_ATTR, None) is None:
-        model._tfmobile_base_spec_json = spec.to_json(indent=None)
+    if models.spec_of(model) is None:
+        models.attach_spec(model, spec)
     return model
 
 

@@ -11,6 +11,7 @@ tflite-micro's int8 SOFTMAX aborts the process for untrained-scale logits and fo
 a temporary file beside its destination and renamed into place only after all conversions and
 checks passed, so a failure leaves no partial artifact.
 """
+import dataclasses
 import gzip
 import os
 import tempfile
@@ -115,12 +116,10 @@ def logits_model(model):
     if not is_softmax:
         return model, False
     cut = keras.Model(model.inputs, last.input, name=f"{model.name}_logits")
-    spec = getattr(model, "_tfmobile_spec_json", None)
-    if spec:
-        import json
-        d = json.loads(spec)
-        d["classifier_activation"] = None
-        setattr(cut, "_tfmobile_spec_json", json.dumps(d))
+    from tfmobile.models import attach_spec, spec_of
+    spec = spec_of(model)
+    if spec is not None:
+        attach_spec(cut, dataclasses.replace(spec, classifier_activation=None))
     return cut, True
 
 

@@ -22,16 +22,11 @@ initialised Dense), which a trained model does not have.
 """
 import math
 
-from tfmobile.bench import graph, synth
+from tfmobile.bench import graph, host_device, synth
+from tfmobile.bench import lut as lut_mod
 from tfmobile.errors import UserError
 
 RESOURCE_KINDS = ("latency", "macs", "params", "peak_sram", "flash")
-
-
-def _field(block, key, default=None):
-    if isinstance(block, dict):
-        return block.get(key, default)
-    return getattr(block, key, default)
 
 
 class _Graph:
@@ -162,98 +157,83 @@ def _out_size(n, k, s, padding):
 
 # --- blocks ------------------------------------------------------------------------------------
 def _conv_bn(g, x, b, spec):
-    return g.conv(x, _field(b, "filters"), _field(b, "kernel"), _field(b, "stride", 1),
-                  act=_field(b, "act"))
+    return g.conv(x, b.filters, b.kernel, b.stride, act=b.act)
 
 
 def _dw_separable(g, x, b, spec):
-    act = _field(b, "act")
-    x = g.depthwise(x, _field(b, "kernel"), _field(b, "stride", 1), act, _field(b, "depth_multiplier", 1) or 1)
-    return g.conv(x, _field(b, "filters"), 1, act=act)
+    x = g.depthwise(x, b.kernel, b.stride, b.act, b.depth_multiplier)
+    return g.conv(x, b.filters, 1, act=b.act)
 
 
 def _inverted_residual(g, x, b, spec):
-    act, stride, filters = _field(b, "act"), _field(b, "stride", 1), _field(b, "filters")
     shortcut = x
-    in_ch = g.channels(x)
-    if _field(b, "expanded") is not None:
-        x = g.conv(x, _field(b, "expanded"), 1, act=act)
-    x = g.depthwise(x, _field(b, "kernel"), stride, act)
-    if _field(b, "se") is not None:
+    if b.expanded is not None:
+        x = g.conv(x, b.expanded, 1, act=b.act)
+    x = g.depthwise(x, b.kernel, b.stride, b.act)
+    if b.se is not None:
         s = g.global_pool(x, keepdims=True)
-        s = g.conv(s, _field(b, "se"), 1, act="relu")
+        s = g.conv(s, b.se, 1, act="relu")
         s = g.conv(s, g.channels(x), 1, act="hard_sigmoid")
         x = g.mul(x, s)
-    x = g.conv(x, filters, 1)
-    residual = _field(b, "use_residual")
-    if residual is None:
-        residual = stride == 1 and in_ch == filters
-    return g.add(shortcut, x) if residual else x
+    x = g.conv(x, b.filters, 1)
+    return g.add(shortcut, x) if b.use_residual else x
 
 
 def _mobilenet_classifier(g, x, b, spec):
-    keep = _field(b, "layer", "dense") == "conv"
-    x = g.global_pool(x, _field(b, "pool", "avg"), keepdims=keep)
-    if _field(b, "hidden") is not None:
-        x = g.conv(x, _field(b, "hidden"), 1, act=_field(b, "hidden_act"))
+    keep = b.layer == "conv"
+    x = g.global_pool(x, b.pool, keepdims=keep)
+    if b.hidden is not None:
+        x = g.conv(x, b.hidden, 1, act=b.hidden_act)
     if keep:
-        x = g.conv(x, _field(b, "classes"), 1)
-        x = g.reshape(x, [1, _field(b, "classes")])
+        x = g.reshape(g.conv(x, spec.classes, 1), [1, spec.classes])
     else:
-        x = g.dense(x, _field(b, "classes"))
-    return g.activation(x, _field(b, "activation"))
+        x = g.dense(x, spec.classes)
+    return g.activation(x, spec.classifier_activation)
 
 
 def _global_pool(g, x, b, spec):
-    return g.global_pool(x, _field(b, "mode", "avg"))
+    return g.global_pool(x, b.mode)
 
 
 def _shufflenet_conv(g, x, b, spec):
-    return g.conv(x, _field(b, "filters"), _field(b, "kernel"), _field(b, "stride", 1), act="relu")
+    return g.conv(x, b.filters, b.kernel, b.stride, act="relu")
 
 
 def _maxpool(g, x, b, spec, caffe=False):
-    k, s = _field(b, "pool"), _field(b, "stride")
     padding = "SAME"
-    if caffe:
-        h, w = g.hw(x)
-        padding = "VALID" if all(n >= k and (n - k) % s == 0 for n in (h, w)) else "SAME"
-    return g.pool(x, "MAX_POOL_2D", k, s, padding)
+    if caffe:   # SqueezeNet's ceil-mode pool: 'valid' where the size divides, as its builder picks
+        padding = "VALID" if all(n >= b.pool and (n - b.pool) % b.stride == 0 for n in g.hw(x)) else "SAME"
+    return g.pool(x, "MAX_POOL_2D", b.pool, b.stride, padding)
 
 
 def _shufflenet_v1_unit(g, x, b, spec):
-    stride, out, groups = _field(b, "stride"), _field(b, "out"), _field(b, "groups")
-    first = _field(b, "first_groups")
-    cin = g.channels(x)
     shortcut = x
-    if stride != 1:   # the converter emits the shortcut pool first
-        shortcut = g.pool(x, "AVERAGE_POOL_2D", 3, stride, "SAME")
-    y = g.conv(x, _field(b, "mid"), 1, padding="VALID", act="relu", groups=first)
-    y = g.shuffle(y, first)
-    y = g.depthwise(y, 3, stride)
-    y = g.conv(y, out if stride == 1 else out - cin, 1, padding="VALID", groups=groups)
-    if stride == 1:
-        return g.activation(g.add(shortcut, y), "relu")
-    return g.activation(g.concat([shortcut, y]), "relu")
+    if b.stride == 2:   # the converter emits the shortcut pool first
+        shortcut = g.pool(x, "AVERAGE_POOL_2D", 3, b.stride, "SAME")
+    y = g.conv(x, b.mid, 1, padding="VALID", act="relu", groups=b.first_groups)
+    y = g.shuffle(y, b.first_groups)
+    y = g.depthwise(y, 3, b.stride)
+    y = g.conv(y, b.branch_out(g.channels(x)), 1, padding="VALID", groups=b.groups)
+    if b.stride == 2:
+        y = g.concat([shortcut, y])
+    elif b.use_residual:
+        y = g.add(shortcut, y)
+    return g.activation(y, "relu")
 
 
 def _shufflenet_v2_unit(g, x, b, spec):
-    stride, out, mid = _field(b, "stride"), _field(b, "out"), _field(b, "mid")
     cin = g.channels(x)
-    if stride == 1:
-        half = cin // 2
-        left = g.channel_slice(x, 0, half)
-        right_in = g.channel_slice(x, half, cin - half)
-        right_out = out - half
+    left_out = b.left_width(cin)
+    if b.stride == 1:
+        left = g.channel_slice(x, 0, left_out)
+        right_in = g.channel_slice(x, left_out, cin - left_out)
     else:
         right_in = x
-        left_out = _field(b, "left", cin) or cin
-        right_out = out - left_out
-    y = g.conv(right_in, mid, 1, padding="VALID", act="relu")
-    y = g.depthwise(y, 3, stride)
-    y = g.conv(y, right_out, 1, padding="VALID", act="relu")
-    if stride != 1:   # the converter emits the left branch after the right one
-        left = g.depthwise(x, 3, stride)
+    y = g.conv(right_in, b.mid, 1, padding="VALID", act="relu")
+    y = g.depthwise(y, 3, b.stride)
+    y = g.conv(y, b.out - left_out, 1, padding="VALID", act="relu")
+    if b.stride != 1:   # the converter emits the left branch after the right one
+        left = g.depthwise(x, 3, b.stride)
         left = g.conv(left, left_out, 1, padding="VALID", act="relu")
     return g.shuffle(g.concat([left, y]), 2)
 
@@ -266,20 +246,17 @@ def _shufflenet_classifier(g, x, b, spec):
 
 
 def _squeezenet_stem(g, x, b, spec):
-    return g.conv(x, _field(b, "filters"), _field(b, "kernel"), _field(b, "stride"), "VALID", act="relu")
+    return g.conv(x, b.filters, b.kernel, b.stride, "VALID", act="relu")
 
 
 def _fire(g, x, b, spec):
-    s = g.conv(x, _field(b, "squeeze"), 1, padding="VALID", act="relu")
-    e1 = g.conv(s, _field(b, "expand1x1"), 1, padding="VALID", act="relu")
-    e3 = g.conv(s, _field(b, "expand3x3"), 3, padding="SAME", act="relu")
+    s = g.conv(x, b.squeeze, 1, padding="VALID", act="relu")
+    e1 = g.conv(s, b.expand1x1, 1, padding="VALID", act="relu")
+    e3 = g.conv(s, b.expand3x3, 3, padding="SAME", act="relu")
     y = g.concat([e1, e3])
-    bypass = _field(b, "bypass", "none") or "none"
-    if bypass == "none":
-        return y
-    if g.channels(x) == g.channels(y):
+    if b.use_residual:
         return g.add(x, y)
-    if bypass == "complex":
+    if b.bypass == "complex":
         return g.add(g.conv(x, g.channels(y), 1, padding="VALID"), y)
     return y
 
@@ -310,6 +287,7 @@ def _check_spec(spec):
     if spec.family not in models.available():
         raise UserError(f"spec {spec.name!r} is of family {spec.family!r}, which tfmobile does not build; "
                         f"known: {', '.join(models.available())}")
+    spec.check()   # field values and channel ties (a shrink that breaks a residual), one UserError line
 
 
 def int8_ops(spec):
@@ -324,16 +302,12 @@ def int8_ops(spec):
     x0 = g.tensor([1, h, w, c])
     x = x0
     for b in spec.blocks:
-        kind = _field(b, "type")
-        fn = _BLOCKS.get(kind)
+        fn = _BLOCKS.get(b.type)
         if fn is None:
-            raise UserError(f"resource prediction does not model block type {kind!r} (block {_field(b, 'name')!r})")
-        try:
-            x = fn(g, x, b, spec)
-        except (TypeError, ZeroDivisionError) as e:
-            raise UserError(f"block {_field(b, 'name')!r} ({kind}) is malformed: {e}") from None
+            raise UserError(f"resource prediction does not model block type {b.type!r} (block {b.name!r})")
+        x = fn(g, x, b, spec)
         if any(s <= 0 for s in g.shapes[x]):
-            raise UserError(f"input {h}x{w} is too small for {spec.name}: block {_field(b, 'name')!r} "
+            raise UserError(f"input {h}x{w} is too small for {spec.name}: block {b.name!r} "
                             f"would output {g.shapes[x][1:]}")
     ops = []
     templates = {}
@@ -357,10 +331,8 @@ def _lut_layers(derived):
              "macs": graph.config_macs(o["config"])} for i, o in enumerate(derived["ops"])]
 
 
-def _measure_synthesized(derived, backend, threads, verbose):
+def _measure_synthesized(derived, backend, threads, verbose, measured):
     """The LUT's measuring path for keys it lacks, fed with one-op models synthesized from their configs."""
-    from tfmobile.bench import lut as lut_mod
-
     def measure(table, missing):
         wanted = {ly["key"] for ly in missing}
         models = {}
@@ -368,17 +340,29 @@ def _measure_synthesized(derived, backend, threads, verbose):
             if o["key"] in wanted and o["key"] not in models:
                 models[o["key"]] = (o["op"], lambda o=o: synth.one_op_model(o["config"], o["const_values"]))
         lut_mod.build_lut([], table, backend, threads, verbose=verbose, one_op_models=models)
+        measured.extend(models)
     return measure
 
 
 def latency(spec, lut, backend="litert", threads=1, clock=None, measure_missing=True, verbose=False, detail=False):
-    """Predicted latency (ms) of ``spec``'s int8 model on the LUT's device, without converting it."""
-    from tfmobile.bench import lut as lut_mod
+    """Predicted latency (ms) of ``spec``'s int8 model on the LUT's device, without converting it.
 
+    lut: a path or a LUT dict (a dict avoids reading the file on every call). Entries the LUT lacks for this
+    device are measured on synthesized one-op models when ``measure_missing`` (and saved when ``lut`` is a
+    path); a LUT that holds only other devices / thread counts is refused.
+    """
     derived = int8_ops(spec)
-    out = lut_mod.predict_ops(_lut_layers(derived), lut, backend, threads, clock=clock,
-                              measure=_measure_synthesized(derived, backend, threads, verbose)
-                              if measure_missing else None)
+    table = lut_mod.load_lut(lut)
+    dkey = lut_mod.device_key(host_device(backend, threads))
+    if table["devices"] and dkey not in table["devices"]:
+        # measuring a whole other device's table on demand would take minutes: almost surely the wrong LUT
+        raise UserError(f"LUT has no entries for this device '{dkey}': it holds "
+                        f"{'; '.join(sorted(table['devices']))} (device, backend and thread count must match)")
+    measured = []
+    measure = _measure_synthesized(derived, backend, threads, verbose, measured) if measure_missing else None
+    out = lut_mod.predict_ops(_lut_layers(derived), table, backend, threads, clock=clock, measure=measure)
+    if measured and not isinstance(lut, dict):
+        lut_mod.save_lut(table, lut)
     return out if detail else out["predicted_ms"]
 
 
@@ -434,8 +418,7 @@ def largest_width(spec, group, budget, kind, lut=None, **resource_kwargs):
         raise UserError(f"budget must be a finite number, got {budget!r}")
     path = None
     if kind == "latency" and lut is not None and not isinstance(lut, dict):
-        from tfmobile.bench.lut import load_lut, save_lut
-        path, lut = lut, load_lut(lut)   # read once, not once per candidate
+        path, lut = lut, lut_mod.load_lut(lut)   # read once, not once per candidate
         before = _entry_count(lut)
     try:
         for w in _candidates(group):
@@ -445,7 +428,7 @@ def largest_width(spec, group, budget, kind, lut=None, **resource_kwargs):
         return None
     finally:
         if path is not None and _entry_count(lut) != before:
-            save_lut(lut, path)
+            lut_mod.save_lut(lut, path)
 
 
 def _entry_count(table):
