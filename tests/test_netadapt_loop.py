@@ -311,6 +311,10 @@ def test_ray_task_killed_is_retried(tmp_path):
     from tfmobile.netadapt.workers import RayPool
     import threading
 
+    import netadapt_tasks
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(netadapt_tasks)   # Ray workers do not have tests/ on their path
     logs, results = [], {}
     pool = RayPool("local", log=logs.append, fn=sleepy_task)
     try:

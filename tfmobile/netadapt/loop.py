@@ -479,9 +479,10 @@ class Run:
         if todo:
             self.pool.run(todo, on_result)
         rows = [done[p["group"]] for p in props]
-        for r in rows:
-            r["metric"] = metric(cfg.select, r, cur)
         pick = choose(cfg.select, rows, cur)
+        for r in rows:
+            m = metric(cfg.select, r, cur)
+            r["metric"] = m if math.isfinite(m) else None   # JSON has no -inf (a proposal saving nothing)
         return self.finish_iteration(i, cur, plan, rows, pick, t_iter, cpu_iter)
 
     def finish_iteration(self, i, cur, plan, rows, pick, t_iter, cpu_iter):
