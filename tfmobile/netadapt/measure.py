@@ -108,7 +108,7 @@ def interleaved(models, settings, rounds):
                 if clock == "cpu":
                     cpu = summarize(r["cpu_times_ms"])
                     row.update(cpu_median_ms=cpu["median_ms"], cpu_mean_ms=cpu["mean_ms"], cpu_min_ms=cpu["min_ms"],
-                               cpu_std_ms=cpu["std_ms"], cpu_p90_ms=cpu["p90_ms"])
+                               cpu_std_ms=cpu["std_ms"], cpu_p90_ms=cpu["p90_ms"], cpu_cv=cpu["cv"])
                 row["value"] = row["cpu_median_ms"] if clock == "cpu" else row["median_ms"]
                 out[n] = row
             return out

@@ -18,7 +18,7 @@ def markdown(rep):
              f"Proposals ran on {rep['workers']}.", "",
              "Iterations (validation accuracy after the short-term fine-tune; measured = the int8 model on the "
              "measuring device, which sets the next budget):", "",
-             f"| iteration | budget ({unit}) | chosen | width | predicted | measured | spread (cv) | "
+             f"| iteration | budget ({unit}) | chosen | width | predicted | measured | wall-clock cv | "
              "prediction error | val top-1 | proposals | wall s | CPU s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for h in rep["iterations"]:
@@ -79,6 +79,7 @@ def plot(rep, path):
             ax.annotate(f"{b['alpha']:g}", (b["measured"], 100 * b["accuracy"]), fontsize=7,
                         textcoords="offset points", xytext=(4, -10))
     ax.axvline(rep["target_value"], color="grey", ls=":", lw=1, label="target")
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel(f"measured {rep['resource']} ({unit})")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(f"NetAdapt on {rep['start']['model']}: accuracy vs measured {rep['resource']}", fontsize=10)
