@@ -3,6 +3,7 @@ on a tiny model: resume after kill -9 mid-iteration, the same chosen sequence wi
 and Ray."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -157,7 +158,7 @@ def _alive(pid):
 # ------------------------------------------------------------------------------------------------
 # a tiny start model
 # ------------------------------------------------------------------------------------------------
-def tiny_spec(widths=(8, 16, 16)):
+def tiny_spec(widths=(8, 24, 24)):
     from tfmobile import models
 
     spec = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=10)
@@ -253,7 +254,7 @@ def _sequence(out):
 
 @pytest.mark.slow
 def test_resume_after_kill_mid_iteration_and_same_sequence_with_2_workers(tmp_path, tiny_checkpoint):
-    args = ["--checkpoint", tiny_checkpoint, "--target", "0.6", *TINY]
+    args = ["--checkpoint", tiny_checkpoint, "--target", "0.65", *TINY]
     out = tmp_path / "killed"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.netadapt", *args, "--output_dir", str(out)],
@@ -276,7 +277,7 @@ def test_resume_after_kill_mid_iteration_and_same_sequence_with_2_workers(tmp_pa
     assert [json.loads(ln)["iteration"] for ln in hist_before.splitlines()] == [1]
     r = run_cli("pipelines.netadapt", *args, "--output_dir", out, "--resume", "--json", timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "iteration 2: 1 of 2 proposals already done (resumed)" in r.stderr
+    assert re.search(r"iteration 2: 1 of \d proposals already done \(resumed\)", r.stderr)
     assert first.stat().st_mtime_ns == mtime                  # the finished proposal was not redone
     rep = json.loads(r.stdout)
     seq = _sequence(out)
@@ -295,7 +296,7 @@ def test_resume_after_kill_mid_iteration_and_same_sequence_with_2_workers(tmp_pa
 @pytest.mark.slow
 def test_ray_gives_the_same_sequence(tmp_path, tiny_checkpoint):
     pytest.importorskip("ray")
-    args = ["--checkpoint", tiny_checkpoint, "--target", "0.6", *TINY]
+    args = ["--checkpoint", tiny_checkpoint, "--target", "0.65", *TINY]
     a, b = tmp_path / "local", tmp_path / "ray"
     r = run_cli("pipelines.netadapt", *args, "--output_dir", a, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
