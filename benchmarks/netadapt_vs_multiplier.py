@@ -59,7 +59,7 @@ def _config(resource):
     if FLAGS.smoke:
         cfg.model, cfg.alpha, cfg.epochs, cfg.subset, cfg.limit = "mbv1", 0.25, 1, True, 300
         cfg.short_steps, cfg.short_lr, cfg.batch_size, cfg.long_epochs, cfg.qat_epochs = 3, 1e-2, 32, 0, 0
-        cfg.bench_runs, cfg.bench_warmup, cfg.tflm, cfg.target = 100, 10, resource == "peak_sram", 0.85
+        cfg.bench_runs, cfg.bench_warmup, cfg.tflm, cfg.target = 100, 10, resource == "peak_sram", 0.93
         cfg.baselines = (0.25, 0.5)
     return cfg
 

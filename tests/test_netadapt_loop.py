@@ -218,14 +218,14 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_checkpoint):
     assert not (tmp_path / "o3").exists()
     # a target above the start
     r = loop.Run(_cfg(tiny_checkpoint, target=None, target_value=1e12), tmp_path / "o4")
-    r.open_workers()
+    r.open()
     with pytest.raises(UserError, match="not below the start"):
         r.prepare_start()
     # a spec with nothing to shrink (every group at one channel step)
     flat = tmp_path / "flat"
     train.save_checkpoint(models.build(tiny_spec((8, 8, 8))), str(flat))
     r = loop.Run(_cfg(str(flat)), tmp_path / "o5")
-    r.open_workers()
+    r.open()
     with pytest.raises(UserError, match="no shrinkable channel group"):
         r.prepare_start()
 

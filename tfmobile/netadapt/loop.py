@@ -261,11 +261,16 @@ class Run:
         self.cfg, self.log = cfg, log
         self.dir = RunDir(output_dir)
         self.pool = self.measurer = None
+        self.resume = resume
         if cfg.ray_address:
             from tfmobile.netadapt.workers import check_ray_address
             check_ray_address(cfg.ray_address)  # an unreachable cluster: one line, before anything is written
-        self.manifest = self.dir.open(cfg.fingerprint(), resume)
         self.t0, self.cpu0 = time.time(), time.process_time()
+
+    def open(self):
+        """Workers first (a Ray cluster that refuses us writes nothing), then the run directory."""
+        self.open_workers()
+        self.manifest = self.dir.open(self.cfg.fingerprint(), self.resume)
 
     # --- setup ----------------------------------------------------------------------------------
     def start_spec(self):
@@ -550,7 +555,7 @@ def run(cfg, output_dir, resume=False, log=log_stderr):
 
     r = Run(cfg, output_dir, resume, log)
     try:
-        r.open_workers()
+        r.open()
         r.prepare_start()
         status = r.loop()
         report = final.finish(r, status)
