@@ -33,6 +33,7 @@ def test_default_schedule_reaches_half_within_ten_iterations():
     # the budget never goes below the target, and starts from the current (measured) value
     assert loop.budget_for(cfg, 1, 1.0, 0.52, 0.5) == 0.5
     assert loop.budget_for(cfg, 2, 1.0, 0.9, 0.5) == pytest.approx(0.9 - 0.06 * 0.96)
+    assert loop.budget_for(cfg, 2, 1.0, 0.9, 0.5, halvings=2) == pytest.approx(0.9 - 0.06 * 0.96 / 4)
 
 
 def test_selection_ratio_accuracy_and_ties():

@@ -34,6 +34,7 @@ from tfmobile.netadapt.measure import COUNTED, KINDS, UNITS, LocalMeasurer, RayM
 from tfmobile.netadapt.workers import LocalPool, RayPool, load_splits
 
 SELECTIONS = ("ratio", "accuracy")
+MAX_HALVINGS = 5   # the step is halved at most 5 times (to 1/32) when no group meets the budget
 
 
 class TargetNotMet(UserError):
@@ -121,8 +122,9 @@ def delta(config, i, start_value):
     return config.delta0 * config.decay ** (i - 1) * start_value
 
 
-def budget_for(config, i, start_value, current_value, target_value):
-    return max(target_value, current_value - delta(config, i, start_value))
+def budget_for(config, i, start_value, current_value, target_value, halvings=0):
+    """current - delta_i (halved ``halvings`` times), never below the target."""
+    return max(target_value, current_value - delta(config, i, start_value) / 2 ** halvings)
 
 
 def estimate_iterations(config, i, start_value, current_value, target_value):
@@ -408,19 +410,23 @@ class Run:
         if plan is not None:
             return plan
         cfg = self.cfg
-        budget = budget_for(cfg, i, self.start["measured"], cur["measured"], self.target_value)
-        budget_pred = cur["predicted"] * budget / cur["measured"]
-        proposals = []
-        for g in groups(cur["spec"]):
-            if g.width <= g.channel_step:
-                continue
-            w = largest_width(cur["spec"], g, budget_pred, cfg.resource, **self.resource_args())
-            if w is None or w >= g.width:
-                continue
-            spec = shrink(cur["spec"], g, w)
-            proposals.append({"group": g.name, "from_width": g.width, "width": int(w),
-                              "predicted": self.predict(spec), "spec": spec.to_json(indent=None)})
-        plan = {"iteration": i, "delta": delta(cfg, i, self.start["measured"]), "budget": budget,
+        step = delta(cfg, i, self.start["measured"])
+        for halvings in range(MAX_HALVINGS + 1):
+            # No single group reaching the budget (small models, where the per-invoke overhead is
+            # most of the latency, or a memory peak that one group barely moves): ask for less.
+            budget = budget_for(cfg, i, self.start["measured"], cur["measured"], self.target_value, halvings)
+            budget_pred = cur["predicted"] * budget / cur["measured"]
+            proposals = []
+            for g in groups(cur["spec"]):
+                w = largest_width(cur["spec"], g, budget_pred, cfg.resource, **self.resource_args())
+                if w is None or w >= g.width:
+                    continue
+                spec = shrink(cur["spec"], g, w)
+                proposals.append({"group": g.name, "from_width": g.width, "width": int(w),
+                                  "predicted": self.predict(spec), "spec": spec.to_json(indent=None)})
+            if proposals:
+                break
+        plan = {"iteration": i, "delta": step / 2 ** halvings, "halvings": halvings, "budget": budget,
                 "budget_predicted": budget_pred, "proposals": proposals}
         self.dir.write(plan, "iterations", f"{i:03d}", "plan.json")
         return plan
