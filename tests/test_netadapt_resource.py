@@ -210,3 +210,44 @@ def test_largest_width_finds_the_widest_step_within_budget():
     assert largest_width(spec, group, 1, "macs") is None
     with pytest.raises(UserError, match="no channel group"):
         largest_width(spec, "no_such_group", 1, "macs")
+
+
+def test_largest_width_search_on_one_block(monkeypatch):
+    """The descending search itself, with a one-block group (independent of netadapt.groups / shrink)."""
+    import types
+
+    import tfmobile.netadapt as netadapt
+    from tfmobile.netadapt import largest_width
+    group = types.SimpleNamespace(name="block_3_expanded", width=52, channel_step=8,
+                                  widths=lambda: [48, 40, 32, 24, 16, 8])
+    monkeypatch.setattr(netadapt, "groups", lambda spec: [group], raising=False)
+    monkeypatch.setattr(netadapt, "shrink", lambda spec, g, w: spec.with_block("block_3", expanded=w),
+                        raising=False)
+    spec = models.get_spec("mbv2", input_shape=(32, 32, 3), alpha=0.35, classes=10).with_block("block_3", expanded=52)
+    budget = resource(spec.with_block("block_3", expanded=32), "macs")
+    assert largest_width(spec, group, budget, "macs") == 32          # 52, then 48, 40, 32
+    assert largest_width(spec, "block_3_expanded", budget + 10 ** 9, "macs") == 52
+    assert largest_width(spec, group, 0, "macs") is None
+    with pytest.raises(UserError, match="no channel group"):
+        largest_width(spec, "nope", budget, "macs")
+    with pytest.raises(UserError, match="finite number"):
+        largest_width(spec, group, float("nan"), "macs")
+
+
+@pytest.mark.parametrize("name,alpha", [("mbv3_small", 0.75), ("shufflenet_v1", 0.5), ("shufflenet_v2", 0.5)])
+def test_shrunk_spec_keys_equal_converted_keys(name, alpha):
+    """NetAdapt's case: a spec edited by shrink (non-zoo widths) still gives the converter's keys."""
+    import tfmobile.netadapt as netadapt
+    from tfmobile.convert import to_tflite
+    spec = models.get_spec(name, input_shape=(32, 32, 3), alpha=alpha, classes=10)
+    shrunk = spec
+    for group in netadapt.groups(spec)[::3]:     # every third group, one step each
+        group = next(g for g in netadapt.groups(shrunk) if g.name == group.name)
+        shrunk = netadapt.shrink(shrunk, group, group.widths()[0])
+    assert shrunk.to_json() != spec.to_json()
+    data = to_tflite(_trained_like(models.build(shrunk)), "int8", io="int8", num_calibration=4)
+    want = collections.Counter(graph.config_key(ly["config"]) for ly in graph.layers(data))
+    assert collections.Counter(op["key"] for op in int8_ops(shrunk)["ops"]) == want
+    assert abs(resource(shrunk, "flash") - len(data)) <= 0.05 * len(data)
+    measured = _measured_arena((shrunk, data))
+    assert abs(resource(shrunk, "peak_sram") - measured) <= 0.10 * measured, (resource(shrunk, "peak_sram"), measured)

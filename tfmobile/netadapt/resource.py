@@ -393,16 +393,10 @@ def resource(spec, kind, lut=None, backend="litert", threads=1, clock=None, meas
     return analysis.int8_flash(derived)["flash_bytes"]
 
 
-def _candidates(group):
-    step = int(getattr(group, "channel_step", 8) or 8)
-    width = int(group.width)
-    widths = [width] + [w for w in range(width - width % step if width % step else width - step, 0, -step)]
-    return [w for w in widths if w > 0]
-
-
 def largest_width(spec, group, budget, kind, lut=None, **resource_kwargs):
-    """The largest width of ``group`` (its current width, then multiples of its channel step, descending) whose
-    ``kind`` resource meets ``budget``; None when even one step does not.
+    """The largest width of ``group`` (a netadapt Group or its name: its current width, then ``group.widths()``,
+    the multiples of its channel step below it, descending) whose ``kind`` resource meets ``budget``; None when
+    even one step does not.
 
     Searched from the top down rather than by bisection: latency from a LUT is not monotone in the width
     (int8 kernels favour some channel counts), and the first width that fits is the one NetAdapt wants.
@@ -421,7 +415,7 @@ def largest_width(spec, group, budget, kind, lut=None, **resource_kwargs):
         path, lut = lut, lut_mod.load_lut(lut)   # read once, not once per candidate
         before = _entry_count(lut)
     try:
-        for w in _candidates(group):
+        for w in [group.width] + list(group.widths()):
             candidate = spec if w == group.width else shrink(spec, group, w)
             if resource(candidate, kind, lut, **resource_kwargs) <= budget:
                 return w
