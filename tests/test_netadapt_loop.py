@@ -333,3 +333,20 @@ def test_ray_task_killed_is_retried(tmp_path):
         ray.shutdown()
     assert set(results) == {"a", "victim"}
     assert any("victim" in m and "retrying" in m for m in logs)
+
+
+def test_measurements_use_the_cpu_clock_at_one_thread_and_interleave(tmp_path):
+    from tfmobile import convert, models
+    from tfmobile.netadapt.measure import interleaved, measure_tflite
+
+    small = convert.to_tflite(models.build(tiny_spec((8, 8, 8))), "int8")
+    big = convert.to_tflite(models.build(tiny_spec((16, 48, 48))), "int8")
+    settings = {"backend": "litert", "threads": 1, "runs": 60, "warmup": 5}
+    m = measure_tflite(small, "latency", settings)
+    assert m["clock"] == "cpu" and m["value"] == m["cpu_median_ms"] > 0 and m["runs"] == 60
+    assert {"median_ms", "p90_ms", "std_ms", "cv"} <= set(m)           # the spread is kept
+    both = interleaved({"small": small, "big": big}, settings, rounds=3)
+    assert both["small"]["runs"] == both["big"]["runs"] == 60 and both["big"]["rounds"] == 3
+    assert both["big"]["value"] > both["small"]["value"]               # 6x the channels costs more
+    assert measure_tflite(big, "flash", settings)["value"] == len(big)
+    assert measure_tflite(small, "peak_sram", settings)["value"] == convert.measure_arena(small)["arena_bytes"]
