@@ -316,8 +316,14 @@ class Run:
         """
         return {"lut": self.cfg.lut or self.dir.sub("lut.json"), "threads": self.cfg.threads}
 
-    def measure_model(self, model, spec, directory):
-        """Convert, measure on the one device, keep the .tflite; returns the measurement dict."""
+    def measure_model(self, model, spec, directory, not_above=None):
+        """Convert, measure on the one device, keep the .tflite; returns the measurement dict.
+
+        not_above: the value this model cannot honestly exceed (the wider model it was cut from).
+        A latency above it is a disturbed measurement on a shared CPU (observed: +50 % on one of
+        three iterations under load), and the next budget starts from it, so the model is measured
+        twice more and the median of the three kept (all three are recorded).
+        """
         from tfmobile.io import write_bytes
 
         done = self.dir.read(directory, "measurement.json")
@@ -329,6 +335,12 @@ class Run:
             tfl = self.int8(model)
             write_bytes(self.dir.sub(directory, "model_int8.tflite"), tfl)
         m = self.measurer.measure(tfl, self.cfg.resource, spec.to_json(indent=None))
+        if not_above is not None and self.cfg.resource == "latency" and m["value"] > not_above:
+            tries = [m] + [self.measurer.measure(tfl, "latency") for _ in range(2)]
+            m = dict(sorted(tries, key=lambda r: r["value"])[1])
+            m["repeats"] = [r["value"] for r in tries]
+            self.log(f"{directory}: measured {tries[0]['value']:.4g} ms, above the wider model's {not_above:.4g} ms; "
+                     f"measured twice more, kept the median {m['value']:.4g} ms")
         m["predicted"] = self.predict(spec)
         m["seconds"] = round(time.time() - t, 2)
         self.dir.write(m, directory, "measurement.json")
@@ -508,7 +520,8 @@ class Run:
             shutil.copytree(pick["checkpoint"], staging)
             os.replace(staging, chosen)
         spec = ModelSpec.load(os.path.join(chosen, "spec.json"))
-        m = self.measure_model(train.load_checkpoint(chosen), spec, os.path.relpath(d, self.dir.path))
+        m = self.measure_model(train.load_checkpoint(chosen), spec, os.path.relpath(d, self.dir.path),
+                               not_above=cur["measured"])
         worker_cpu = sum(r.get("cpu_seconds", 0.0) for r in rows)
         row = {"iteration": i, "budget": plan["budget"], "budget_predicted": plan["budget_predicted"],
                "delta": plan["delta"],
