@@ -350,3 +350,25 @@ def test_measurements_use_the_cpu_clock_at_one_thread_and_interleave(tmp_path):
     assert both["big"]["value"] > both["small"]["value"]               # 6x the channels costs more
     assert measure_tflite(big, "flash", settings)["value"] == len(big)
     assert measure_tflite(small, "peak_sram", settings)["value"] == convert.measure_arena(small)["arena_bytes"]
+
+
+def test_a_latency_above_the_wider_model_is_measured_again(tmp_path, tiny_checkpoint):
+    class Device:   # the measuring device's answers, in order
+        def __init__(self, values):
+            self.values = list(values)
+
+        def measure(self, tflite, kind, spec_json=None):
+            return {"kind": kind, "value": self.values.pop(0)}
+
+    r = loop.Run(_cfg(tiny_checkpoint, resource="latency"), tmp_path / "run")
+    r.int8 = lambda model: b"int8 model"
+    r.predict = lambda spec: 0.5
+    spec = tiny_spec()
+    r.measurer = Device([2.0, 1.2, 1.0])
+    m = r.measure_model(None, spec, "iterations/001", not_above=1.5)
+    assert m["value"] == 1.2 and m["repeats"] == [2.0, 1.2, 1.0] and r.measurer.values == []
+    r.measurer = Device([1.4])
+    assert r.measure_model(None, spec, "iterations/002", not_above=1.5)["value"] == 1.4
+    assert "repeats" not in r.dir.read("iterations/002", "measurement.json")
+    r.measurer = Device([])   # measured once: read back from the run directory, not measured again
+    assert r.measure_model(None, spec, "iterations/001", not_above=1.5)["value"] == 1.2
