@@ -55,11 +55,12 @@ def _config(resource):
                      data_dir=FLAGS.data_dir, resource=resource, target=FLAGS.target, select=FLAGS.select,
                      short_steps=FLAGS.short_steps, long_epochs=FLAGS.long_epochs, qat_epochs=FLAGS.qat_epochs,
                      bench_runs=FLAGS.bench_runs, baselines=tuple(float(a) for a in FLAGS.baselines),
-                     workers=FLAGS.workers, lut=os.path.join(FLAGS.work_dir, "lut.json"))
+                     workers=FLAGS.workers, lut=os.path.join(FLAGS.work_dir, "lut.json"),
+                     baselines_dir=os.path.join(FLAGS.work_dir, "baselines"))
     if FLAGS.smoke:
         cfg.model, cfg.alpha, cfg.epochs, cfg.subset, cfg.limit = "mbv1", 0.25, 1, True, 300
         cfg.short_steps, cfg.short_lr, cfg.batch_size, cfg.long_epochs, cfg.qat_epochs = 3, 1e-2, 32, 0, 0
-        cfg.bench_runs, cfg.bench_warmup, cfg.tflm, cfg.target = 100, 10, resource == "peak_sram", 0.93
+        cfg.bench_runs, cfg.bench_warmup, cfg.tflm, cfg.target = 100, 10, True, 0.93
         cfg.baselines = (0.25, 0.5)
     return cfg
 

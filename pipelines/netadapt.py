@@ -54,6 +54,8 @@ flags.DEFINE_integer("qat_epochs", 1, "QAT epochs of the final model (0: post-tr
 flags.DEFINE_boolean("tflm", True, "export the final int8 model for TFLite-Micro (arena measured).")
 flags.DEFINE_list("baselines", [], "width multipliers trained with the same budget and measured with the "
                   "NetAdapt model, e.g. 0.35,0.5,0.75.")
+flags.DEFINE_string("baselines_dir", None, "train the baselines here, shared with other runs (once per "
+                    "training setting); default OUTPUT_DIR/baselines.")
 flags.DEFINE_integer("workers", 1, "local proposal worker processes.")
 flags.DEFINE_string("ray_address", None, "run proposals as Ray tasks: auto, HOST:PORT, or local (start one).")
 flags.DEFINE_float("proposal_timeout", None, "seconds after which a proposal's worker counts as hung.")
@@ -94,7 +96,7 @@ def config_from_flags():
         worker_threads=FLAGS.worker_threads, backend=FLAGS.backend, threads=FLAGS.threads,
         bench_runs=FLAGS.bench_runs, bench_warmup=FLAGS.bench_warmup, backend_opts=opts, lut=FLAGS.lut,
         long_epochs=FLAGS.long_epochs, long_lr=FLAGS.long_lr, qat_epochs=FLAGS.qat_epochs, tflm=FLAGS.tflm,
-        baselines=baselines, workers=FLAGS.workers, ray_address=FLAGS.ray_address,
+        baselines=baselines, baselines_dir=FLAGS.baselines_dir, workers=FLAGS.workers, ray_address=FLAGS.ray_address,
         proposal_timeout=FLAGS.proposal_timeout)
 
 

@@ -293,9 +293,16 @@ def test_resume_after_kill_mid_iteration_and_same_sequence_with_2_workers(tmp_pa
         assert (out / f).is_file(), f
     # the same seed with 2 workers: the same chosen sequence
     out2 = tmp_path / "two"
-    r2 = run_cli("pipelines.netadapt", *args, "--output_dir", out2, "--workers", "2", timeout=1200)
+    r2 = run_cli("pipelines.netadapt", *args, "--output_dir", out2, "--workers", "2", "--baselines", "0.25",
+                 "--baselines_dir", tmp_path / "shared", "--json", timeout=1200)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert _sequence(out2) == seq
+    # the width-multiplier baseline: trained with the same budget, exported, measured with the final model
+    rep2 = json.loads(r2.stdout)
+    (b,) = rep2["baselines"]
+    assert b["alpha"] == 0.25 and b["epochs"] == rep2["start"]["train_epochs"] and os.path.isfile(b["path"])
+    assert b["path"].startswith(str(tmp_path / "shared")) and b["measured"] > rep2["final"]["measured"]
+    assert rep2["comparison"]["points"] == 1
 
 
 @pytest.mark.slow

@@ -64,25 +64,38 @@ def final_model(run, last_checkpoint):
 
 
 def baseline(run, name, alpha):
-    """A width-multiplier model trained with the NetAdapt model's whole training budget."""
-    from tfmobile import models
+    """A width-multiplier model trained with the NetAdapt model's whole training budget.
 
-    d = f"a{alpha:g}"
-    done = run.dir.read("baselines", d, "result.json")
-    if done is not None:
-        return done
-    t = time.time()
+    With ``baselines_dir`` (shared by several runs, e.g. the latency and the peak_sram run of the
+    benchmark) a baseline is trained once per training setting: its folder name carries a digest
+    of everything that decides the trained model.
+    """
+    import hashlib
+    import json
+
+    from tfmobile import models
+    from tfmobile.io import write_json
+
     cfg = run.cfg
     epochs = int(run.start.get("train_epochs") or cfg.epochs) + cfg.long_epochs
     h, w, c = run.input_shape
     spec = models.get_spec(name, input_shape=(h, w, c), alpha=alpha, classes=run.splits.num_classes)
+    setting = {"spec": spec.to_dict(), "epochs": epochs, "qat_epochs": cfg.qat_epochs, "lr": cfg.lr,
+               "batch_size": cfg.batch_size, "seed": cfg.seed, "data": run.data_config, "tflm": cfg.tflm}
+    digest = hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
+    d = (os.path.join(os.path.abspath(cfg.baselines_dir), f"{spec.name}_{digest}") if cfg.baselines_dir
+         else run.dir.sub("baselines", f"a{alpha:g}"))
+    result = os.path.join(d, "result.json")
+    if os.path.isfile(result):
+        with open(result, encoding="utf-8") as f:
+            return json.load(f)
+    t = time.time()
     run.log(f"baseline {spec.name}: {epochs} epochs from scratch (= start training + long-term fine-tune), "
             f"{cfg.qat_epochs} QAT epoch(s)")
-    fmodel, qmodel = _train_float_and_qat(run, models.build(spec), run.dir.sub("baselines", d, "train"), epochs,
-                                          cfg.lr)
-    row = export_and_evaluate(run, f"{name}_a{alpha:g}_int8", spec, fmodel, qmodel, run.dir.sub("baselines", d))
-    row.update(alpha=alpha, epochs=epochs, seconds=round(time.time() - t, 1))
-    run.dir.write(row, "baselines", d, "result.json")
+    fmodel, qmodel = _train_float_and_qat(run, models.build(spec), os.path.join(d, "train"), epochs, cfg.lr)
+    row = export_and_evaluate(run, f"{name}_a{alpha:g}_int8", spec, fmodel, qmodel, d)
+    row.update(alpha=alpha, epochs=epochs, seconds=round(time.time() - t, 1), setting_digest=digest)
+    write_json(result, row)
     return row
 
 

@@ -85,12 +85,13 @@ class LoopConfig:
     tflm: bool = True
     baselines: tuple = ()
     baseline_rounds: int = 6
+    baselines_dir: str = None     # shared by runs (trained once per setting); default OUTPUT_DIR/baselines
     # execution (not part of the result)
     workers: int = 1
     ray_address: str = None
     proposal_timeout: float = None
 
-    EXECUTION = ("workers", "ray_address", "proposal_timeout")
+    EXECUTION = ("workers", "ray_address", "proposal_timeout", "baselines_dir")
 
     def fingerprint(self):
         """The settings that decide the result (a resumed run must have the same)."""
