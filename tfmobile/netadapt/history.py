@@ -15,7 +15,6 @@ once its line is in history.jsonl, and a proposal once its JSON exists.
 """
 import json
 import os
-import shutil
 import uuid
 
 from tfmobile.errors import UserError

@@ -324,7 +324,7 @@ def check_ray_address(address):
 
 
 def _code_root():
-    import tfmobile
+    import tfmobile  # noqa: F401  (legacy Keras before TensorFlow)
     return os.path.dirname(os.path.dirname(os.path.abspath(tfmobile.__file__)))
 
 
