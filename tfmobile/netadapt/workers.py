@@ -324,7 +324,7 @@ def check_ray_address(address):
 
 
 def _code_root():
-    import tfmobile  # noqa: F401  (legacy Keras before TensorFlow)
+    import tfmobile
     return os.path.dirname(os.path.dirname(os.path.abspath(tfmobile.__file__)))
 
 
