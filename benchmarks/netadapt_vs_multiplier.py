@@ -1,0 +1,155 @@
+"""NetAdapt vs the width multiplier: the issue-13 benchmark (resumable; hours at full size).
+
+    # the full run (an idle machine; full Fashion-MNIST from the Debian package or --data_dir)
+    python benchmarks/netadapt_vs_multiplier.py --work_dir /work/runs/na_vs_mult
+    # a smoke run at a tiny size (minutes): writes nothing under docs/
+    python benchmarks/netadapt_vs_multiplier.py --work_dir /tmp/na_smoke --smoke
+
+Runs, each resumable (started again after a kill, it continues where it stopped):
+1. ``--resource latency --target 0.5`` from mbv2 alpha 1.0 at 32x32 trained ``--epochs``, with the
+   width-multiplier baselines (``--baselines``, trained with the same total budget: start training +
+   long-term fine-tune) exported int8 and measured interleaved with the NetAdapt model (LiteRT,
+   1 thread, the CPU-time clock, ``--bench_runs`` runs; each measurement's spread is kept);
+2. the same with ``--resource peak_sram --target 0.5`` (TFLM arena measured);
+3. the architecture NetAdapt found, trained from scratch with the same budget (the NatGr
+   reimplementation found that to beat fine-tuning).
+Writes ``--out`` (JSON: start, final, baselines, ratios at equal accuracy / accuracy at equal latency,
+per-iteration predicted vs measured, wall and CPU time) and ``--plot`` (accuracy vs measured latency).
+"""
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tfmobile  # noqa: E402,F401
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("work_dir", None, "where the runs go (required).")
+flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX dir (default: the Debian package, else the subset).")
+flags.DEFINE_string("model", "mbv2", "start model.")
+flags.DEFINE_float("alpha", 1.0, "start width multiplier.")
+flags.DEFINE_integer("resolution", 32, "input resolution.")
+flags.DEFINE_integer("epochs", 15, "start training epochs (the baselines get epochs + long_epochs).")
+flags.DEFINE_float("target", 0.5, "target, as a fraction of the start's measured value.")
+flags.DEFINE_list("baselines", ["0.35", "0.5", "0.75", "1.0"], "width multipliers to compare with.")
+flags.DEFINE_list("resources", ["latency", "peak_sram"], "NetAdapt runs to do.")
+flags.DEFINE_integer("short_steps", 500, "short-term fine-tune steps per proposal.")
+flags.DEFINE_integer("long_epochs", 10, "long-term fine-tune epochs.")
+flags.DEFINE_integer("qat_epochs", 1, "QAT epochs (every model).")
+flags.DEFINE_string("select", "ratio", "ratio | accuracy.")
+flags.DEFINE_integer("workers", 2, "local proposal workers.")
+flags.DEFINE_integer("bench_runs", 1000, "timed runs per latency measurement.")
+flags.DEFINE_boolean("scratch", True, "also train the found latency architecture from scratch.")
+flags.DEFINE_boolean("smoke", False, "tiny settings (mbv1 0.25, 300 subset images, a few steps).")
+flags.DEFINE_string("out", "docs/benchmark_data/netadapt_vs_multiplier.json", "result JSON.")
+flags.DEFINE_string("plot", "docs/benchmark_data/netadapt_vs_multiplier.png", "plot (the latency run).")
+
+
+def _config(resource):
+    from tfmobile.netadapt.loop import LoopConfig
+
+    cfg = LoopConfig(model=FLAGS.model, alpha=FLAGS.alpha, resolution=FLAGS.resolution, epochs=FLAGS.epochs,
+                     data_dir=FLAGS.data_dir, resource=resource, target=FLAGS.target, select=FLAGS.select,
+                     short_steps=FLAGS.short_steps, long_epochs=FLAGS.long_epochs, qat_epochs=FLAGS.qat_epochs,
+                     bench_runs=FLAGS.bench_runs, baselines=tuple(float(a) for a in FLAGS.baselines),
+                     workers=FLAGS.workers, lut=os.path.join(FLAGS.work_dir, "lut.json"),
+                     baselines_dir=os.path.join(FLAGS.work_dir, "baselines"))
+    if FLAGS.smoke:
+        cfg.model, cfg.alpha, cfg.epochs, cfg.subset, cfg.limit = "mbv1", 0.25, 1, True, 300
+        cfg.short_steps, cfg.short_lr, cfg.batch_size, cfg.long_epochs, cfg.qat_epochs = 3, 1e-2, 32, 0, 0
+        cfg.bench_runs, cfg.bench_warmup, cfg.tflm, cfg.target = 100, 10, True, 0.93
+        cfg.baselines = (0.25, 0.5)
+    return cfg
+
+
+def _netadapt(resource):
+    from tfmobile.errors import UserError
+    from tfmobile.netadapt import loop
+
+    out = os.path.join(FLAGS.work_dir, resource)
+    t, status = time.time(), None
+    try:
+        rep = loop.run(_config(resource), out, resume=os.path.isfile(os.path.join(out, "run.json")))
+    except loop.TargetNotMet as e:
+        status = str(e)
+        with open(os.path.join(out, "report.json")) as f:
+            rep = json.load(f)
+    except UserError:
+        raise
+    rep["benchmark_invocation_seconds"] = round(time.time() - t, 1)
+    rep["stopped"] = status
+    return rep
+
+
+def _scratch(rep):
+    """Train the found architecture from scratch with the baselines' budget; LiteRT int8 test accuracy."""
+    from tfmobile import convert, models, train
+    from tfmobile.netadapt.loop import calibration_images
+    from tfmobile.netadapt.workers import load_splits
+
+    cfg = _config("latency")
+    spec = models.ModelSpec.from_dict(rep["final"]["spec"])
+    splits = load_splits(cfg.data_config(spec.input_shape))
+    d = os.path.join(FLAGS.work_dir, "scratch")
+    epochs = int(rep["start"]["train_epochs"]) + cfg.long_epochs
+    t = time.time()
+    model, _ = train.fit(models.build(spec), splits, os.path.join(d, "float"), epochs=epochs, batch_size=cfg.batch_size,
+                         seed=cfg.seed, resume=True, verbose=2)
+    if cfg.qat_epochs:
+        model, _ = train.fit(model, splits, os.path.join(d, "qat"), epochs=cfg.qat_epochs, compression="qat",
+                             batch_size=cfg.batch_size, seed=cfg.seed, resume=True, verbose=2)
+    tfl = convert.to_tflite(model, "int8", representative_data=calibration_images(splits, spec.input_shape))
+    acc = train.evaluate_tflite(tfl, splits.x_test, splits.y_test)["accuracy"]
+    return {"epochs": epochs, "qat_epochs": cfg.qat_epochs, "accuracy": acc, "seconds": round(time.time() - t, 1),
+            "netadapt_fine_tuned_accuracy": rep["final"]["accuracy"]}
+
+
+def _summary(rep):
+    keep = ("status", "stopped", "resource", "unit", "target_value", "select", "start", "start_measurement",
+            "reached", "comparison", "final_meets_target", "timings", "prediction_error", "workers",
+            "benchmark_invocation_seconds")
+    out = {k: rep.get(k) for k in keep}
+    if rep.get("final"):
+        out["final"] = {k: rep["final"].get(k) for k in ("accuracy", "measured", "measurement", "size_bytes",
+                                                         "quantization", "tflm", "val_accuracy_keras")}
+        out["final"]["blocks"] = rep["final"]["spec"]["blocks"]
+    out["baselines"] = [{k: b.get(k) for k in ("alpha", "epochs", "accuracy", "measured", "measurement", "size_bytes",
+                                               "tflm")} for b in rep.get("baselines") or []]
+    out["iterations"] = [{k: h.get(k) for k in ("iteration", "budget", "chosen", "width", "predicted", "measured",
+                                                "prediction_error", "val_accuracy", "seconds", "cpu_seconds")}
+                         for h in rep.get("iterations") or []]
+    return out
+
+
+def main(argv):
+    from tfmobile.bench import host_device
+    from tfmobile.io import write_bytes, write_json
+
+    if not FLAGS.work_dir:
+        raise app.UsageError("--work_dir is required")
+    t0, c0 = time.time(), time.process_time()
+    result = {"host": host_device("litert", 1), "smoke": FLAGS.smoke, "runs": {}}
+    reports = {}
+    for resource in FLAGS.resources:
+        reports[resource] = _netadapt(resource)
+        result["runs"][resource] = _summary(reports[resource])
+    if FLAGS.scratch and (reports.get("latency") or {}).get("final"):
+        result["scratch"] = _scratch(reports["latency"])
+    result["settings"] = _config("latency").fingerprint()
+    result["wall_seconds_this_invocation"] = round(time.time() - t0, 1)
+    result["driver_cpu_seconds_this_invocation"] = round(time.process_time() - c0, 1)
+    out, plot = FLAGS.out, FLAGS.plot
+    if FLAGS.smoke and out.startswith("docs/"):
+        out, plot = os.path.join(FLAGS.work_dir, "result.json"), os.path.join(FLAGS.work_dir, "result.png")
+    write_json(out, result)
+    if "latency" in reports and os.path.isfile(os.path.join(FLAGS.work_dir, "latency", "netadapt.png")):
+        with open(os.path.join(FLAGS.work_dir, "latency", "netadapt.png"), "rb") as f:
+            write_bytes(plot, f.read())
+    print(json.dumps({k: result["runs"][k].get("comparison") for k in result["runs"]} | {"out": out}))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,381 @@
+"""NetAdapt loop: schedule and selection, the run directory, worker failures, bad input, and end to end
+on a tiny model: resume after kill -9 mid-iteration, the same chosen sequence with 1 worker, 2 workers
+and Ray."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import tfmobile  # noqa: F401
+from conftest import REPO, run_cli
+from netadapt_tasks import sleepy_task
+from tfmobile.errors import UserError
+from tfmobile.netadapt import loop
+from tfmobile.netadapt.history import RunDir
+from tfmobile.netadapt.workers import LocalPool, WorkerFailure
+
+# ------------------------------------------------------------------------------------------------
+# pure pieces
+# ------------------------------------------------------------------------------------------------
+
+
+def test_default_schedule_reaches_half_within_ten_iterations():
+    cfg = loop.LoopConfig(target=0.5)
+    start = 1.0
+    assert loop.estimate_iterations(cfg, 1, start, start, 0.5 * start) <= 10
+    steps = [loop.delta(cfg, i, start) for i in range(1, 11)]
+    assert sum(steps) >= 0.5 and steps == sorted(steps, reverse=True)
+    # the budget never goes below the target, and starts from the current (measured) value
+    assert loop.budget_for(cfg, 1, 1.0, 0.52, 0.5) == 0.5
+    assert loop.budget_for(cfg, 2, 1.0, 0.9, 0.5) == pytest.approx(0.9 - 0.06 * 0.96)
+    assert loop.budget_for(cfg, 2, 1.0, 0.9, 0.5, halvings=2) == pytest.approx(0.9 - 0.06 * 0.96 / 4)
+
+
+def test_selection_ratio_accuracy_and_ties():
+    cur = {"predicted": 10.0, "val_accuracy": 0.90}
+    props = [{"group": "a", "predicted": 9.0, "val_accuracy": 0.88},    # -0.02 per 1.0 saved
+             {"group": "b", "predicted": 6.0, "val_accuracy": 0.86},    # -0.01 per 1.0 saved
+             {"group": "c", "predicted": 9.5, "val_accuracy": 0.895},   # -0.01 per 1.0 saved (tie with b)
+             {"group": "d", "predicted": 10.0, "val_accuracy": 0.95}]   # saves nothing: never picked by ratio
+    assert loop.choose("ratio", props, cur)["group"] == "b"             # the tie goes to the earlier group
+    assert loop.choose("accuracy", props, cur)["group"] == "d"
+    assert loop.metric("ratio", props[3], cur) == float("-inf")
+    assert loop.choose("ratio", [], cur) is None
+
+
+def test_parse_target():
+    assert loop.parse_target("0.5", "latency") == (0.5, None)
+    assert loop.parse_target("256KB", "peak_sram") == (None, 256 * 1024)
+    assert loop.parse_target("0.4ms", "latency") == (None, 0.4)
+    assert loop.parse_target("2M", "macs") == (None, 2e6)
+    for bad, kind in (("1.5", "latency"), ("abc", "latency"), ("10ms", "flash"), ("3KB", "latency")):
+        with pytest.raises(UserError):
+            loop.parse_target(bad, kind)
+
+
+def test_run_dir_refuses_another_run_and_overwrites_nothing(tmp_path):
+    d = RunDir(tmp_path / "run")
+    man = d.open({"seed": 0}, resume=False)
+    d.append_history({"iteration": 1, "measured": 1.0})
+    before = {p: open(os.path.join(d.path, p), "rb").read() for p in ("run.json", "history.jsonl")}
+    with pytest.raises(UserError, match="already holds"):
+        RunDir(d.path).open({"seed": 0}, resume=False)
+    with pytest.raises(UserError, match="another run"):
+        RunDir(d.path).open({"seed": 1}, resume=True)
+    with pytest.raises(UserError, match="no NetAdapt run"):
+        RunDir(tmp_path / "empty").open({"seed": 0}, resume=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("keep")
+    with pytest.raises(UserError, match="not empty"):
+        RunDir(tmp_path / "other").open({"seed": 0}, resume=False)
+    assert {p: open(os.path.join(d.path, p), "rb").read() for p in before} == before
+    assert RunDir(d.path).open({"seed": 0}, resume=True)["run_id"] == man["run_id"]
+    with pytest.raises(ValueError):   # an iteration is never repeated or skipped
+        d.append_history({"iteration": 1})
+    assert [h["iteration"] for h in d.history()] == [1]
+
+
+# ------------------------------------------------------------------------------------------------
+# worker failures (a light task function: no TensorFlow in the workers)
+# ------------------------------------------------------------------------------------------------
+def _kill_when_started(path, timeout=60):
+    t0 = time.time()
+    while not os.path.exists(path):
+        assert time.time() - t0 < timeout, "worker never started"
+        time.sleep(0.05)
+    pid = int(open(path).read().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_local_pool_worker_killed_mid_task_is_retried_once(tmp_path):
+    import threading
+
+    logs, results = [], {}
+    pool = LocalPool(2, log=logs.append, fn=sleepy_task)
+    tasks = {n: {"name": n, "dir": str(tmp_path)} for n in ("a", "victim", "b")}
+    killer = threading.Thread(target=_kill_when_started, args=(str(tmp_path / "victim.pid"),))
+    killer.start()
+    try:
+        pool.run(tasks, lambda k, r: results.__setitem__(k, r))
+    finally:
+        killer.join()
+        pool.close()
+    assert set(results) == {"a", "victim", "b"}
+    pids = open(tmp_path / "victim.pid").read().split()
+    assert len(pids) == 2 and pids[0] != pids[1]          # run again, in a fresh worker
+    assert any("victim" in m and "SIGKILL" in m and "retrying" in m for m in logs)
+
+
+def test_local_pool_stops_with_a_clear_line_after_two_failures(tmp_path):
+    pool = LocalPool(1, fn=sleepy_task)
+    with pytest.raises(WorkerFailure, match=r"proposal x failed 2 times; last: raised RuntimeError: boom"):
+        pool.run({"x": {"name": "x", "dir": str(tmp_path), "fail": True}}, lambda k, r: None)
+    pool = LocalPool(1, fn=sleepy_task, timeout=3)
+    t0 = time.time()
+    with pytest.raises(WorkerFailure, match="timed out after 3 s"):   # a hung worker: no silent wait
+        pool.run({"h": {"name": "h", "dir": str(tmp_path), "hang": True}}, lambda k, r: None)
+    assert time.time() - t0 < 120   # two attempts of 3 s, plus two worker start-ups (TensorFlow imports)
+    assert pool.procs == []
+
+
+def test_workers_die_with_the_driver(tmp_path):
+    """kill -9 of the driver: its proposal workers do not outlive it."""
+    code = ("import sys, time\nsys.path[:0] = [%r, %r]\nfrom netadapt_tasks import sleepy_task\n"
+            "from tfmobile.netadapt.workers import LocalPool\n"
+            "if __name__ == '__main__':\n"
+            "    p = LocalPool(2, fn=sleepy_task)\n"
+            "    p.run({n: {'name': n, 'dir': %r, 'hang': True} for n in 'ab'}, lambda k, r: None)\n"
+            % (os.path.dirname(__file__), REPO, str(tmp_path)))
+    script = tmp_path / "driver.py"
+    script.write_text(code)
+    driver = subprocess.Popen([sys.executable, str(script)], cwd=REPO)
+    t0 = time.time()
+    while not all((tmp_path / f"{n}.pid").exists() for n in "ab"):
+        assert time.time() - t0 < 60 and driver.poll() is None
+        time.sleep(0.05)
+    pids = [int((tmp_path / f"{n}.pid").read_text().split()[0]) for n in "ab"]
+    driver.kill()
+    driver.wait()
+    t0 = time.time()
+    while any(_alive(p) for p in pids):
+        assert time.time() - t0 < 10, "a worker outlived its driver"
+        time.sleep(0.05)
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# ------------------------------------------------------------------------------------------------
+# a tiny start model
+# ------------------------------------------------------------------------------------------------
+def tiny_spec(widths=(8, 24, 24)):
+    from tfmobile import models
+
+    # BatchNorm momentum 0.5: its moving statistics follow the few training steps here, so the
+    # proposals' validation accuracies differ (with 0.99 every one is at chance and ties decide)
+    spec = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=10, bn_momentum=0.5)
+    d = spec.to_dict()
+    d["blocks"] = [b for b in d["blocks"] if b["name"] in ("stem", "block_1", "block_2", "top")]
+    for b, w in zip(d["blocks"][:3], widths):
+        b["filters"] = w
+    d["name"] = "mbv1_tiny_32"
+    return models.ModelSpec.from_dict(d)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from tfmobile import data, models, train
+
+    out = tmp_path_factory.mktemp("tiny")
+    splits = data.train_val_split(data.load_dataset(None, subset=True), 0.1, limit=300)
+    train.fit(models.build(tiny_spec()), splits, str(out), epochs=2, batch_size=32, lr=1e-2, tensorboard=False,
+              verbose=0)
+    return os.path.join(out, "checkpoint")
+
+
+TINY = ["--subset", "--limit", "300", "--batch_size", "32", "--short_steps", "4", "--short_lr", "1e-2",
+        "--resource", "macs", "--long_epochs", "0", "--qat_epochs", "0", "--notflm"]
+
+
+def _cfg(checkpoint, **kw):
+    base = dict(checkpoint=checkpoint, subset=True, limit=300, batch_size=32, short_steps=4, short_lr=1e-2,
+                resource="macs", target=0.6, long_epochs=0, qat_epochs=0, tflm=False)
+    base.update(kw)
+    return loop.LoopConfig(**base)
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input: one line, nothing of an earlier run touched
+# ------------------------------------------------------------------------------------------------
+def test_bad_inputs_are_one_line_errors(tmp_path, tiny_checkpoint):
+    from tfmobile import models, train
+
+    # a LUT of another device / thread count
+    lut = tmp_path / "lut.json"
+    lut.write_text(json.dumps({"lut_version": 1, "devices": {"Other CPU | arm64 | litert | 4 | x": {
+        "device": {}, "overhead_ms": 0.01, "entries": {}}}}))
+    with pytest.raises(UserError, match="another device or thread count"):
+        loop.Run(_cfg(tiny_checkpoint, resource="latency", lut=str(lut)), tmp_path / "o1")
+    # a checkpoint without a spec
+    nospec = tmp_path / "nospec"
+    nospec.mkdir()
+    (nospec / "checkpoint.json").write_text(json.dumps({"compression": None, "epoch": 1, "metrics": {}}))
+    with pytest.raises(UserError, match="no spec.json"):
+        loop.Run(_cfg(str(nospec)), tmp_path / "o2")
+    # an unreachable Ray cluster (port 1: nothing listens)
+    with pytest.raises(UserError, match="unreachable"):
+        loop.Run(_cfg(tiny_checkpoint, ray_address="127.0.0.1:1"), tmp_path / "o3")
+    assert not (tmp_path / "o3").exists()
+    # a target above the start
+    r = loop.Run(_cfg(tiny_checkpoint, target=None, target_value=1e12), tmp_path / "o4")
+    r.open()
+    with pytest.raises(UserError, match="not below the start"):
+        r.prepare_start()
+    # a spec with nothing to shrink (every group at one channel step)
+    flat = tmp_path / "flat"
+    train.save_checkpoint(models.build(tiny_spec((8, 8, 8))), str(flat))
+    r = loop.Run(_cfg(str(flat)), tmp_path / "o5")
+    r.open()
+    with pytest.raises(UserError, match="no shrinkable channel group"):
+        r.prepare_start()
+
+
+def test_cli_bad_input_exit_2_and_resume_of_another_run_overwrites_nothing(tmp_path, tiny_checkpoint):
+    out = tmp_path / "run"
+    RunDir(out).open({"someone": "else"}, resume=False)
+    before = (out / "run.json").read_bytes()
+    r = run_cli("pipelines.netadapt", "--checkpoint", tiny_checkpoint, "--target", "0.6", "--output_dir", out,
+                "--resume", *TINY, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "another run" in lines[0] and "Traceback" not in r.stderr
+    assert (out / "run.json").read_bytes() == before and os.listdir(out) == ["run.json"]
+    r = run_cli("pipelines.netadapt", "--checkpoint", tiny_checkpoint, "--target", "1.5", "--output_dir",
+                tmp_path / "x", *TINY, timeout=300)
+    assert r.returncode == 2 and "error: --target 1.5" in r.stderr and not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# end to end on the tiny model
+# ------------------------------------------------------------------------------------------------
+def _sequence(out):
+    rows = [json.loads(ln) for ln in open(os.path.join(out, "history.jsonl"))]
+    return [(h["iteration"], h["chosen"], h["width"], round(h["val_accuracy"], 6),
+             [(p["group"], p["width"], round(p["val_accuracy"], 6)) for p in h["proposals"]]) for h in rows]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_mid_iteration_and_same_sequence_with_2_workers(tmp_path, tiny_checkpoint):
+    args = ["--checkpoint", tiny_checkpoint, "--target", "0.65", *TINY]
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.netadapt", *args, "--output_dir", str(out)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    # kill -9 once the first proposal of iteration 2 is recorded and the second is running
+    first = None
+    t0 = time.time()
+    while first is None:
+        assert proc.poll() is None and time.time() - t0 < 900, "the run ended before iteration 2"
+        d = out / "iterations" / "002" / "proposals"
+        done = sorted(d.glob("*.json")) if d.is_dir() else []
+        if done:
+            first = done[0]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    mtime = first.stat().st_mtime_ns
+    hist_before = (out / "history.jsonl").read_text()
+    assert [json.loads(ln)["iteration"] for ln in hist_before.splitlines()] == [1]
+    r = run_cli("pipelines.netadapt", *args, "--output_dir", out, "--resume", "--json", timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert re.search(r"iteration 2: 1 of \d proposals already done \(resumed\)", r.stderr)
+    assert first.stat().st_mtime_ns == mtime                  # the finished proposal was not redone
+    rep = json.loads(r.stdout)
+    seq = _sequence(out)
+    assert [s[0] for s in seq] == list(range(1, len(seq) + 1)) and len(seq) >= 2
+    assert (out / "history.jsonl").read_text().startswith(hist_before)
+    accs = {p[2] for s in seq for p in s[4]}
+    assert len(accs) > 1                                      # selection is not decided by ties alone
+    assert rep["status"] == "met" and rep["final"]["accuracy"] > 0
+    for f in ("report.md", "report.json", "netadapt.png", "final/spec.json", "final/tflite/netadapt_int8.tflite"):
+        assert (out / f).is_file(), f
+    # the same seed with 2 workers: the same chosen sequence
+    out2 = tmp_path / "two"
+    r2 = run_cli("pipelines.netadapt", *args, "--output_dir", out2, "--workers", "2", "--baselines", "0.25",
+                 "--baselines_dir", tmp_path / "shared", "--json", timeout=1200)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert _sequence(out2) == seq
+    # the width-multiplier baseline: trained with the same budget, exported, measured with the final model
+    rep2 = json.loads(r2.stdout)
+    (b,) = rep2["baselines"]
+    assert b["alpha"] == 0.25 and b["epochs"] == rep2["start"]["train_epochs"] and os.path.isfile(b["path"])
+    assert b["path"].startswith(str(tmp_path / "shared")) and b["measured"] > rep2["final"]["measured"]
+    assert rep2["comparison"]["points"] == 1
+
+
+@pytest.mark.slow
+def test_ray_gives_the_same_sequence(tmp_path, tiny_checkpoint):
+    pytest.importorskip("ray")
+    args = ["--checkpoint", tiny_checkpoint, "--target", "0.65", *TINY]
+    a, b = tmp_path / "local", tmp_path / "ray"
+    r = run_cli("pipelines.netadapt", *args, "--output_dir", a, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("pipelines.netadapt", *args, "--output_dir", b, "--ray_address", "local", timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Ray at local" in r.stderr
+    assert _sequence(b) == _sequence(a)
+
+
+@pytest.mark.slow
+def test_ray_task_killed_is_retried(tmp_path):
+    ray = pytest.importorskip("ray")
+    from tfmobile.netadapt.workers import RayPool
+    import threading
+
+    import netadapt_tasks
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(netadapt_tasks)   # Ray workers do not have tests/ on their path
+    logs, results = [], {}
+    pool = RayPool("local", log=logs.append, fn=sleepy_task)
+    try:
+        killer = threading.Thread(target=_kill_when_started, args=(str(tmp_path / "victim.pid"), 120))
+        killer.start()
+        pool.run({n: {"name": n, "dir": str(tmp_path)} for n in ("a", "victim")},
+                 lambda k, r: results.__setitem__(k, r))
+        killer.join()
+    finally:
+        ray.shutdown()
+    assert set(results) == {"a", "victim"}
+    assert any("victim" in m and "retrying" in m for m in logs)
+
+
+def test_measurements_use_the_cpu_clock_at_one_thread_and_interleave(tmp_path):
+    from tfmobile import convert, models
+    from tfmobile.netadapt.measure import interleaved, measure_tflite
+
+    small = convert.to_tflite(models.build(tiny_spec((8, 8, 8))), "int8")
+    big = convert.to_tflite(models.build(tiny_spec((16, 48, 48))), "int8")
+    settings = {"backend": "litert", "threads": 1, "runs": 60, "warmup": 5}
+    m = measure_tflite(small, "latency", settings)
+    assert m["clock"] == "cpu" and m["value"] == m["cpu_median_ms"] > 0 and m["runs"] == 60
+    assert {"median_ms", "p90_ms", "std_ms", "cv"} <= set(m)           # the spread is kept
+    both = interleaved({"small": small, "big": big}, settings, rounds=3)
+    assert both["small"]["runs"] == both["big"]["runs"] == 60 and both["big"]["rounds"] == 3
+    assert both["big"]["value"] > both["small"]["value"]               # 6x the channels costs more
+    assert measure_tflite(big, "flash", settings)["value"] == len(big)
+    assert measure_tflite(small, "peak_sram", settings)["value"] == convert.measure_arena(small)["arena_bytes"]
+
+
+def test_a_latency_above_the_wider_model_is_measured_again(tmp_path, tiny_checkpoint):
+    class Device:   # the measuring device's answers, in order
+        def __init__(self, values):
+            self.values = list(values)
+
+        def measure(self, tflite, kind, spec_json=None):
+            return {"kind": kind, "value": self.values.pop(0)}
+
+    r = loop.Run(_cfg(tiny_checkpoint, resource="latency"), tmp_path / "run")
+    r.int8 = lambda model: b"int8 model"
+    r.predict = lambda spec: 0.5
+    spec = tiny_spec()
+    r.measurer = Device([2.0, 1.2, 1.0])
+    m = r.measure_model(None, spec, "iterations/001", not_above=1.5)
+    assert m["value"] == 1.2 and m["repeats"] == [2.0, 1.2, 1.0] and r.measurer.values == []
+    r.measurer = Device([1.4])
+    assert r.measure_model(None, spec, "iterations/002", not_above=1.5)["value"] == 1.4
+    assert "repeats" not in r.dir.read("iterations/002", "measurement.json")
+    r.measurer = Device([])   # measured once: read back from the run directory, not measured again
+    assert r.measure_model(None, spec, "iterations/001", not_above=1.5)["value"] == 1.2

@@ -1,0 +1,91 @@
+"""NetAdapt report: markdown tables and the accuracy-vs-measured-resource plot."""
+
+
+def _f(v, fmt="{:.4g}"):
+    return "-" if v is None else fmt.format(v)
+
+
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.2f} %"
+
+
+def markdown(rep):
+    unit = rep["unit"]
+    s = rep["start"]
+    lines = [f"# NetAdapt: {s['model']}, {rep['resource']} to {_f(rep['target_value'])} {unit}", "",
+             f"Status: **{rep['status']}**. Start: measured {_f(s['measured'])} {unit} (LUT/prediction "
+             f"{_f(s['predicted'])}), validation top-1 {_pct(s['val_accuracy'])}. Selection: {rep['select']}. "
+             f"Proposals ran on {rep['workers']}.", "",
+             "Iterations (validation accuracy after the short-term fine-tune; measured = the int8 model on the "
+             "measuring device, which sets the next budget):", "",
+             f"| iteration | budget ({unit}) | chosen | width | predicted | measured | wall-clock cv | "
+             "prediction error | val top-1 | proposals | wall s | CPU s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for h in rep["iterations"]:
+        m = h.get("measurement") or {}
+        lines.append(f"| {h['iteration']} | {_f(h['budget'])} | {h['chosen']} | {h['width']} | {_f(h['predicted'])} "
+                     f"| {_f(h['measured'])} | {_f(m.get('cv'), '{:.3f}')} | "
+                     f"{_f(100 * h['prediction_error'], '{:+.1f} %')} | {_pct(h['val_accuracy'])} "
+                     f"| {len(h['proposals'])} | {h['seconds']:.0f} | {_f(h.get('cpu_seconds'), '{:.0f}')} |")
+    r = rep["reached"]
+    lines += ["", f"Reached: {_f(r['measured'])} {unit} at iteration {r['iteration']}.", ""]
+    fin = rep.get("final")
+    if fin:
+        lines += ["## Final model and width-multiplier baselines", "",
+                  "Accuracy: the int8 .tflite in LiteRT on the test set. Measured together (interleaved rounds).", "",
+                  f"| model | measured ({unit}) | LiteRT test top-1 | int8 bytes | TFLM arena (bytes) |",
+                  "|---|---|---|---|---|",
+                  f"| NetAdapt | {_f(fin['measured'])} | {_pct(fin['accuracy'])} | {fin['size_bytes']} | "
+                  f"{(fin.get('tflm') or {}).get('arena_bytes', '-')} |"]
+        for b in rep.get("baselines") or []:
+            lines.append(f"| width multiplier {b['alpha']:g} ({b['epochs']} epochs) | {_f(b['measured'])} | "
+                         f"{_pct(b['accuracy'])} | {b['size_bytes']} | {(b.get('tflm') or {}).get('arena_bytes', '-')} |")
+        c = rep.get("comparison")
+        if c:
+            lines += ["", f"- {rep['resource']} ratio at equal accuracy (NetAdapt / baseline curve): "
+                          f"{_f(c.get('ratio_at_equal_accuracy'), '{:.3f}')}",
+                      f"- accuracy gain at equal {rep['resource']}: "
+                      f"{_f(None if c.get('accuracy_gain_at_equal_value') is None else 100 * c['accuracy_gain_at_equal_value'], '{:+.2f} points')}"]
+            w = c.get("widest_baseline_meeting_target")
+            if w:
+                lines.append(f"- widest width multiplier meeting the target: {w['alpha']:g} ({_f(w['measured'])} {unit}, "
+                             f"{_pct(w['accuracy'])}); NetAdapt {100 * w['accuracy_gain']:+.2f} points")
+        lines.append("")
+    t = rep["timings"]
+    lines += ["## Time", ""] + [f"- {k}: {v}" for k, v in t.items()] + ["", "![NetAdapt](netadapt.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(rep, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tfmobile.io import atomic_path
+
+    unit = rep["unit"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    xs = [rep["start"]["measured"]] + [h["measured"] for h in rep["iterations"]]
+    ys = [100 * rep["start"]["val_accuracy"]] + [100 * h["val_accuracy"] for h in rep["iterations"]]
+    ax.plot(xs, ys, "o-", ms=4, label="NetAdapt trajectory (validation, float, after short-term fine-tune)")
+    fin = rep.get("final")
+    if fin:
+        ax.plot([fin["measured"]], [100 * fin["accuracy"]], "*", ms=14, label="NetAdapt final (int8, LiteRT test)")
+    bases = sorted(rep.get("baselines") or [], key=lambda b: b["measured"])
+    if bases:
+        ax.plot([b["measured"] for b in bases], [100 * b["accuracy"] for b in bases], "s--",
+                label="width multiplier (int8, LiteRT test)")
+        for b in bases:
+            ax.annotate(f"{b['alpha']:g}", (b["measured"], 100 * b["accuracy"]), fontsize=7,
+                        textcoords="offset points", xytext=(4, -10))
+    ax.axvline(rep["target_value"], color="grey", ls=":", lw=1, label="target")
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.set_xlabel(f"measured {rep['resource']} ({unit})")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"NetAdapt on {rep['start']['model']}: accuracy vs measured {rep['resource']}", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

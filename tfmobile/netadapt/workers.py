@@ -1,0 +1,427 @@
+"""Where NetAdapt's proposals run: a local process pool or Ray tasks, with dead workers detected.
+
+A proposal (shrink one group -> transfer weights by L2 norm -> short-term fine-tune -> validation
+accuracy) is a pure function of its task dict (``run_proposal``), so it can run anywhere. Every
+worker runs TensorFlow with the same thread count and op determinism, so the same task gives the
+same accuracy in the driver's pool of 1 or N processes and on Ray: the chosen sequence does not
+depend on how the proposals were spread.
+
+Failures: a worker that dies (killed, segfault, out of memory), hangs past ``timeout`` or raises
+is detected where it happens (process sentinel / Ray task error) and its proposal is run once more;
+a second failure stops the run with a ``WorkerFailure`` naming the proposal and the cause. A
+``UserError`` raised by the proposal itself is bad input, not bad luck: it stops the run at once.
+The reference implementation's master waited for days on a crashed worker; here nothing waits
+without a deadline.
+"""
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+
+from tfmobile.errors import UserError
+
+MAX_ATTEMPTS = 2   # a proposal is run at most twice (one retry)
+
+
+class WorkerFailure(UserError):
+    """A proposal's worker died or failed twice: the run stops with this one line."""
+
+
+# ------------------------------------------------------------------------------------------------
+# the task
+# ------------------------------------------------------------------------------------------------
+_CONFIGURED = {}
+_DATA_CACHE = {}
+
+
+def configure_tensorflow(threads):
+    """Same intra/inter-op threads and deterministic ops in every worker (once per process)."""
+    import tfmobile  # noqa: F401
+    import tensorflow as tf
+
+    if _CONFIGURED.get("threads") == threads:
+        return
+    if _CONFIGURED:
+        raise RuntimeError(f"worker already runs TensorFlow with {_CONFIGURED['threads']} threads, not {threads}")
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.experimental.enable_op_determinism()
+    _CONFIGURED["threads"] = threads
+
+
+def load_splits(data_config):
+    """The train/validation/test split of ``data_config`` (cached per process)."""
+    from tfmobile import data
+
+    key = tuple(sorted((k, str(v)) for k, v in data_config.items()))
+    if key not in _DATA_CACHE:
+        h, w, c = data_config["input_shape"]
+        ds = data.load_dataset(data_config.get("data_dir"), subset=data_config.get("subset", False),
+                               image_size=(h, w), channels=c)
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = data.train_val_split(ds, data_config["val_fraction"], seed=data_config["seed"],
+                                                limit=data_config.get("limit"))
+    return _DATA_CACHE[key]
+
+
+def _load_parent(checkpoint, files, workdir):
+    from tfmobile import train
+
+    if files is None:
+        return train.load_checkpoint(checkpoint)
+    d = os.path.join(workdir, "parent")   # Ray: the checkpoint's files travel as bytes
+    os.makedirs(d)
+    for name, blob in files.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(blob)
+    return train.load_checkpoint(d)
+
+
+def run_proposal(task, splits=None, parent_files=None):
+    """Shrink, transfer, fine-tune for ``task["steps"]`` steps, and measure validation top-1.
+
+    task: {"group", "width", "spec" (the narrower spec's JSON), "parent" (the current model's
+    checkpoint dir), "data" (see ``load_splits``), "steps", "batch_size", "lr", "seed", "augment",
+    "shift", "threads", "output_dir" (where the fine-tuned checkpoint goes; None: return its files
+    as bytes)}. splits / parent_files: the data and the parent checkpoint's files themselves (Ray
+    passes them through its object store, so no worker needs the driver's disk).
+    """
+    configure_tensorflow(task["threads"])
+    from tfmobile import train
+    from tfmobile.models import ModelSpec
+    from tfmobile.models.surgery import transfer
+
+    t0, cpu0 = time.time(), time.process_time()
+    splits = splits if splits is not None else load_splits(task["data"])
+    tmp = tempfile.mkdtemp(prefix="tfmobile_proposal_")
+    try:
+        parent = _load_parent(task["parent"], parent_files, tmp)
+        model = transfer(parent, ModelSpec.from_json(task["spec"]))
+        out = task.get("output_dir") or os.path.join(tmp, "fit")
+        if os.path.exists(out):   # a retry after a kill: start the proposal over
+            shutil.rmtree(out)
+        _, metrics = train.fit(model, splits, out, epochs=1, steps_per_epoch=task["steps"],
+                               batch_size=task["batch_size"], lr=task["lr"], seed=task["seed"],
+                               augment=task["augment"], shift=task["shift"], tensorboard=False,
+                               verbose=0, warmup_epochs=0)
+        result = {"group": task["group"], "width": task["width"], "val_accuracy": metrics["val_accuracy"],
+                  "train_accuracy": metrics["train_accuracy"], "seconds": round(time.time() - t0, 2),
+                  "cpu_seconds": round(time.process_time() - cpu0, 2), "pid": os.getpid()}
+        ckpt = os.path.join(out, train.CHECKPOINT_DIR)
+        if task.get("output_dir"):
+            result["checkpoint"] = ckpt
+        else:
+            result["files"] = {n: open(os.path.join(ckpt, n), "rb").read() for n in os.listdir(ckpt)
+                               if os.path.isfile(os.path.join(ckpt, n))}
+        return result
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def checkpoint_files(directory):
+    """A checkpoint directory's files as {name: bytes} (to ship a parent model to Ray workers)."""
+    return {n: open(os.path.join(directory, n), "rb").read() for n in sorted(os.listdir(directory))
+            if os.path.isfile(os.path.join(directory, n)) and n != "optimizer.npz"}
+
+
+# ------------------------------------------------------------------------------------------------
+# local process pool
+# ------------------------------------------------------------------------------------------------
+def _die_with_parent():
+    """Linux: SIGKILL this process when the parent dies (even by kill -9), so no worker outlives it."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def _worker_main(conn, parent_pid, fn):
+    _die_with_parent()
+    if os.getppid() != parent_pid:   # the parent died before prctl took effect
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the driver's to handle
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)
+        if msg is None:
+            os._exit(0)
+        key, task = msg
+        conn.send(("started", key))   # the proposal's deadline counts from here, not from our start-up
+        try:
+            conn.send(("ok", key, fn(task)))
+        except UserError as e:
+            conn.send(("user_error", key, str(e)))
+        except BaseException as e:  # noqa: BLE001  (reported to the driver, which retries or stops)
+            line = " ".join(str(e).split()) or type(e).__name__
+            conn.send(("error", key, f"{type(e).__name__}: {line[:300]}",
+                       traceback.format_exc(limit=4)[-1500:]))
+
+
+class _Proc:
+    def __init__(self, ctx, fn):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, os.getpid(), fn), daemon=True)
+        self.process.start()
+        child.close()
+        self.key = None
+        self.started = None
+
+    def stop(self, kill=False):
+        try:
+            if not kill:
+                self.conn.send(None)
+        except OSError:
+            pass
+        if kill and self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+def describe_exit(exitcode):
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else str(-exitcode)
+        hint = " (killed: out of memory, or by a user)" if -exitcode == signal.SIGKILL else ""
+        return f"died by signal {name}{hint}"
+    return f"exited with status {exitcode}"
+
+
+class _Attempts:
+    """Retry bookkeeping shared by both pools: one retry per proposal, then a clear stop."""
+
+    def __init__(self, log):
+        self.count = {}
+        self.log = log
+
+    def failed(self, key, why):
+        self.count[key] = self.count.get(key, 0) + 1
+        if self.count[key] >= MAX_ATTEMPTS:
+            raise WorkerFailure(f"proposal {key} failed {self.count[key]} times; last: {why}")
+        self.log(f"proposal {key}: worker {why}; retrying it once")
+
+
+class LocalPool:
+    """``workers`` spawned processes, one proposal each at a time; they die with the driver.
+
+    fn: the task function (module-level, picklable by reference); ``run_proposal`` by default.
+    """
+
+    kind = "local"
+
+    def __init__(self, workers=1, timeout=None, log=None, fn=run_proposal):
+        if workers < 1:
+            raise UserError(f"--workers must be >= 1, got {workers}")
+        self.workers, self.timeout = workers, timeout
+        self.log = log or (lambda m: None)
+        self.ctx = multiprocessing.get_context("spawn")
+        self.fn = fn
+        self.procs = []
+
+    def describe(self):
+        return f"{self.workers} local worker process(es)"
+
+    def run(self, tasks, on_result):
+        """Run {key: task}; call ``on_result(key, result)`` as each finishes (in the driver)."""
+        from multiprocessing.connection import wait
+
+        queue = list(tasks)
+        attempts = _Attempts(self.log)
+        while len(self.procs) < min(self.workers, len(queue)):
+            self.procs.append(_Proc(self.ctx, self.fn))
+        busy = {}
+        try:
+            while queue or busy:
+                for p in self.procs:
+                    if p.key is None and queue:
+                        key = queue.pop(0)
+                        p.key, p.started = key, None
+                        p.conn.send((key, tasks[key]))
+                        busy[key] = p
+                if not busy:
+                    break
+                waits = [x for p in busy.values() for x in (p.conn, p.process.sentinel)]
+                running = [p.started for p in busy.values() if p.started is not None]
+                deadline = min(running) + self.timeout if self.timeout and running else None
+                ready = wait(waits, timeout=None if deadline is None else max(0.0, deadline - time.time()))
+                for p in list(busy.values()):
+                    key = p.key
+                    msg = None
+                    if p.conn in ready:
+                        try:
+                            msg = p.conn.recv()
+                        except (EOFError, OSError):
+                            msg = None
+                    if msg is not None and msg[0] == "started":
+                        p.started = time.time()
+                        continue
+                    if msg is not None:
+                        del busy[key]
+                        p.key = None
+                        if msg[0] == "ok":
+                            on_result(key, msg[2])
+                        elif msg[0] == "user_error":
+                            raise UserError(f"proposal {key}: {msg[2]}")
+                        else:
+                            attempts.failed(key, f"raised {msg[2]}")
+                            queue.insert(0, key)
+                        continue
+                    dead = p.process.sentinel in ready or (p.conn in ready) or not p.process.is_alive()
+                    late = self.timeout and p.started is not None and time.time() - p.started > self.timeout
+                    if dead or late:
+                        if dead:
+                            p.process.join(timeout=5)   # reap it, so its exit status is known
+                        why = (describe_exit(p.process.exitcode) if dead and not late
+                               else f"timed out after {self.timeout:.0f} s")
+                        p.stop(kill=True)
+                        del busy[key]
+                        self.procs.remove(p)
+                        attempts.failed(key, why)
+                        queue.insert(0, key)
+                        self.procs.append(_Proc(self.ctx, self.fn))
+        except BaseException:
+            self.close(kill=True)
+            raise
+
+    def pids(self):
+        return [p.process.pid for p in self.procs]
+
+    def close(self, kill=False):
+        for p in self.procs:
+            p.stop(kill=kill)
+        self.procs = []
+
+
+# ------------------------------------------------------------------------------------------------
+# Ray
+# ------------------------------------------------------------------------------------------------
+def check_ray_address(address):
+    """UserError unless ``address`` is 'local', 'auto' or a HOST:PORT that accepts connections."""
+    if address in ("local", "auto"):
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserError(f"--ray_address must be auto, local or HOST:PORT, got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as e:
+        raise UserError(f"Ray cluster at {address} is unreachable: {e.strerror or e}") from None
+
+
+def _code_root():
+    import tfmobile
+    return os.path.dirname(os.path.dirname(os.path.abspath(tfmobile.__file__)))
+
+
+def ray_init(address, log=None):
+    """Connect to (or, for 'local', start) Ray; the workers import this tfmobile checkout."""
+    check_ray_address(address)
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--ray_address needs Ray: pip install 'tfmobile[netadapt]'") from None
+    if ray.is_initialized():
+        return ray
+    env = {"env_vars": {"PYTHONPATH": _code_root(), "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}}
+    try:
+        if address == "local":
+            ray.init(runtime_env=env, include_dashboard=False, log_to_driver=False,
+                     num_cpus=os.cpu_count(), configure_logging=False)
+        else:
+            ray.init(address=address, runtime_env=env, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot connect to Ray at {address}: {first}") from None
+    if log:
+        res = ray.cluster_resources()
+        log(f"Ray at {address}: {int(res.get('CPU', 0))} CPU(s) on {len(ray.nodes())} node(s)")
+    return ray
+
+
+def _ray_error_is_user(err):
+    cause = getattr(err, "cause", None)
+    return isinstance(cause, UserError), cause
+
+
+class RayPool:
+    """Proposals as Ray tasks (``threads`` CPUs each); same task function as the local pool."""
+
+    kind = "ray"
+
+    def __init__(self, address, threads=1, timeout=None, log=None, fn=run_proposal):
+        self.address, self.threads, self.timeout = address, threads, timeout
+        self.log = log or (lambda m: None)
+        self.ray = ray_init(address, self.log)
+        self.remote = self.ray.remote(max_retries=0, num_cpus=threads)(fn)
+        self._data_ref = None
+
+    def describe(self):
+        return f"Ray tasks at {self.address}"
+
+    def put_splits(self, splits):
+        self._data_ref = self.ray.put(splits)
+
+    def run(self, tasks, on_result):
+        ray = self.ray
+        attempts = _Attempts(self.log)
+        pending = {}
+        parents = {t["parent"]: ray.put(checkpoint_files(t["parent"])) for t in tasks.values() if "parent" in t}
+
+        def submit(key):
+            t = dict(tasks[key], output_dir=None)
+            args = (t, self._data_ref, parents[t["parent"]]) if "parent" in t else (t,)
+            pending[self.remote.remote(*args)] = (key, time.time())
+
+        for key in tasks:
+            submit(key)
+        try:
+            while pending:
+                deadline = min(s for _, s in pending.values()) + self.timeout if self.timeout else None
+                wait_s = None if deadline is None else max(0.1, deadline - time.time())
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
+                for ref in done:
+                    key, _ = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayTaskError as e:
+                        is_user, cause = _ray_error_is_user(e)
+                        if is_user:
+                            raise UserError(f"proposal {key}: {cause}") from None
+                        attempts.failed(key, f"raised {type(cause or e).__name__}: "
+                                             f"{' '.join(str(cause or e).split())[:300]}")
+                        submit(key)
+                        continue
+                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as e:
+                        attempts.failed(key, f"died ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+                        submit(key)
+                        continue
+                    on_result(key, result)
+                if self.timeout:
+                    for ref, (key, started) in list(pending.items()):
+                        if time.time() - started > self.timeout:
+                            ray.cancel(ref, force=True)
+                            pending.pop(ref)
+                            attempts.failed(key, f"timed out after {self.timeout:.0f} s")
+                            submit(key)
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+
+    def close(self, kill=False):
+        pass
