@@ -86,7 +86,7 @@ def _netadapt(resource):
 
 def _scratch(rep):
     """Train the found architecture from scratch with the baselines' budget; LiteRT int8 test accuracy."""
-    from tfmobile import convert, models, train
+    from tfmobile import convert, evaluation, models, train
     from tfmobile.netadapt.loop import calibration_images
     from tfmobile.netadapt.workers import load_splits
 
@@ -102,7 +102,7 @@ def _scratch(rep):
         model, _ = train.fit(model, splits, os.path.join(d, "qat"), epochs=cfg.qat_epochs, compression="qat",
                              batch_size=cfg.batch_size, seed=cfg.seed, resume=True, verbose=2)
     tfl = convert.to_tflite(model, "int8", representative_data=calibration_images(splits, spec.input_shape))
-    acc = train.evaluate_tflite(tfl, splits.x_test, splits.y_test)["accuracy"]
+    acc = evaluation.evaluate_tflite(tfl, splits.x_test, splits.y_test)["accuracy"]
     return {"epochs": epochs, "qat_epochs": cfg.qat_epochs, "accuracy": acc, "seconds": round(time.time() - t, 1),
             "netadapt_fine_tuned_accuracy": rep["final"]["accuracy"]}
 

@@ -4,8 +4,9 @@ the width-multiplier baselines; the comparison; report.json / report.md / netada
 Each step leaves a file when it is done (``final/final.json``, ``baselines/aALPHA/result.json``,
 training checkpoints resumed by ``train.fit``), so a resumed run skips what is finished.
 
-The stage sequence (fit -> QAT -> int8 -> LiteRT accuracy -> TFLM) is called from tfmobile.train /
-convert here; it should switch to tfmobile.pipeline's stage functions once that module exists.
+The stages are tfmobile.train's resumable fit and tfmobile.evaluation.measure_variant (the main
+job's measurement); tfmobile.pipeline.Job is not used because it refuses an existing output directory,
+and this stage must resume inside one.
 """
 import os
 import time
@@ -30,12 +31,12 @@ def _train_float_and_qat(run, model, directory, epochs, lr):
 
 def export_and_evaluate(run, name, spec, float_model, qat_model, directory):
     """int8 .tflite (QAT if there is one, else PTQ) + TFLM files, LiteRT test accuracy; the row."""
-    from tfmobile import train
+    from tfmobile import evaluation, train
     from tfmobile.io import write_json
 
     tfl = run.int8(qat_model if qat_model is not None else float_model)
-    row = train.measure_variant(name, tfl, directory, run.splits.x_test, run.splits.y_test, tflm=run.cfg.tflm,
-                                bench=False)
+    row = evaluation.measure_variant(name, tfl, directory, run.splits.x_test, run.splits.y_test, tflm=run.cfg.tflm,
+                                     bench=False)
     row["quantization"] = "qat" if qat_model is not None else "ptq"
     row["val_accuracy_keras"] = train.evaluate(float_model, run.splits.x_val, run.splits.y_val)
     row["spec"] = spec.to_dict()
