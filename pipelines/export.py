@@ -168,15 +168,13 @@ def _render(r):
     return "\n".join(lines)
 
 
-def _cpu():
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 def main(argv):
     import time
 
-    t0, c0 = time.perf_counter(), _cpu()
+    t0 = time.perf_counter()
+    from tfmobile.convert.exporter import cpu_seconds
+
+    c0 = cpu_seconds()
     if not FLAGS.model:
         raise UserError("--model is required: a zoo model name (e.g. mbv3_small) or a saved Keras model path")
     modes = _modes()
@@ -200,14 +198,14 @@ def main(argv):
         list_image_dir(FLAGS.calibration_dir)
     check_output_dir(FLAGS.output_dir, create=False)   # fail before the slow part, create nothing yet
 
-    t, c = time.perf_counter(), _cpu()
+    t, c = time.perf_counter(), cpu_seconds()
     import tensorflow  # noqa: F401  (timed on its own: it is a large part of a cold run)
     import tf_keras  # noqa: F401
-    t_import, c_import = time.perf_counter() - t, _cpu() - c
+    t_import, c_import = time.perf_counter() - t, cpu_seconds() - c
     _cli.progress("building the model")
-    t, c = time.perf_counter(), _cpu()
+    t, c = time.perf_counter(), cpu_seconds()
     model, default_name, weights = _load_model()
-    t_build, c_build = time.perf_counter() - t, _cpu() - c
+    t_build, c_build = time.perf_counter() - t, cpu_seconds() - c
     if weights is None:
         _cli.progress("no --weights: the model is randomly initialised")
     rep = "random" if FLAGS.random_calibration else None
@@ -218,7 +216,7 @@ def main(argv):
     result["timings_s"] = {"import_tf": round(t_import, 2), "build": round(t_build, 2), **result["timings_s"]}
     result["cpu_s"] = {"import_tf": round(c_import, 2), "build": round(c_build, 2), **result["cpu_s"]}
     result["wall_s"] = round(time.perf_counter() - t0, 2)
-    result["cpu_total_s"] = round(_cpu() - c0, 2)
+    result["cpu_total_s"] = round(cpu_seconds() - c0, 2)
     _cli.emit(result, FLAGS.json, _render)
     return 0
 

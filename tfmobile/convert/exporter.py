@@ -25,7 +25,7 @@ from tfmobile.convert.verification import DEFAULT_NUM_VERIFY, verification_image
 from tfmobile.errors import UserError
 from tfmobile.io import StagedWriter, check_writable, to_json
 
-def _cpu():
+def cpu_seconds():
     """CPU seconds of this process and its finished children (the TFLM child processes)."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
@@ -135,7 +135,7 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
         mcu_budget(**budget_args)   # validate before any slow work
 
     timings, cpu = {}, {}
-    t, c = time.perf_counter(), _cpu()
+    t, c = time.perf_counter(), cpu_seconds()
     shape = tuple(model.input_shape[1:])
     needs_calibration = "int8" in modes or tflm
     calib = None
@@ -143,7 +143,7 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
         calib = representative_images(model, representative_data, num_calibration, calibration_dir)
     images, labels = verification_images(shape, num_verify)
     timings["data"] = time.perf_counter() - t
-    cpu["data"] = _cpu() - c
+    cpu["data"] = cpu_seconds() - c
 
     common = {"spec": _spec_dict(model), "weights": weights, "randomly_initialized": weights is None,
               "calibration": ({"source": ("random" if isinstance(representative_data, str) else
@@ -162,15 +162,15 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
     try:
         for mode in modes:
             say(f"converting {name} to {mode} TFLite")
-            t, c = time.perf_counter(), _cpu()
+            t, c = time.perf_counter(), cpu_seconds()
             data = to_tflite(model, mode, representative_data=calib, io=io)
             timings[f"convert_{mode}"] = time.perf_counter() - t
-            cpu[f"convert_{mode}"] = _cpu() - c
-            t, c = time.perf_counter(), _cpu()
+            cpu[f"convert_{mode}"] = cpu_seconds() - c
+            t, c = time.perf_counter(), cpu_seconds()
             say(f"verifying {mode} model in LiteRT on {len(images)} real images")
             ver = verify(data, model, images, labels)
             timings[f"verify_{mode}"] = time.perf_counter() - t
-            cpu[f"verify_{mode}"] = _cpu() - c
+            cpu[f"verify_{mode}"] = cpu_seconds() - c
             if mode == "int8" and ver["float_ops"]:
                 raise UserError(f"int8 model is not integer-only: {len(ver['float_ops'])} op(s) run in float: "
                                 f"{', '.join(ver['float_ops'])}")
@@ -184,7 +184,7 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
             if mode == "int8":
                 int8_bytes = data
         if tflm:
-            t, c = time.perf_counter(), _cpu()
+            t, c = time.perf_counter(), cpu_seconds()
             fw_model, stripped = logits_model(model)
             int8_rec = next((a for a in artifacts if a["mode"] == "int8"), None)
             if not stripped and int8_rec is not None:
@@ -205,14 +205,14 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
                     raise UserError(f"int8 firmware model is not integer-only: op(s) in float: "
                                     f"{', '.join(ver['float_ops'])}")
             timings["convert_tflm"] = time.perf_counter() - t
-            cpu["convert_tflm"] = _cpu() - c
+            cpu["convert_tflm"] = cpu_seconds() - c
             check_tflm_ops(data)
-            t, c = time.perf_counter(), _cpu()
+            t, c = time.perf_counter(), cpu_seconds()
             say("measuring the TFLite-Micro tensor arena (child process, bisection)")
             base = f"{name}_int8_tflm"
             res = to_tflm(data, base, output_dir, write=False, **budget_args)
             timings["tflm_arena"] = time.perf_counter() - t
-            cpu["tflm_arena"] = _cpu() - c
+            cpu["tflm_arena"] = cpu_seconds() - c
             from tfmobile.convert.tflm import c_header, c_source, resolver_snippet
 
             files = res["files"]
