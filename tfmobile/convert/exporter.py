@@ -244,3 +244,79 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
             "timings_s": {k: round(v, 2) for k, v in timings.items()},
             "cpu_s": {k: round(v, 2) for k, v in cpu.items()}}
 
+
+
+# --------------------------------------------------------------------------------------------
+# the model to export: a zoo name (+ weights or a training checkpoint) or a saved Keras model
+# --------------------------------------------------------------------------------------------
+def load_model(model, weights=None, alpha=1.0, resolution=224, classes=10, seed=0, architecture_given=False):
+    """(keras model, default artifact name, weights description or None when randomly initialised).
+
+    model: a zoo name (tfmobile.models.available()) or a saved Keras model (.h5 / .keras / SavedModel).
+    weights: a weights file (save_weights .h5 / TF checkpoint prefix) or a tfmobile.train checkpoint
+    directory, which brings its own architecture; ``architecture_given`` says alpha / resolution /
+    classes were asked for explicitly, so the checkpoint must match them.
+    """
+    from tfmobile import models
+
+    if not model:
+        raise UserError(f"--model is required: one of {', '.join(models.available())} or a saved Keras model path")
+    for key, value in (("resolution", resolution), ("classes", classes)):
+        if value < 1:
+            raise UserError(f"--{key} must be a positive integer, got {value}")
+    if not alpha > 0:
+        raise UserError(f"--alpha must be positive, got {alpha}")
+    if model in models.available():
+        if weights and os.path.isdir(weights):
+            return _checkpoint_model(model, weights, alpha, resolution, classes, architecture_given)
+        return _zoo_model(model, weights, alpha, resolution, classes, seed)
+    if os.path.exists(model):
+        if weights:
+            raise UserError("--weights goes with a zoo model; a saved Keras model file has its own weights")
+        return _saved_model(model)
+    raise UserError(f"unknown model {model!r}: not a zoo model ({', '.join(models.available())}) "
+                    f"nor an existing saved-model path")
+
+
+def _checkpoint_model(name, directory, alpha, resolution, classes, architecture_given):
+    from tfmobile import models, train
+
+    spec = train.checkpoint_spec(directory)
+    if spec.family != name:
+        raise UserError(f"checkpoint {directory} holds a {spec.name} ({spec.family}), not a {name}")
+    expect = None
+    if architecture_given:
+        momentum = spec.options.get("bn_momentum") if isinstance(spec.options, dict) else None
+        expect = models.get_spec(name, input_shape=(resolution, resolution, 3), alpha=alpha, classes=classes,
+                                 **({"bn_momentum": momentum} if momentum is not None else {}))
+    model = train.load_checkpoint(directory, expect=expect)
+    info = train.checkpoint_info(directory)
+    return model, name, {"checkpoint": os.path.abspath(info["path"]), "compression": info.get("compression"),
+                         "epoch": info.get("epoch"), "metrics": info.get("metrics")}
+
+
+def _zoo_model(name, weights, alpha, resolution, classes, seed):
+    from tfmobile import models
+
+    if weights and not os.path.exists(weights) and not os.path.exists(weights + ".index"):
+        raise UserError(f"weights file not found: {weights}")
+    if not weights:
+        import tf_keras as keras
+        keras.utils.set_random_seed(seed)
+    model = models.build(name, weights=weights, input_shape=(resolution, resolution, 3), alpha=alpha,
+                         classes=classes)
+    return model, name, ({"file": os.path.abspath(weights)} if weights else None)
+
+
+def _saved_model(path):
+    import tf_keras as keras
+
+    from tfmobile.models.layers import CUSTOM_OBJECTS
+
+    try:
+        model = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+    except Exception as e:  # noqa: BLE001  (any load failure is the user's file)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load Keras model {path}: {first}") from None
+    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+    return model, stem, {"saved_model": os.path.abspath(path)}
