@@ -14,7 +14,6 @@ package or --data_dir); validation (for training choices) is carved from train a
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -37,40 +36,8 @@ flags.DEFINE_float("shift", None, "fine-tuning shift augmentation (default: the 
 flags.DEFINE_list("table", None, "print the Markdown table of these result.json files and exit.")
 
 
-def _done(out_dir, epochs):
-    from tfmobile import train
-    try:
-        return train.checkpoint_info(os.path.join(out_dir, "checkpoint"))["epoch"] >= epochs
-    except Exception:
-        return False
-
-
-def _fit_stage(name, base_fn, splits, out_dir, epochs, compression, timings, **kw):
-    from tfmobile import train
-
-    t = time.time()
-    resume = os.path.isfile(os.path.join(out_dir, "checkpoint", "checkpoint.json"))
-    if resume and _done(out_dir, epochs):
-        model = train.load_checkpoint(os.path.join(out_dir, "checkpoint"))
-        with open(os.path.join(out_dir, "metrics.json")) as f:
-            m = json.load(f)
-    else:
-        model, m = train.fit(base_fn(), splits, out_dir, epochs=epochs, compression=compression,
-                             resume=resume, batch_size=FLAGS.batch_size, verbose=2,
-                             steps_per_epoch=FLAGS.finetune_steps, **kw)
-        if compression == "prune":
-            from tfmobile import compress
-            model = compress.strip(model)   # keeps the model's spec
-    timings[name] = {"epochs": epochs, "steps_per_epoch": FLAGS.finetune_steps, "train_seconds": m.get("total_train_seconds"),
-                     "wall_seconds_this_call": round(time.time() - t, 1),
-                     "val_accuracy_keras": m.get("val_accuracy")}
-    return model
-
-
 def run_report():
-    import numpy as np
-
-    from tfmobile import convert, data, models, train
+    from tfmobile import convert, data, models, pipeline, train
     from tfmobile.evaluation import measure_variant
     from tfmobile.io import write_json
 
@@ -85,7 +52,8 @@ def run_report():
     if len(ds.x_test) != 10000:
         print(f"warning: test set has {len(ds.x_test)} images (not the full 10k)", file=sys.stderr)
     splits = data.train_val_split(ds, 0.1)
-    calib = np.concatenate([b[0] for b in data.representative_dataset(splits.x_train, res, n=200)()])
+    job = pipeline.Job(wd, splits, batch_size=FLAGS.batch_size, steps_per_epoch=FLAGS.finetune_steps)
+    calib = job.calibration_images(res, n=200)
     result_path = os.path.join(wd, "result.json")
     result = json.load(open(result_path)) if os.path.isfile(result_path) else {}
     result.update({"model": spec.name, "input_shape": list(res), "data_source": ds.source,
@@ -102,36 +70,40 @@ def run_report():
     result.setdefault("variants", {})
     result.setdefault("timings", {})
 
-    def record(name, tfl, t0, **extra):
-        row = measure_variant(name, tfl, wd, ds.x_test, ds.y_test, bench_runs=max(1, FLAGS.bench_runs),
-                              bench=FLAGS.bench_runs > 0)
-        row["export_and_eval_seconds"] = round(time.time() - t0, 1)
-        row.update(extra)
+    def record(name, make_tflite):
+        """Export, then measure the .tflite on the full test set: one timed stage."""
+        row = job.stage(f"{name} export", lambda: measure_variant(
+            name, make_tflite(), wd, ds.x_test, ds.y_test, bench_runs=max(1, FLAGS.bench_runs),
+            bench=FLAGS.bench_runs > 0))
+        row["export_and_eval_seconds"] = job.timings[f"{name} export"]
         result["variants"][name] = row
         write_json(result_path, result)
         print(f"{name}: LiteRT test accuracy {row['accuracy']:.4f}, {row['size_bytes']} B, "
               f"gzip {row['gzip_bytes']} B, sparsity {row['weight_sparsity']:.3f}", file=sys.stderr, flush=True)
 
+    def finetune(name, make_model, epochs, compression, **kw):
+        """A restartable fine-tuning stage in WORK_DIR/NAME (a finished one is loaded, not re-run)."""
+        model, m = job.stage(name, lambda: train.fit_or_load(
+            make_model, splits, os.path.join(wd, name), epochs, compression, **job.fit_options, **aug, **kw))
+        result["timings"][name] = {"epochs": epochs, "steps_per_epoch": FLAGS.finetune_steps,
+                                   "train_seconds": m.get("total_train_seconds"),
+                                   "wall_seconds_this_call": job.timings[name],
+                                   "val_accuracy_keras": m.get("val_accuracy")}
+        return model
+
     if "float" in FLAGS.stages:
-        t0 = time.time()
-        record("float32", convert.to_tflite(fmodel, "float"), t0)
+        record("float32", lambda: convert.to_tflite(fmodel, "float"))
     if "ptq" in FLAGS.stages:
-        t0 = time.time()
-        record("ptq_int8", convert.to_tflite(fmodel, "int8", representative_data=calib), t0)
+        record("ptq_int8", lambda: convert.to_tflite(fmodel, "int8", representative_data=calib))
     if "qat" in FLAGS.stages:
-        q = _fit_stage("qat", lambda: fmodel, splits, os.path.join(wd, "qat"), FLAGS.qat_epochs, "qat",
-                       result["timings"], **aug)
-        t0 = time.time()
-        record("qat_int8", convert.to_tflite(q, "int8", representative_data=calib), t0)
+        q = finetune("qat", lambda: fmodel, FLAGS.qat_epochs, "qat")
+        record("qat_int8", lambda: convert.to_tflite(q, "int8", representative_data=calib))
     if "pruned_qat" in FLAGS.stages:
-        p = _fit_stage("prune", lambda: train.load_checkpoint(FLAGS.float_dir), splits,
-                       os.path.join(wd, "prune"), FLAGS.prune_epochs, "prune", result["timings"],
-                       target_sparsity=FLAGS.sparsity, **aug)
-        pq = _fit_stage("pqat", lambda: p, splits, os.path.join(wd, "pqat"), FLAGS.pqat_epochs, "pqat",
-                        result["timings"], **aug)
-        t0 = time.time()
+        p = finetune("prune", lambda: train.load_checkpoint(FLAGS.float_dir), FLAGS.prune_epochs, "prune",
+                     target_sparsity=FLAGS.sparsity)
+        pq = finetune("pqat", lambda: p, FLAGS.pqat_epochs, "pqat")
         record(f"pruned{int(round(100 * FLAGS.sparsity))}_qat_int8",
-               convert.to_tflite(pq, "int8", representative_data=calib), t0)
+               lambda: convert.to_tflite(pq, "int8", representative_data=calib))
     write_json(result_path, result)
     print(json.dumps({"result": os.path.abspath(result_path)}))
 

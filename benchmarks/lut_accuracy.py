@@ -82,7 +82,7 @@ def main(argv):
         import json
         with open(FLAGS.markdown_from) as f:
             print(markdown(json.load(f)))
-        return None
+        return 0
     from tfmobile.bench import lut as L
     from tfmobile.bench import zoo
     from tfmobile.bench.litert import run_worker
@@ -157,7 +157,8 @@ def main(argv):
         res["mape_separate_pct"] = round(sum(abs(r["error_separate_pct"]) for r in rows) / len(rows), 2)
     res["pass_cpu"] = res.get("mape_pct", 1e9) <= 10.0
     res["pass_wall"] = mape_wall <= 10.0
-    return res
+    _cli.emit(res, FLAGS.json, _render)
+    return 0
 
 
 def _render(r):
@@ -165,8 +166,4 @@ def _render(r):
 
 
 if __name__ == "__main__":
-    def _main(argv):
-        r = main(argv)
-        if r is not None:
-            _cli.emit(r, FLAGS.json, _render)
-    _cli.run(_main)
+    _cli.run(main)

@@ -94,7 +94,7 @@ def main(argv):
         import json
         with open(FLAGS.markdown_from) as f:
             print(markdown(json.load(f)))
-        return None
+        return 0
     from tfmobile.bench import graph, zoo
     from tfmobile.convert import flatbuffer
     from tfmobile.bench.litert import run_worker
@@ -111,7 +111,8 @@ def main(argv):
         else:
             paths[n] = zoo.zoo_tflite(n, res, 1.0, work_dir=work)
     if FLAGS.convert_only:
-        return {"converted": paths}
+        _cli.emit({"converted": paths}, FLAGS.json, _render)
+        return 0
     facts = {}
     for n in names:
         data = flatbuffer.read_tflite(paths[n])
@@ -159,7 +160,8 @@ def main(argv):
     out["loadavg_after"] = os.getloadavg()
     out["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     out["all_pass"] = all(c["pass"] for c in out["comparisons"])
-    return out
+    _cli.emit(out, FLAGS.json, _render)
+    return 0
 
 
 def _render(r):
@@ -177,8 +179,4 @@ def _render(r):
 
 
 if __name__ == "__main__":
-    def _main(argv):
-        r = main(argv)
-        if r is not None:
-            _cli.emit(r, FLAGS.json, _render)
-    _cli.run(_main)
+    _cli.run(main)

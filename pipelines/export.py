@@ -17,7 +17,6 @@ and the output says so.
 Artifacts (atomically, into --output_dir, default tflite_models/): NAME_MODE.tflite + NAME_MODE.json,
 and with --tflm NAME_int8_tflm.{tflite,cc,h,json} + NAME_int8_tflm_op_resolver.h.
 """
-import os
 
 from absl import flags
 
@@ -67,82 +66,6 @@ def _modes():
     return chosen or ["float"]
 
 
-def _present(name):
-    return FLAGS[name].present
-
-
-def _load_model():
-    """(keras model, default artifact name, weights description)."""
-    from tfmobile import models
-
-    model_arg = FLAGS.model
-    if not model_arg:
-        raise UserError(f"--model is required: one of {', '.join(models.available())} or a saved Keras model path")
-    for key in ("resolution", "classes"):
-        if getattr(FLAGS, key) < 1:
-            raise UserError(f"--{key} must be a positive integer, got {getattr(FLAGS, key)}")
-    if not FLAGS.alpha > 0:
-        raise UserError(f"--alpha must be positive, got {FLAGS.alpha}")
-    if model_arg in models.available():
-        return _zoo_model(model_arg)
-    if os.path.exists(model_arg):
-        if FLAGS.weights:
-            raise UserError("--weights goes with a zoo model; a saved Keras model file has its own weights")
-        return _saved_model(model_arg)
-    raise UserError(f"unknown model {model_arg!r}: not a zoo model ({', '.join(models.available())}) "
-                    f"nor an existing saved-model path")
-
-
-def _zoo_model(name):
-    from tfmobile import models
-
-    weights = FLAGS.weights
-    if weights and os.path.isdir(weights):
-        from tfmobile import train
-
-        spec = train.checkpoint_spec(weights)
-        if spec.family != name:
-            raise UserError(f"checkpoint {weights} holds a {spec.name} ({spec.family}), not a {name}")
-        expect = None
-        if any(_present(k) for k in ("alpha", "resolution", "classes")):
-            expect = models.get_spec(name, input_shape=(FLAGS.resolution, FLAGS.resolution, 3),
-                                     alpha=FLAGS.alpha, classes=FLAGS.classes,
-                                     **_momentum_of(spec))
-        model = train.load_checkpoint(weights, expect=expect)
-        info = train.checkpoint_info(weights)
-        return model, name, {"checkpoint": os.path.abspath(info["path"]),
-                             "compression": info.get("compression"), "epoch": info.get("epoch"),
-                             "metrics": info.get("metrics")}
-    if weights and not os.path.exists(weights) and not os.path.exists(weights + ".index"):
-        raise UserError(f"weights file not found: {weights}")
-    if not weights:
-        import tf_keras as keras
-        keras.utils.set_random_seed(FLAGS.seed)
-    model = models.build(name, weights=weights,
-                         input_shape=(FLAGS.resolution, FLAGS.resolution, 3),
-                         alpha=FLAGS.alpha, classes=FLAGS.classes)
-    return model, name, ({"file": os.path.abspath(weights)} if weights else None)
-
-
-def _momentum_of(spec):
-    m = spec.options.get("bn_momentum") if isinstance(spec.options, dict) else None
-    return {"bn_momentum": m} if m is not None else {}
-
-
-def _saved_model(path):
-    import tf_keras as keras
-
-    from tfmobile.models.layers import CUSTOM_OBJECTS
-
-    try:
-        model = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
-    except Exception as e:  # noqa: BLE001  (any load failure is the user's file)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load Keras model {path}: {first}") from None
-    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
-    return model, stem, {"saved_model": os.path.abspath(path)}
-
-
 def _render(r):
     lines = []
     if r["randomly_initialized"]:
@@ -168,21 +91,19 @@ def _render(r):
     return "\n".join(lines)
 
 
-def _cpu():
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 def main(argv):
     import time
 
-    t0, c0 = time.perf_counter(), _cpu()
+    t0 = time.perf_counter()
+    from tfmobile.convert.exporter import cpu_seconds
+
+    c0 = cpu_seconds()
     if not FLAGS.model:
         raise UserError("--model is required: a zoo model name (e.g. mbv3_small) or a saved Keras model path")
     modes = _modes()
     if not FLAGS.tflm and (FLAGS.mcu or FLAGS.sram_kb is not None or FLAGS.flash_kb is not None):
         raise UserError("--mcu/--sram_kb/--flash_kb check the TFLite-Micro artifact: add --tflm")
-    if _present("io") and "int8" not in modes:
+    if FLAGS["io"].present and "int8" not in modes:
         raise UserError(f"--io sets the input/output type of int8 models; it does not apply to {modes[0]}")
     if FLAGS.random_calibration and FLAGS.calibration_dir:
         raise UserError("contradicting flags: --random_calibration and --calibration_dir")
@@ -191,7 +112,7 @@ def main(argv):
     if FLAGS.num_calibration < 1 or FLAGS.num_verify < 1:
         raise UserError("--num_calibration and --num_verify must be >= 1")
     from tfmobile.convert import tflm as tflm_mod
-    from tfmobile.convert.exporter import check_output_dir, export
+    from tfmobile.convert.exporter import check_output_dir, export, load_model
 
     if FLAGS.tflm:
         tflm_mod.mcu_budget(FLAGS.mcu, FLAGS.sram_kb, FLAGS.flash_kb)
@@ -200,14 +121,16 @@ def main(argv):
         list_image_dir(FLAGS.calibration_dir)
     check_output_dir(FLAGS.output_dir, create=False)   # fail before the slow part, create nothing yet
 
-    t, c = time.perf_counter(), _cpu()
+    t, c = time.perf_counter(), cpu_seconds()
     import tensorflow  # noqa: F401  (timed on its own: it is a large part of a cold run)
     import tf_keras  # noqa: F401
-    t_import, c_import = time.perf_counter() - t, _cpu() - c
+    t_import, c_import = time.perf_counter() - t, cpu_seconds() - c
     _cli.progress("building the model")
-    t, c = time.perf_counter(), _cpu()
-    model, default_name, weights = _load_model()
-    t_build, c_build = time.perf_counter() - t, _cpu() - c
+    t, c = time.perf_counter(), cpu_seconds()
+    model, default_name, weights = load_model(
+        FLAGS.model, FLAGS.weights, alpha=FLAGS.alpha, resolution=FLAGS.resolution, classes=FLAGS.classes,
+        seed=FLAGS.seed, architecture_given=any(FLAGS[k].present for k in ("alpha", "resolution", "classes")))
+    t_build, c_build = time.perf_counter() - t, cpu_seconds() - c
     if weights is None:
         _cli.progress("no --weights: the model is randomly initialised")
     rep = "random" if FLAGS.random_calibration else None
@@ -218,7 +141,7 @@ def main(argv):
     result["timings_s"] = {"import_tf": round(t_import, 2), "build": round(t_build, 2), **result["timings_s"]}
     result["cpu_s"] = {"import_tf": round(c_import, 2), "build": round(c_build, 2), **result["cpu_s"]}
     result["wall_s"] = round(time.perf_counter() - t0, 2)
-    result["cpu_total_s"] = round(_cpu() - c0, 2)
+    result["cpu_total_s"] = round(cpu_seconds() - c0, 2)
     _cli.emit(result, FLAGS.json, _render)
     return 0
 

@@ -10,7 +10,7 @@ Writes ``OUTPUT_DIR/checkpoint`` (usable by ``pipelines.export --weights``) afte
 continues from its last checkpoint with ``--resume`` (same flags). Validation accuracy (a split
 carved from train, eval-mode BatchNorm) is measured every epoch; the test set only once, at the end.
 """
-import os
+import functools
 
 from absl import flags
 
@@ -81,42 +81,21 @@ def main(argv):
     if FLAGS.structured_2_4 and FLAGS.prune != 0.5:
         raise UserError("--structured_2_4 means 50 % sparsity: use --prune 0.5")
 
-    # Bad data is reported before TensorFlow is imported (models / train import it).
-    dataset = None
-    if not FLAGS.from_checkpoint:
-        r = FLAGS.resolution
-        dataset = data.load_dataset(FLAGS.data_dir, subset=FLAGS.subset, image_dir=FLAGS.image_dir,
-                                    keras_datasets=FLAGS.keras_datasets, image_size=(r, r), channels=3)
-    from tfmobile import models, train
+    # A zoo run's data is loaded (and bad data reported) before TensorFlow is imported.
+    load = functools.partial(data.load_dataset, FLAGS.data_dir, subset=FLAGS.subset, image_dir=FLAGS.image_dir,
+                             keras_datasets=FLAGS.keras_datasets)
+    r = FLAGS.resolution
+    dataset = None if FLAGS.from_checkpoint else load(image_size=(r, r), channels=3)
+    from tfmobile import train
 
-    # The architecture: from the starting checkpoint for compression runs, else from the flags.
-    base = None
-    if FLAGS.from_checkpoint:
-        info = train.checkpoint_info(FLAGS.from_checkpoint)
-        want = {"qat": None, "prune": None, "pqat": "prune", None: None}[compression]
-        if info["compression"] != want:
-            raise UserError(f"{FLAGS.from_checkpoint} is a {info['compression'] or 'float'} checkpoint; "
-                            f"--{compression or 'float training'} needs a {want or 'float'} one")
-        spec = train.checkpoint_spec(FLAGS.from_checkpoint)
-    else:
-        spec = models.get_spec(FLAGS.model, input_shape=(FLAGS.resolution, FLAGS.resolution, 3),
-                               alpha=FLAGS.alpha, classes=10, bn_momentum=FLAGS.bn_momentum)
-    h, w, c = spec.input_shape
-    dataset = dataset or data.load_dataset(FLAGS.data_dir, subset=FLAGS.subset, image_dir=FLAGS.image_dir,
-                                keras_datasets=FLAGS.keras_datasets, image_size=(h, w), channels=c)
-    if not FLAGS.from_checkpoint and dataset.num_classes != spec.classes:
-        spec = models.get_spec(FLAGS.model, input_shape=(h, w, c), alpha=FLAGS.alpha,
-                               classes=dataset.num_classes, bn_momentum=FLAGS.bn_momentum)
-    if dataset.num_classes != spec.classes:
-        raise UserError(f"checkpoint has {spec.classes} classes but the data has {dataset.num_classes}")
+    spec, dataset = train.run_spec(load, FLAGS.model, alpha=FLAGS.alpha, resolution=r,
+                                   bn_momentum=FLAGS.bn_momentum, from_checkpoint=FLAGS.from_checkpoint,
+                                   compression=compression, dataset=dataset)
     splits = data.train_val_split(dataset, FLAGS.val_fraction, seed=FLAGS.seed, limit=FLAGS.limit)
     _cli.progress(f"{spec.name}: {len(splits.x_train)} train / {len(splits.x_val)} val images from "
                   f"{splits.source}; {FLAGS.epochs} epochs, compression={compression or 'none'}")
 
-    if FLAGS.from_checkpoint and not FLAGS.resume:
-        base = train.load_checkpoint(FLAGS.from_checkpoint)   # carries its spec (models.spec_of)
-    else:
-        base = models.build(spec)
+    base = train.starting_model(spec, FLAGS.from_checkpoint, FLAGS.resume)
     model, metrics = train.fit(base, splits, FLAGS.output_dir, epochs=FLAGS.epochs,
                                batch_size=FLAGS.batch_size, lr=FLAGS.lr, compression=compression,
                                resume=FLAGS.resume, target_sparsity=FLAGS.prune or 0.5,
@@ -124,19 +103,8 @@ def main(argv):
                                steps_per_epoch=FLAGS.steps_per_epoch, augment=FLAGS.augment,
                                shift=FLAGS.shift,
                                seed=FLAGS.seed, verbose=1)
-    if compression in ("prune", "pqat"):
-        from tfmobile import compress
-        report_model = compress.strip(model) if compression == "prune" else model
-        try:
-            metrics["sparsity"] = compress.sparsity_report(report_model)
-        except Exception as e:  # the report is informative; training already succeeded
-            _cli.progress(f"sparsity report failed: {e}")
-    if FLAGS.evaluate_test and len(splits.x_test):
-        metrics["test_accuracy_keras"] = train.evaluate(model, splits.x_test, splits.y_test)
-    if FLAGS.from_checkpoint:
-        metrics["from_checkpoint"] = os.path.abspath(FLAGS.from_checkpoint)
-    from tfmobile.io import write_json
-    write_json(os.path.join(FLAGS.output_dir, "metrics.json"), metrics)
+    train.finish_run(model, metrics, splits, FLAGS.output_dir, compression, FLAGS.evaluate_test,
+                     FLAGS.from_checkpoint, progress=_cli.progress)
     out = {k: v for k, v in metrics.items() if k != "history"}
     out["epochs_run"] = len(metrics["history"])
     _cli.emit(out, FLAGS.json, _render)

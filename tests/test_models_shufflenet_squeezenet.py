@@ -86,11 +86,6 @@ def test_shufflenet_v1_scales_match_reference(groups, alpha, macs, params):
 
 
 # --- options and errors ------------------------------------------------------------------------
-def test_names_registered():
-    for name in ("shufflenet_v1", "shufflenet_v2", "squeezenet1_0", "squeezenet1_1"):
-        assert name in models.available()
-
-
 @pytest.mark.parametrize("name,kw,needle", [
     ("shufflenet_v1", dict(groups=5), "groups must be one of 1, 2, 3, 4, 8"),
     ("shufflenet_v1", dict(groups=True), "groups"),

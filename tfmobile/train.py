@@ -475,3 +475,98 @@ def evaluate(model, images, labels, batch_size=256):
         correct += int((p == y.numpy()).sum())
         n += len(p)
     return correct / max(n, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# a training run's start and end (python -m pipelines.train)
+# --------------------------------------------------------------------------------------------
+def run_spec(load_dataset, model="mbv2", alpha=0.35, resolution=32, bn_momentum=0.9, from_checkpoint=None,
+             compression=None, dataset=None):
+    """(spec, dataset) of a training run.
+
+    The architecture is the starting checkpoint's for a compression run (which must be of the kind
+    ``compression`` starts from: float for QAT / pruning, pruned for PQAT), else the zoo ``model``'s
+    with as many classes as the data has. load_dataset(image_size=(h, w), channels=c) loads the data
+    at the architecture's input size, unless ``dataset`` was loaded already (a zoo run loads it
+    before TensorFlow is imported, so that bad data is reported at once).
+    """
+    from tfmobile import models
+
+    if from_checkpoint:
+        info = checkpoint_info(from_checkpoint)
+        want = {"qat": None, "prune": None, "pqat": "prune", None: None}[compression]
+        if info["compression"] != want:
+            raise UserError(f"{from_checkpoint} is a {info['compression'] or 'float'} checkpoint; "
+                            f"--{compression or 'float training'} needs a {want or 'float'} one")
+        spec = checkpoint_spec(from_checkpoint)
+    else:
+        spec = models.get_spec(model, input_shape=(resolution, resolution, 3), alpha=alpha, classes=10,
+                               bn_momentum=bn_momentum)
+    h, w, c = spec.input_shape
+    dataset = dataset or load_dataset(image_size=(h, w), channels=c)
+    if not from_checkpoint and dataset.num_classes != spec.classes:
+        spec = models.get_spec(model, input_shape=(h, w, c), alpha=alpha, classes=dataset.num_classes,
+                               bn_momentum=bn_momentum)
+    if dataset.num_classes != spec.classes:
+        raise UserError(f"checkpoint has {spec.classes} classes but the data has {dataset.num_classes}")
+    return spec, dataset
+
+
+def starting_model(spec, from_checkpoint=None, resume=False):
+    """The model ``fit`` starts from: the starting checkpoint's (it carries its spec), or a fresh
+    build of ``spec`` (a resumed run replaces it with its own checkpoint inside ``fit``)."""
+    from tfmobile import models
+
+    if from_checkpoint and not resume:
+        return load_checkpoint(from_checkpoint)
+    return models.build(spec)
+
+
+def finish_run(model, metrics, splits, output_dir, compression=None, evaluate_test=True, from_checkpoint=None,
+               progress=None):
+    """``metrics`` (from ``fit``) completed with the sparsity report of a pruned / PQAT model, the
+    Keras test accuracy (measured once, here) and the starting checkpoint; written again to
+    OUTPUT_DIR/metrics.json and returned."""
+    if compression in ("prune", "pqat"):
+        from tfmobile import compress
+
+        report_model = compress.strip(model) if compression == "prune" else model
+        try:
+            metrics["sparsity"] = compress.sparsity_report(report_model)
+        except Exception as e:  # noqa: BLE001  (the report is informative; training already succeeded)
+            if progress:
+                progress(f"sparsity report failed: {e}")
+    if evaluate_test and len(splits.x_test):
+        metrics["test_accuracy_keras"] = evaluate(model, splits.x_test, splits.y_test)
+    if from_checkpoint:
+        metrics["from_checkpoint"] = os.path.abspath(from_checkpoint)
+    write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    return metrics
+
+
+def fit_or_load(make_model, splits, output_dir, epochs, compression=None, **fit_kwargs):
+    """A restartable training stage: (model, metrics) of the run in ``output_dir``.
+
+    A finished run (its checkpoint at ``epochs`` or beyond) is loaded with its metrics.json, not
+    trained again; an unfinished one is resumed; otherwise ``make_model()`` is trained. The model
+    is returned as its checkpoint holds it (pruning wrappers stripped).
+    """
+    ckpt_dir = os.path.join(output_dir, CHECKPOINT_DIR)
+    started = os.path.isfile(os.path.join(ckpt_dir, "checkpoint.json"))
+    if started and _finished(ckpt_dir, epochs):
+        with open(os.path.join(output_dir, "metrics.json"), encoding="utf-8") as f:
+            return load_checkpoint(ckpt_dir), json.load(f)
+    model, metrics = fit(make_model(), splits, output_dir, epochs=epochs, compression=compression,
+                         resume=started, **fit_kwargs)
+    if compression == "prune":
+        from tfmobile import compress
+
+        model = compress.strip(model)   # keeps the model's spec
+    return model, metrics
+
+
+def _finished(ckpt_dir, epochs):
+    try:
+        return checkpoint_info(ckpt_dir)["epoch"] >= epochs
+    except (UserError, KeyError, TypeError):
+        return False

@@ -25,7 +25,7 @@ from tfmobile.convert.verification import DEFAULT_NUM_VERIFY, verification_image
 from tfmobile.errors import UserError
 from tfmobile.io import StagedWriter, check_writable, to_json
 
-def _cpu():
+def cpu_seconds():
     """CPU seconds of this process and its finished children (the TFLM child processes)."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
@@ -135,7 +135,7 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
         mcu_budget(**budget_args)   # validate before any slow work
 
     timings, cpu = {}, {}
-    t, c = time.perf_counter(), _cpu()
+    t, c = time.perf_counter(), cpu_seconds()
     shape = tuple(model.input_shape[1:])
     needs_calibration = "int8" in modes or tflm
     calib = None
@@ -143,7 +143,7 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
         calib = representative_images(model, representative_data, num_calibration, calibration_dir)
     images, labels = verification_images(shape, num_verify)
     timings["data"] = time.perf_counter() - t
-    cpu["data"] = _cpu() - c
+    cpu["data"] = cpu_seconds() - c
 
     common = {"spec": _spec_dict(model), "weights": weights, "randomly_initialized": weights is None,
               "calibration": ({"source": ("random" if isinstance(representative_data, str) else
@@ -162,15 +162,15 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
     try:
         for mode in modes:
             say(f"converting {name} to {mode} TFLite")
-            t, c = time.perf_counter(), _cpu()
+            t, c = time.perf_counter(), cpu_seconds()
             data = to_tflite(model, mode, representative_data=calib, io=io)
             timings[f"convert_{mode}"] = time.perf_counter() - t
-            cpu[f"convert_{mode}"] = _cpu() - c
-            t, c = time.perf_counter(), _cpu()
+            cpu[f"convert_{mode}"] = cpu_seconds() - c
+            t, c = time.perf_counter(), cpu_seconds()
             say(f"verifying {mode} model in LiteRT on {len(images)} real images")
             ver = verify(data, model, images, labels)
             timings[f"verify_{mode}"] = time.perf_counter() - t
-            cpu[f"verify_{mode}"] = _cpu() - c
+            cpu[f"verify_{mode}"] = cpu_seconds() - c
             if mode == "int8" and ver["float_ops"]:
                 raise UserError(f"int8 model is not integer-only: {len(ver['float_ops'])} op(s) run in float: "
                                 f"{', '.join(ver['float_ops'])}")
@@ -184,7 +184,7 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
             if mode == "int8":
                 int8_bytes = data
         if tflm:
-            t, c = time.perf_counter(), _cpu()
+            t, c = time.perf_counter(), cpu_seconds()
             fw_model, stripped = logits_model(model)
             int8_rec = next((a for a in artifacts if a["mode"] == "int8"), None)
             if not stripped and int8_rec is not None:
@@ -205,14 +205,14 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
                     raise UserError(f"int8 firmware model is not integer-only: op(s) in float: "
                                     f"{', '.join(ver['float_ops'])}")
             timings["convert_tflm"] = time.perf_counter() - t
-            cpu["convert_tflm"] = _cpu() - c
+            cpu["convert_tflm"] = cpu_seconds() - c
             check_tflm_ops(data)
-            t, c = time.perf_counter(), _cpu()
+            t, c = time.perf_counter(), cpu_seconds()
             say("measuring the TFLite-Micro tensor arena (child process, bisection)")
             base = f"{name}_int8_tflm"
             res = to_tflm(data, base, output_dir, write=False, **budget_args)
             timings["tflm_arena"] = time.perf_counter() - t
-            cpu["tflm_arena"] = _cpu() - c
+            cpu["tflm_arena"] = cpu_seconds() - c
             from tfmobile.convert.tflm import c_header, c_source, resolver_snippet
 
             files = res["files"]
@@ -244,3 +244,79 @@ def export(model, name, modes=("int8",), output_dir="tflite_models", representat
             "timings_s": {k: round(v, 2) for k, v in timings.items()},
             "cpu_s": {k: round(v, 2) for k, v in cpu.items()}}
 
+
+
+# --------------------------------------------------------------------------------------------
+# the model to export: a zoo name (+ weights or a training checkpoint) or a saved Keras model
+# --------------------------------------------------------------------------------------------
+def load_model(model, weights=None, alpha=1.0, resolution=224, classes=10, seed=0, architecture_given=False):
+    """(keras model, default artifact name, weights description or None when randomly initialised).
+
+    model: a zoo name (tfmobile.models.available()) or a saved Keras model (.h5 / .keras / SavedModel).
+    weights: a weights file (save_weights .h5 / TF checkpoint prefix) or a tfmobile.train checkpoint
+    directory, which brings its own architecture; ``architecture_given`` says alpha / resolution /
+    classes were asked for explicitly, so the checkpoint must match them.
+    """
+    from tfmobile import models
+
+    if not model:
+        raise UserError(f"--model is required: one of {', '.join(models.available())} or a saved Keras model path")
+    for key, value in (("resolution", resolution), ("classes", classes)):
+        if value < 1:
+            raise UserError(f"--{key} must be a positive integer, got {value}")
+    if not alpha > 0:
+        raise UserError(f"--alpha must be positive, got {alpha}")
+    if model in models.available():
+        if weights and os.path.isdir(weights):
+            return _checkpoint_model(model, weights, alpha, resolution, classes, architecture_given)
+        return _zoo_model(model, weights, alpha, resolution, classes, seed)
+    if os.path.exists(model):
+        if weights:
+            raise UserError("--weights goes with a zoo model; a saved Keras model file has its own weights")
+        return _saved_model(model)
+    raise UserError(f"unknown model {model!r}: not a zoo model ({', '.join(models.available())}) "
+                    f"nor an existing saved-model path")
+
+
+def _checkpoint_model(name, directory, alpha, resolution, classes, architecture_given):
+    from tfmobile import models, train
+
+    spec = train.checkpoint_spec(directory)
+    if spec.family != name:
+        raise UserError(f"checkpoint {directory} holds a {spec.name} ({spec.family}), not a {name}")
+    expect = None
+    if architecture_given:
+        momentum = spec.options.get("bn_momentum") if isinstance(spec.options, dict) else None
+        expect = models.get_spec(name, input_shape=(resolution, resolution, 3), alpha=alpha, classes=classes,
+                                 **({"bn_momentum": momentum} if momentum is not None else {}))
+    model = train.load_checkpoint(directory, expect=expect)
+    info = train.checkpoint_info(directory)
+    return model, name, {"checkpoint": os.path.abspath(info["path"]), "compression": info.get("compression"),
+                         "epoch": info.get("epoch"), "metrics": info.get("metrics")}
+
+
+def _zoo_model(name, weights, alpha, resolution, classes, seed):
+    from tfmobile import models
+
+    if weights and not os.path.exists(weights) and not os.path.exists(weights + ".index"):
+        raise UserError(f"weights file not found: {weights}")
+    if not weights:
+        import tf_keras as keras
+        keras.utils.set_random_seed(seed)
+    model = models.build(name, weights=weights, input_shape=(resolution, resolution, 3), alpha=alpha,
+                         classes=classes)
+    return model, name, ({"file": os.path.abspath(weights)} if weights else None)
+
+
+def _saved_model(path):
+    import tf_keras as keras
+
+    from tfmobile.models.layers import CUSTOM_OBJECTS
+
+    try:
+        model = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+    except Exception as e:  # noqa: BLE001  (any load failure is the user's file)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load Keras model {path}: {first}") from None
+    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+    return model, stem, {"saved_model": os.path.abspath(path)}
