@@ -26,12 +26,18 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mbv2", "zoo model name.")
 flags.DEFINE_float("alpha", 0.35, "width multiplier.")
 flags.DEFINE_integer("resolution", 32, "input resolution (square).")
-flags.DEFINE_integer("epochs", 40, "float training epochs.")
-flags.DEFINE_integer("qat_epochs", 2, "QAT (and PQAT) fine-tuning epochs.")
-flags.DEFINE_integer("prune_epochs", 3, "pruning fine-tuning epochs (with --prune).")
+flags.DEFINE_integer("epochs", None, "float training epochs (default: enough optimizer steps for the "
+                     "amount of data, tfmobile.data.default_schedule; the report says how many ran).")
+flags.DEFINE_integer("qat_epochs", None, "QAT (and PQAT) fine-tuning epochs (default: at least 2 epochs "
+                     "and 200 steps, tfmobile.data.STAGE_FLOORS).")
+flags.DEFINE_integer("prune_epochs", None, "pruning fine-tuning epochs (with --prune; default: at least 3 "
+                     "epochs and 300 steps).")
 flags.DEFINE_float("prune", None, "also make a pruned (+ PQAT int8) variant at this sparsity, e.g. 0.5.")
 flags.DEFINE_boolean("structured_2_4", False, "2:4 structured sparsity for --prune 0.5.")
-flags.DEFINE_integer("batch_size", 128, "batch size.")
+flags.DEFINE_integer("batch_size", None, "batch size (default: chosen for the amount of data, 16-128).")
+flags.DEFINE_string("augment", None, "training augmentations, comma-separated: flip, shift, or none "
+                    "(default: shift, plus flip for the built-in Fashion-MNIST only: flips change the "
+                    "label of digits, letters, arrows).")
 flags.DEFINE_float("lr", 2e-3, "peak learning rate of the float run (cosine, Adam).")
 flags.DEFINE_boolean("full_data", False, "full Fashion-MNIST (--data_dir or the Debian package).")
 flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX dir or class-subfolder image dir.")
@@ -64,7 +70,11 @@ def render_markdown(report):
         lines.append(f"| {r['variant']} | {100 * r['accuracy']:.2f} % | {r['size_bytes']} | {r['gzip_bytes']} "
                      f"| {100 * r['weight_sparsity']:.1f} % | {_fmt(lat.get('median_ms'))} "
                      f"| {_fmt(lat.get('p90_ms'))} | {arena} |")
-    lines += ["", "Training (seconds of wall time on this host):", ""]
+    lines += ["", f"Training length (augmentation: {', '.join(report['augment']) or 'none'}):", ""]
+    for k, t in report["training"].items():
+        lines.append(f"- {k}: {t['steps']} optimizer steps = {t['epochs']} epochs x {t['steps_per_epoch']} "
+                     f"steps of batch {t['batch_size']} ({t['rule']})")
+    lines += ["", "Wall time on this host (seconds):", ""]
     for k, v in report["timings_s"].items():
         lines.append(f"- {k}: {v}")
     lines += ["", "![accuracy vs latency vs size](accuracy_latency_size.png)", ""]
@@ -119,7 +129,7 @@ def main(argv):
     if not FLAGS.output_dir:
         FLAGS.output_dir = os.path.join("runs", time.strftime("run-%Y%m%d-%H%M%S"))
     for name in ("epochs", "qat_epochs", "prune_epochs", "batch_size", "bench_runs", "bench_threads"):
-        if getattr(FLAGS, name) < 1:
+        if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
     if FLAGS.prune is not None and not 0.0 < FLAGS.prune < 1.0:
         raise UserError(f"--prune must be in (0, 1), got {FLAGS.prune}")
@@ -141,7 +151,8 @@ def main(argv):
                            bn_momentum=FLAGS.bn_momentum)
     _cli.progress(f"{spec.name} on {splits.source}: {len(splits.x_train)} train / {len(splits.x_val)} val / "
                   f"{len(splits.x_test)} test images")
-    common = dict(batch_size=FLAGS.batch_size, steps_per_epoch=FLAGS.steps_per_epoch, verbose=2)
+    augment = data.parse_augment(FLAGS.augment, splits.source)
+    common = dict(batch_size=FLAGS.batch_size, steps_per_epoch=FLAGS.steps_per_epoch, augment=augment)
     timings = {}
 
     def stage(name, fn):
@@ -185,7 +196,11 @@ def main(argv):
         rows.append(stage(f"measure {name}", lambda: train.measure_variant(
             name, tfl, out, splits.x_test, splits.y_test, bench_runs=FLAGS.bench_runs,
             threads=FLAGS.bench_threads, tflm=FLAGS.tflm and is_int8 and name != "ptq_int8")))
-    notes = []
+    stages = {"float": fmet, "qat": qmet, "prune": pmet, "pqat": ppmet}
+    training = {k: {"epochs": m["epochs"], "steps": m["steps"], "batch_size": m["batch_size"],
+                    "steps_per_epoch": m["steps_per_epoch"], "rule": m["schedule"]["rule"]}
+                for k, m in stages.items() if m}
+    notes = [w for m in stages.values() if m for w in m["warnings"]]
     for r in rows:
         if r.get("float_ops"):
             notes.append(f"{r['variant']}: ops left in float: {', '.join(r['float_ops'])}")
@@ -195,7 +210,8 @@ def main(argv):
     report = {
         "model": spec.name, "family": spec.family, "input_shape": list(res), "alpha": FLAGS.alpha,
         "data_source": splits.source, "train_images": len(splits.x_train), "val_images": len(splits.x_val),
-        "test_images": len(splits.x_test), "epochs": FLAGS.epochs, "qat_epochs": FLAGS.qat_epochs,
+        "test_images": len(splits.x_test), "classes": dataset.num_classes, "epochs": fmet["epochs"],
+        "qat_epochs": qmet["epochs"], "training": training, "augment": list(augment),
         "prune": FLAGS.prune, "structured_2_4": FLAGS.structured_2_4,
         "float_val_accuracy_keras": fmet["val_accuracy"], "qat_val_accuracy_keras": qmet["val_accuracy"],
         "prune_val_accuracy_keras": pmet["val_accuracy"] if pmet else None,

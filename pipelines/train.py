@@ -21,8 +21,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mbv2", "zoo model name (tfmobile.models.available()).")
 flags.DEFINE_float("alpha", 0.35, "width multiplier.")
 flags.DEFINE_integer("resolution", 32, "input resolution (square).")
-flags.DEFINE_integer("epochs", 10, "epochs (total, including resumed ones).")
-flags.DEFINE_integer("batch_size", 128, "batch size.")
+flags.DEFINE_integer("epochs", None, "epochs (total, including resumed ones; default: enough optimizer "
+                     "steps for the amount of data and the stage, tfmobile.data.default_schedule).")
+flags.DEFINE_integer("batch_size", None, "batch size (default: chosen for the amount of data, 16-128).")
 flags.DEFINE_float("lr", None, "peak learning rate of the cosine schedule (Adam); default 2e-3 float, "
                    "1e-4 QAT/PQAT, 5e-4 pruning.")
 flags.DEFINE_string("output_dir", None, "where the checkpoint, metrics and logs go.")
@@ -36,8 +37,10 @@ flags.DEFINE_integer("limit", None, "use only this many training images (stratif
 flags.DEFINE_float("val_fraction", 0.1, "fraction of train held out for validation.")
 flags.DEFINE_float("bn_momentum", 0.9, "BatchNorm moving-average momentum (0.9 suits short runs).")
 flags.DEFINE_boolean("resume", False, "continue OUTPUT_DIR/checkpoint.")
-flags.DEFINE_boolean("augment", True, "random flip + shift on training images.")
-flags.DEFINE_float("shift", None, "random shift augmentation, fraction of the side (0: flip only; "
+flags.DEFINE_string("augment", None, "training augmentations, comma-separated: flip, shift, or none "
+                    "(default: shift, plus flip for the built-in Fashion-MNIST only: flips change the "
+                    "label of digits, letters, arrows).")
+flags.DEFINE_float("shift", None, "random shift augmentation, fraction of the side (0: none; "
                    "default tfmobile.data.DEFAULT_SHIFT = 1/8).")
 flags.DEFINE_integer("steps_per_epoch", None, "cap steps per epoch (quick runs).")
 flags.DEFINE_integer("seed", 0, "random seed.")
@@ -69,10 +72,9 @@ def main(argv):
     if not FLAGS.output_dir:
         raise UserError("--output_dir is required")
     compression = _compression()
-    if FLAGS.epochs < 1:
-        raise UserError(f"--epochs must be >= 1, got {FLAGS.epochs}")
-    if FLAGS.batch_size < 1:
-        raise UserError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+    for name in ("epochs", "batch_size"):
+        if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
     if FLAGS.resolution < 8:
         raise UserError(f"--resolution must be >= 8, got {FLAGS.resolution}")
     if not 0.0 < FLAGS.bn_momentum < 1.0:
@@ -110,7 +112,7 @@ def main(argv):
         raise UserError(f"checkpoint has {spec.classes} classes but the data has {dataset.num_classes}")
     splits = data.train_val_split(dataset, FLAGS.val_fraction, seed=FLAGS.seed, limit=FLAGS.limit)
     _cli.progress(f"{spec.name}: {len(splits.x_train)} train / {len(splits.x_val)} val images from "
-                  f"{splits.source}; {FLAGS.epochs} epochs, compression={compression or 'none'}")
+                  f"{splits.source}; compression={compression or 'none'}")
 
     if FLAGS.from_checkpoint and not FLAGS.resume:
         base = train.load_checkpoint(FLAGS.from_checkpoint)
@@ -123,7 +125,7 @@ def main(argv):
                                structured_2_4=FLAGS.structured_2_4,
                                steps_per_epoch=FLAGS.steps_per_epoch, augment=FLAGS.augment,
                                shift=FLAGS.shift,
-                               seed=FLAGS.seed, verbose=1)
+                               seed=FLAGS.seed)
     if compression in ("prune", "pqat"):
         from tfmobile import compress
         report_model = compress.strip(model) if compression == "prune" else model

@@ -8,8 +8,10 @@ import numpy as np
 from tfmobile.data.fashion_mnist import (CLASS_NAMES, DEBIAN_DIR, SUBSET_DIR, ImageData,  # noqa: F401
                                          load_fashion_mnist, make_subset)
 from tfmobile.data.image_dir import list_image_dir, load_image_dir, stratified_split  # noqa: F401
-from tfmobile.data.pipeline import (DEFAULT_SHIFT, Splits, load_dataset, make_dataset,  # noqa: F401
-                                    representative_dataset, resize_uint8, train_val_split)
+from tfmobile.data.pipeline import (AUGMENTATIONS, DEFAULT_SHIFT, STAGE_FLOORS, Schedule, Splits,  # noqa: F401
+                                    default_augment, default_schedule, flips_are_safe, load_dataset,
+                                    make_dataset, parse_augment, representative_dataset, resize_uint8,
+                                    train_val_split)
 
 
 def preprocess(images, input_shape):
