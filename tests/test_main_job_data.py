@@ -24,22 +24,18 @@ from tfmobile.models.spec import ModelSpec
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@registry.register_block("userdata_conv")
-def _conv(x, b, spec):
-    return conv_bn_act(x, b["filters"], 3, b["stride"], b["name"], bn_momentum=0.9)
-
-
-@registry.register_block("userdata_head")
-def _head(x, b, spec):
+@registry.register_block("userdata_net")
+def _net(x, b, spec):
+    """conv-BN-ReLU, pool, softmax: enough to learn bar widths in a few dozen steps."""
+    x = conv_bn_act(x, 8, 3, 2, b["name"] + "_conv", bn_momentum=0.9)
     x = keras.layers.GlobalAveragePooling2D(name=b["name"] + "_pool")(x)
     return keras.layers.Dense(spec.classes, activation="softmax", name=b["name"] + "_fc")(x)
 
 
 @registry.register_model("userdata_tiny")
-def _tiny(input_shape=(16, 16, 3), alpha=1.0, classes=3, **kw):
-    blocks = [{"type": "userdata_conv", "name": "c1", "filters": 8, "stride": 2},
-              {"type": "userdata_head", "name": "head"}]
-    return ModelSpec("userdata", "userdata_tiny", tuple(input_shape), blocks, classes=classes)
+def _tiny(input_shape=(16, 16, 3), classes=3, **kw):
+    return ModelSpec("userdata", "userdata_tiny", tuple(input_shape), [{"type": "userdata_net", "name": "net"}],
+                     classes=classes)
 
 
 def _folder_splits(tmp_path, n_per_class=20, classes=3, random_labels=False, seed=0):
@@ -65,8 +61,10 @@ def _folder_splits(tmp_path, n_per_class=20, classes=3, random_labels=False, see
 # --------------------------------------------------------------------------------------------
 def test_default_schedule_is_step_based_with_floors():
     tiny = data.default_schedule(174)  # the issue's 3-class shapes set after the splits
-    assert tiny.batch_size == 16 and tiny.steps_per_epoch == 11
-    assert tiny.total_steps >= pipeline.MIN_STEPS and tiny.epochs == -(-pipeline.MIN_STEPS // 11)
+    # batch 16 is 11 steps per pass: an epoch (validation + checkpoint round) is 6 whole passes
+    assert tiny.batch_size == 16 and tiny.passes_per_epoch == 6 and tiny.steps_per_epoch == 66
+    assert tiny.total_steps >= pipeline.MIN_STEPS and tiny.epochs == -(-pipeline.MIN_STEPS // 66)
+    assert tiny.passes == round(tiny.total_steps * 16 / 174, 1) and "passes over 174 images" in tiny.describe()
     subset = data.default_schedule(2700)
     assert subset.batch_size == 32 and subset.total_steps >= pipeline.MIN_STEPS
     full = data.default_schedule(54000)  # big data: the epoch floor, at batch 128
@@ -74,7 +72,8 @@ def test_default_schedule_is_step_based_with_floors():
     assert full.total_steps == pipeline.MIN_EPOCHS * 422
     # explicit values win; --epochs keeps its meaning
     assert data.default_schedule(174, batch_size=128, epochs=40).total_steps == 80
-    assert data.default_schedule(174, epochs=3).epochs == 3
+    given = data.default_schedule(174, epochs=3)
+    assert (given.epochs, given.steps_per_epoch, given.passes_per_epoch) == (3, 11, 1)
     # fine-tuning floors are smaller but still more than 2 epochs of a tiny set
     qat = data.default_schedule(174, stage="qat")
     assert qat.total_steps >= pipeline.STAGE_FLOORS["qat"][0] > 22
@@ -88,15 +87,17 @@ def test_default_schedule_is_step_based_with_floors():
 
 def test_fit_follows_the_step_schedule_on_tiny_data(tmp_path, monkeypatch):
     splits = _folder_splits(tmp_path)
-    monkeypatch.setitem(pipeline.STAGE_FLOORS, "train", (24, 2))
+    monkeypatch.setitem(pipeline.STAGE_FLOORS, "train", (60, 2))
+    monkeypatch.setattr(pipeline, "MIN_STEPS_PER_EPOCH", 6)
     model, m = train.fit(models.build("userdata_tiny", classes=3), splits, str(tmp_path / "run"),
                          lr=1e-2, tensorboard=False)
     n = len(splits.x_train)
-    assert n == 39 and m["batch_size"] == 16 and m["steps_per_epoch"] == 3
-    assert m["epochs"] == 8 and m["steps"] == 24 and len(m["history"]) == 8
-    assert m["schedule"]["total_steps"] == 24 and "24 steps" in m["schedule"]["rule"]
+    # 39 images at batch 16: 3 steps per pass, 2 passes per epoch, 10 epochs for 60 steps
+    assert n == 39 and m["batch_size"] == 16 and m["steps_per_epoch"] == 6
+    assert m["epochs"] == 10 and m["steps"] == 60 and len(m["history"]) == 10
+    assert m["schedule"]["total_steps"] == 60 and m["schedule"]["passes"] == round(60 * 16 / 39, 1)
     on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert on_disk["steps"] == 24 and on_disk["epochs"] == 8
+    assert on_disk["steps"] == 60 and on_disk["epochs"] == 10
     # --epochs overrides the schedule (batch still chosen for the data)
     _, m2 = train.fit(models.build("userdata_tiny", classes=3), splits, str(tmp_path / "run2"),
                       epochs=2, tensorboard=False)
@@ -183,7 +184,7 @@ def test_chance_level_run_warns_on_stderr_and_in_metrics(tmp_path, capfd):
                      batch_size=16, lr=1e-6, tensorboard=False)
     err = capfd.readouterr().err
     assert len(m["warnings"]) == 1 and "near chance" in m["warnings"][0]
-    assert "--epochs 2" in m["warnings"][0] and "3 optimizer steps" in m["warnings"][0]
+    assert "3 optimizer steps" in m["warnings"][0] and "--epochs 3" in m["warnings"][0]  # 2 x 1.2 passes
     assert "[tfmobile] warning: validation accuracy" in err and "near chance" in err
     # one progress line per epoch: ours, no Keras progress line
     assert err.count("[tfmobile] epoch 1") == 1 and "/step" not in err and "ETA" not in err
@@ -204,7 +205,7 @@ def test_tensorflow_start_up_is_quiet_but_real_errors_are_not():
             "print('ours', file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stderr == "ours\n", r.stderr[-2000:]
-    env = dict(os.environ, TFMOBILE_TF_STARTUP_LOG="1")  # the escape hatch shows what was filtered
+    env = dict(os.environ, TFMOBILE_STARTUP_LOG="1")  # the escape hatch shows what was filtered
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                        env=env)
     assert r.returncode == 0 and "ours" in r.stderr
@@ -230,8 +231,8 @@ def test_run_on_a_folder_reports_schedule_augment_and_chance(cli, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads(r.stdout)
     assert rep["augment"] == ["shift"] and rep["classes"] == 3
-    assert rep["training"]["float"]["epochs"] == 1 and rep["training"]["float"]["steps"] == 3
-    assert rep["training"]["qat"]["steps"] == 3
+    assert rep["training"]["float"]["epochs"] == 1 and rep["training"]["float"]["steps_run"] == 3
+    assert rep["training"]["qat"]["steps_run"] == 3
     assert any("near chance" in n for n in rep["notes"])
     md = (out / "report.md").read_text()
     assert "near chance" in md and "3 optimizer steps = 1 epochs x 3 steps of batch 16" in md

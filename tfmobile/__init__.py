@@ -9,7 +9,8 @@ TensorFlow's native start-up lines (the oneDNN notice, CUDA probing on a CPU-onl
 set up, so ``TF_CPP_MIN_LOG_LEVEL`` does not reach them. Importing tfmobile installs an import
 hook that runs TensorFlow's first import (and its device discovery) with descriptor 2 captured,
 then writes back every line that is not one of those known notices. TensorFlow is still imported
-only when something needs it. ``TFMOBILE_TF_STARTUP_LOG=1`` turns the filter off.
+only when something needs it. ``TFMOBILE_STARTUP_LOG=1`` turns the filter off.
+``quiet_startup()`` does the same around any other native start-up (a first LiteRT interpreter).
 """
 import importlib.abc
 import os
@@ -27,7 +28,8 @@ STARTUP_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|[IW]\d{4} [\d:. ]+\d+ (port|cudart_stub|cpu_feature_guard|cuda_\w+|gpu_\w+)\.cc:\d+\] .*"
     r"|E\d{4} [\d:. ]+\d+ cuda_\w+\.cc:\d+\] failed call to cuInit: .*"
-    r"|To enable the following instructions: .* in other operations, rebuild TensorFlow .*)$")
+    r"|To enable the following instructions: .* in other operations, rebuild TensorFlow .*"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)$")
 
 
 class _QuietLoader(importlib.abc.Loader):
@@ -40,7 +42,7 @@ class _QuietLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
-        with _filtered_stderr():
+        with quiet_startup():
             self.loader.exec_module(module)
             try:  # device discovery logs the CUDA probe on first use: do it here, once
                 module.config.list_physical_devices()
@@ -64,13 +66,18 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
-class _filtered_stderr:
+class quiet_startup:
+    """Context manager: capture fd 2, then write back all but ``STARTUP_NOISE`` lines (e.g.
+    around the first LiteRT interpreter, which announces its XNNPACK delegate)."""
+
     def __enter__(self):
         sys.stderr.flush()
+        self.saved = None
+        if os.environ.get("TFMOBILE_STARTUP_LOG") == "1":
+            return self
         try:
             self.saved = os.dup(2)
         except OSError:  # no fd 2 (closed): nothing to filter
-            self.saved = None
             return self
         self.capture = tempfile.TemporaryFile()
         os.dup2(self.capture.fileno(), 2)
@@ -92,6 +99,6 @@ class _filtered_stderr:
         return False
 
 
-if "tensorflow" not in sys.modules and os.environ.get("TFMOBILE_TF_STARTUP_LOG") != "1" \
+if "tensorflow" not in sys.modules and os.environ.get("TFMOBILE_STARTUP_LOG") != "1" \
         and not any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
     sys.meta_path.insert(0, _QuietTensorFlowFinder())

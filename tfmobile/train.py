@@ -13,6 +13,7 @@ tuned rate; the cosine tail anneals to 1 % of the peak rate so the last epoch is
 """
 import contextlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -376,7 +377,7 @@ def fit(model, splits, output_dir, epochs=None, batch_size=None, lr=None, compre
     train_ds = tdata.make_dataset(splits.x_train, splits.y_train, input_shape, batch_size,
                                   training=True, augment=augment, seed=seed, shift=shift)
     val_ds = tdata.make_dataset(splits.x_val, splits.y_val, input_shape, max(batch_size, 256))
-    if steps < int(np.ceil(len(splits.x_train) / batch_size)):
+    if steps != int(np.ceil(len(splits.x_train) / batch_size)):  # capped, or several passes per epoch
         train_ds = train_ds.repeat()
     total_steps = schedule.total_steps
     if warmup_epochs is None:
@@ -422,9 +423,8 @@ def fit(model, splits, output_dir, epochs=None, batch_size=None, lr=None, compre
     callbacks.append(_EpochCheckpoint(output_dir, compression, spec, history, time.time(), on_epoch))
     t0 = time.time()
     if initial_epoch < epochs and verbose:
-        sys.stderr.write(f"[tfmobile] {spec.name} {compression or 'float'}: {epochs} epochs x {steps} steps "
-                         f"of batch {batch_size} = {total_steps} steps ({len(splits.x_train)} images; "
-                         f"{schedule.rule}); augment: {', '.join(augment) or 'none'}\n")
+        sys.stderr.write(f"[tfmobile] {spec.name} {compression or 'float'}: {schedule.describe()}; "
+                         f"augment: {', '.join(augment) or 'none'}\n")
     if initial_epoch < epochs:
         with contextlib.redirect_stdout(sys.stderr):  # stdout stays one JSON object with --json
             model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
@@ -474,8 +474,8 @@ def chance_message(val_accuracy, chance, schedule, n_train, source):
     """What a near-chance run means and what to try, in one line."""
     return (f"validation accuracy {100 * val_accuracy:.1f} % is near chance ({100 * chance:.1f} %): the "
             f"model has not learnt the classes of {source}. It ran {schedule.total_steps} optimizer steps "
-            f"({schedule.epochs} epochs of {schedule.steps_per_epoch} steps, batch {schedule.batch_size}) on "
-            f"{n_train} training images. Try more steps (--epochs {2 * schedule.epochs}), a smaller "
+            f"({schedule.passes:g} passes over {n_train} training images at batch {schedule.batch_size}). "
+            f"Try more steps (--epochs {max(2, math.ceil(2 * schedule.passes))}), a smaller "
             f"--batch_size, a lower --lr, --augment none, more images per class, and check that the "
             f"class folders hold different images.")
 

@@ -242,44 +242,66 @@ def representative_dataset(images, input_shape, n=100, seed=0):
 
 # Default training length (see the module docstring). Measured on the shipped Fashion-MNIST
 # subset and on small generated class-folder sets: docs/training.md, "Training length".
-MIN_STEPS = 3000
+MIN_STEPS = 2500
 MIN_EPOCHS = 15
 BATCH_SIZES = (16, 32, 64, 128)
 MIN_STEPS_PER_EPOCH = 64
-# (min steps, min epochs) per stage: fine-tuning a trained model (QAT, pruning, PQAT) needs far
+# (min steps, min passes over the data) per stage: fine-tuning a trained model (QAT, pruning, PQAT) needs far
 # fewer steps than training, but a tiny set still needs more than 2 epochs of 11 steps.
 STAGE_FLOORS = {"train": (MIN_STEPS, MIN_EPOCHS), "qat": (200, 2), "pqat": (200, 2), "prune": (300, 3)}
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """How long a training run is: ``epochs`` x ``steps_per_epoch`` optimizer steps of ``batch_size``."""
+    """How long a training run is: ``epochs`` x ``steps_per_epoch`` optimizer steps of ``batch_size``.
+
+    An epoch is one validation + checkpoint round (one progress line): one pass over the data, or
+    ``passes_per_epoch`` whole passes for a set too small for ``MIN_STEPS_PER_EPOCH`` steps per
+    pass (174 images at batch 16 are 11 steps: a round every 11 steps would spend more time on
+    checkpoints than on training).
+    """
 
     batch_size: int
     epochs: int
     steps_per_epoch: int
+    n_train: int
     rule: str  # how it was chosen, for the report
+    passes_per_epoch: int = 1
 
     @property
     def total_steps(self):
         return self.epochs * self.steps_per_epoch
 
+    @property
+    def passes(self):
+        """Passes over the training images (fractional when steps_per_epoch caps an epoch)."""
+        return round(self.total_steps * self.batch_size / self.n_train, 1)
+
+    def describe(self):
+        extra = f", {self.passes_per_epoch} passes per epoch" if self.passes_per_epoch > 1 else ""
+        return (f"{self.total_steps} optimizer steps = {self.epochs} epochs x {self.steps_per_epoch} steps of "
+                f"batch {self.batch_size} ({self.passes:g} passes over {self.n_train} images{extra}; "
+                f"{self.rule})")
+
     def to_dict(self):
-        return {"batch_size": self.batch_size, "epochs": self.epochs,
-                "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps, "rule": self.rule}
+        return {"batch_size": self.batch_size, "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch,
+                "total_steps": self.total_steps, "passes": self.passes,
+                "passes_per_epoch": self.passes_per_epoch, "train_images": self.n_train, "rule": self.rule,
+                "text": self.describe()}
 
 
 def default_schedule(n_train, batch_size=None, epochs=None, steps_per_epoch=None, stage="train"):
     """The training length for ``n_train`` images; explicit arguments win.
 
     batch_size: the largest of ``BATCH_SIZES`` that still gives ``MIN_STEPS_PER_EPOCH`` steps per
-    epoch (16 for tiny sets). epochs: enough for the stage's minimum of optimizer steps and at
-    least its minimum of epochs (``STAGE_FLOORS``; stage is "train" or a compression: "qat",
-    "prune", "pqat"). steps_per_epoch caps an epoch (quick runs; it then repeats the data).
+    pass (16 for tiny sets). epochs: enough for the stage's minimum of optimizer steps and at
+    least its minimum of passes (``STAGE_FLOORS``; stage is "train" or a compression: "qat",
+    "prune", "pqat"); an epoch of a tiny set is several passes (see ``Schedule``). Given
+    ``epochs`` are passes. steps_per_epoch caps an epoch (quick runs; it then repeats the data).
     """
     if stage not in STAGE_FLOORS:
         raise UserError(f"unknown training stage {stage!r}; one of {', '.join(STAGE_FLOORS)}")
-    min_steps, min_epochs = STAGE_FLOORS[stage]
+    min_steps, min_passes = STAGE_FLOORS[stage]
     if n_train < 1:
         raise UserError("no training images")
     for name, v in (("batch_size", batch_size), ("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
@@ -288,10 +310,14 @@ def default_schedule(n_train, batch_size=None, epochs=None, steps_per_epoch=None
     if batch_size is None:
         fits = [b for b in BATCH_SIZES if n_train / b >= MIN_STEPS_PER_EPOCH]
         batch_size = max(fits) if fits else BATCH_SIZES[0]
+    batch_size, n_train = int(batch_size), int(n_train)
     batches = math.ceil(n_train / batch_size)
-    spe = min(batches, steps_per_epoch) if steps_per_epoch else batches
+    if steps_per_epoch:
+        return Schedule(batch_size, int(epochs or max(min_passes, math.ceil(min_steps / steps_per_epoch))),
+                        min(batches, int(steps_per_epoch)), n_train, "steps per epoch capped")
     if epochs is not None:
-        return Schedule(int(batch_size), int(epochs), int(spe), "epochs given")
-    epochs = max(int(min_epochs), math.ceil(min_steps / spe))
-    return Schedule(int(batch_size), int(epochs), int(spe),
-                    f"at least {min_steps} steps and {min_epochs} epochs")
+        return Schedule(batch_size, int(epochs), batches, n_train, "epochs given")
+    per = math.ceil(MIN_STEPS_PER_EPOCH / batches)
+    spe = per * batches
+    epochs = max(math.ceil(min_passes / per), math.ceil(min_steps / spe))
+    return Schedule(batch_size, epochs, spe, n_train, f"at least {min_steps} steps and {min_passes} passes", per)
