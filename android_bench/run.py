@@ -39,6 +39,7 @@ def main(argv):
 
     if not FLAGS.tflite:
         raise UserError("--tflite is required")
+    _cli.check_output(FLAGS.out, flag="out")
     opts = dict(serial=FLAGS.serial, mode=FLAGS.mode, delegate=FLAGS.delegate, apk=FLAGS.apk, binary=FLAGS.binary,
                 adb=FLAGS.adb, timeout=FLAGS.timeout, taskset=FLAGS.taskset, op_profiling=FLAGS.op_profiling)
     _cli.progress(f"benchmarking {FLAGS.tflite} on Android ({FLAGS.mode}, {FLAGS.delegate}, {FLAGS.threads} thread(s))")

@@ -60,7 +60,7 @@ def _fit_stage(name, base_fn, splits, out_dir, epochs, compression, timings, **k
                              steps_per_epoch=FLAGS.finetune_steps, **kw)
         if compression == "prune":
             from tfmobile import compress
-            model = train._tag_spec(compress.strip(model), train._spec_json(model))
+            model = compress.strip(model)   # keeps the model's spec
     timings[name] = {"epochs": epochs, "steps_per_epoch": FLAGS.finetune_steps, "train_seconds": m.get("total_train_seconds"),
                      "wall_seconds_this_call": round(time.time() - t, 1),
                      "val_accuracy_keras": m.get("val_accuracy")}
@@ -70,8 +70,8 @@ def _fit_stage(name, base_fn, splits, out_dir, epochs, compression, timings, **k
 def run_report():
     import numpy as np
 
-    from tfmobile import convert, data, train
-    from tfmobile.train import measure_variant
+    from tfmobile import convert, data, models, train
+    from tfmobile.evaluation import measure_variant
     from tfmobile.io import write_json
 
     wd = FLAGS.work_dir
@@ -79,7 +79,7 @@ def run_report():
     fm_path = os.path.join(FLAGS.float_dir, "metrics.json")
     fmet = json.load(open(fm_path)) if os.path.isfile(fm_path) else {}
     fmodel = train.load_checkpoint(FLAGS.float_dir)
-    spec = train._spec_json(fmodel)
+    spec = models.spec_of(fmodel)
     res = tuple(spec.input_shape)
     ds = data.load_fashion_mnist(FLAGS.data_dir)
     if len(ds.x_test) != 10000:

@@ -55,12 +55,6 @@ def _canonical(config):
     return json.dumps(c, sort_keys=True)
 
 
-def _median(xs):
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
-
-
 def markdown(r):
     ts = [k for k in ("t1", "t2") if any(k in m for m in r["models"].values())]
     head = "| model | MMACs | ops | int8 KB | " + " | ".join(
@@ -102,8 +96,9 @@ def main(argv):
             print(markdown(json.load(f)))
         return None
     from tfmobile.bench import graph, zoo
+    from tfmobile.convert import flatbuffer
     from tfmobile.bench.litert import run_worker
-    from tfmobile.bench.stats import summarize
+    from tfmobile.bench.stats import median, summarize
     from tfmobile.errors import UserError
 
     res = FLAGS.resolution
@@ -119,7 +114,7 @@ def main(argv):
         return {"converted": paths}
     facts = {}
     for n in names:
-        data = graph.read_tflite(paths[n])
+        data = flatbuffer.read_tflite(paths[n])
         layers = graph.layers(data)
         facts[n] = {"bytes": len(data), "ops": len(layers),
                     "macs_m": round(sum(ly["macs"] for ly in layers) / 1e6, 1),
@@ -147,9 +142,9 @@ def main(argv):
                           "p90_ms": round(s["p90_ms"], 3), "min_ms": round(s["min_ms"], 3),
                           "cv": round(s["cv"], 3)}
             if t == 1 and rr.get("cpu_times_ms"):
-                m["t1"]["cpu_median_ms"] = round(_median(rr["cpu_times_ms"]), 3)
+                m["t1"]["cpu_median_ms"] = round(median(rr["cpu_times_ms"]), 3)
             k = len(rr["times_ms"]) // FLAGS.rounds
-            per_round[(n, t)] = [_median(rr["times_ms"][i * k:(i + 1) * k]) for i in range(FLAGS.rounds)]
+            per_round[(n, t)] = [median(rr["times_ms"][i * k:(i + 1) * k]) for i in range(FLAGS.rounds)]
         out[f"t{t}_seconds"] = round(time.time() - t0, 1)
         out[f"t{t}_cpus"] = r.get("cpus")
         for ours, theirs in PAIRS.items():
@@ -157,7 +152,7 @@ def main(argv):
             rr = [x / y for x, y in zip(per_round[(ours, t)], per_round[(theirs, t)])]
             out["comparisons"].append({
                 "ours": ours, "keras": theirs, "threads": t, "ours_ms": a["median_ms"], "keras_ms": b["median_ms"],
-                "ratio": round(a["median_ms"] / b["median_ms"], 3), "ratio_per_round_median": round(_median(rr), 3),
+                "ratio": round(a["median_ms"] / b["median_ms"], 3), "ratio_per_round_median": round(median(rr), 3),
                 "same_graph": facts[ours]["configs"] == facts[theirs]["configs"],
                 "cpu_ratio": (round(a["cpu_median_ms"] / b["cpu_median_ms"], 3) if "cpu_median_ms" in a else None),
                 "pass": a["median_ms"] / b["median_ms"] <= 1.0})

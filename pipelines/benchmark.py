@@ -17,7 +17,7 @@ from pipelines import _cli
 flags.DEFINE_string("tflite", None, ".tflite model to benchmark")
 flags.DEFINE_string("model", None, "zoo model name instead of --tflite (converted to int8 first)")
 flags.DEFINE_float("alpha", 1.0, "--model width multiplier")
-flags.DEFINE_integer("resolution", 224, "--model input resolution")
+flags.DEFINE_integer("resolution", 224, "--model input resolution", upper_bound=_cli.MAX_RESOLUTION)
 flags.DEFINE_integer("classes", 1000, "--model classes")
 flags.DEFINE_string("work_dir", None, "where --model's .tflite is cached (default /tmp/tfmobile_bench)")
 flags.DEFINE_enum("backend", "litert", ["litert", "benchmark_litert", "benchmark_model", "android"], "backend")
@@ -50,13 +50,14 @@ def main(argv):
 
     if bool(FLAGS.tflite) == bool(FLAGS.model):
         raise UserError("give exactly one of --tflite PATH or --model NAME")
+    _cli.check_output(FLAGS.out, flag="out")
     path = FLAGS.tflite
     if FLAGS.model:
         from tfmobile.bench.zoo import zoo_tflite
         _cli.progress(f"exporting {FLAGS.model} {FLAGS.resolution}x{FLAGS.resolution} alpha={FLAGS.alpha} to int8")
         path = zoo_tflite(FLAGS.model, FLAGS.resolution, FLAGS.alpha, work_dir=FLAGS.work_dir,
                           classes=FLAGS.classes, verbose=False)
-    from tfmobile.bench.graph import read_tflite
+    from tfmobile.convert.flatbuffer import read_tflite
     read_tflite(path)  # a missing or corrupt model: one line, before any work
     opts = {}
     if FLAGS.cpus and FLAGS.backend != "android":

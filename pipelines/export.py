@@ -28,7 +28,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "zoo model name (tfmobile.models.available()) or a saved Keras model "
                     "(.h5 / .keras file or SavedModel directory).")
 flags.DEFINE_float("alpha", 1.0, "width multiplier (zoo models).")
-flags.DEFINE_integer("resolution", 224, "input resolution, square (zoo models).")
+flags.DEFINE_integer("resolution", 224, "input resolution, square (zoo models).", upper_bound=_cli.MAX_RESOLUTION)
 flags.DEFINE_integer("classes", 10, "number of classes (zoo models); 10 = the embedded Fashion-MNIST "
                      "(what pipelines.train trains); 1000 = the papers' ImageNet head.")
 flags.DEFINE_string("weights", None, "weights file (save_weights .h5 / TF checkpoint prefix) or a "
@@ -196,8 +196,8 @@ def main(argv):
     if FLAGS.tflm:
         tflm_mod.mcu_budget(FLAGS.mcu, FLAGS.sram_kb, FLAGS.flash_kb)
     if FLAGS.calibration_dir:
-        from tfmobile.convert.images import list_images
-        list_images(FLAGS.calibration_dir)
+        from tfmobile.data import list_image_dir
+        list_image_dir(FLAGS.calibration_dir)
     check_output_dir(FLAGS.output_dir, create=False)   # fail before the slow part, create nothing yet
 
     t, c = time.perf_counter(), _cpu()

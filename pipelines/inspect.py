@@ -21,7 +21,7 @@ from tfmobile.errors import UserError
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mbv2", "zoo model name (see tfmobile.models.available()).")
 flags.DEFINE_float("alpha", 1.0, "width multiplier (the scale factor for ShuffleNet).")
-flags.DEFINE_integer("resolution", 224, "input resolution (square).")
+flags.DEFINE_integer("resolution", 224, "input resolution (square).", upper_bound=_cli.MAX_RESOLUTION)
 flags.DEFINE_integer("classes", 1000, "number of classes.")
 flags.DEFINE_integer("groups", None, "shufflenet_v1 only: groups (1, 2, 3, 4 or 8; default 3).")
 flags.DEFINE_string("bypass", None, "squeezenet only: none, simple or complex (default none).")
@@ -32,7 +32,7 @@ flags.DEFINE_boolean("json", False, "print exactly one JSON object on stdout.")
 
 _MODEL_FLAGS = ("model", "alpha", "resolution", "classes", "groups", "bypass", "minimalistic")
 # Checked here before TensorFlow is imported (seconds) so that a typo fails fast; the spec
-# functions check the same sets again (tfmobile.models.shufflenet.V1_GROUPS, squeezenet.BYPASS).
+# functions check the same sets again (tfmobile.models.arguments.RULES).
 _V1_GROUPS = (1, 2, 3, 4, 8)
 _BYPASS = ("none", "simple", "complex")
 
@@ -102,6 +102,7 @@ def _render(result):
 def main(argv):
     del argv
     spec_text = _precheck()
+    _cli.check_output(FLAGS.save_spec, flag="save_spec")
     import tfmobile.io as tio
     from tfmobile import analysis, models
     from tfmobile.models.spec import ModelSpec

@@ -23,7 +23,7 @@ flags.DEFINE_list("tflite", None, ".tflite model(s)")
 flags.DEFINE_string("spec", None, "model spec JSON (predict/build: converted to int8 first)")
 flags.DEFINE_string("model", None, "zoo model name (converted to int8 first)")
 flags.DEFINE_float("alpha", 1.0, "--model width multiplier")
-flags.DEFINE_integer("resolution", 224, "--model input resolution")
+flags.DEFINE_integer("resolution", 224, "--model input resolution", upper_bound=_cli.MAX_RESOLUTION)
 flags.DEFINE_integer("classes", 1000, "--model classes")
 flags.DEFINE_string("work_dir", None, "cache for --model conversions (default /tmp/tfmobile_bench)")
 flags.DEFINE_string("lut", None, "LUT JSON file (created by build if missing)")
@@ -60,6 +60,8 @@ def main(argv):
 
     if not FLAGS.lut:
         raise UserError("--lut PATH is required")
+    if _command == "build" or FLAGS.measure_missing:   # these write the LUT
+        _cli.check_output(FLAGS.lut, flag="lut")
     models = _models()
     if _command == "build":
         if FLAGS.runs < 5:

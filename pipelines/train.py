@@ -20,7 +20,7 @@ from tfmobile.errors import UserError
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mbv2", "zoo model name (tfmobile.models.available()).")
 flags.DEFINE_float("alpha", 0.35, "width multiplier.")
-flags.DEFINE_integer("resolution", 32, "input resolution (square).")
+flags.DEFINE_integer("resolution", 32, "input resolution (square).", upper_bound=_cli.MAX_RESOLUTION)
 flags.DEFINE_integer("epochs", None, "epochs (total, including resumed ones; default: enough optimizer "
                      "steps for the amount of data and the stage, tfmobile.data.default_schedule).")
 flags.DEFINE_integer("batch_size", None, "batch size (default: chosen for the amount of data, 16-128).")
@@ -71,6 +71,7 @@ def main(argv):
 
     if not FLAGS.output_dir:
         raise UserError("--output_dir is required")
+    _cli.check_output(FLAGS.output_dir, directory=True, flag="output_dir")
     compression = _compression()
     for name in ("epochs", "batch_size"):
         if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
@@ -115,8 +116,7 @@ def main(argv):
                   f"{splits.source}; compression={compression or 'none'}")
 
     if FLAGS.from_checkpoint and not FLAGS.resume:
-        base = train.load_checkpoint(FLAGS.from_checkpoint)
-        base = train._tag_spec(base, spec)
+        base = train.load_checkpoint(FLAGS.from_checkpoint)   # carries its spec (models.spec_of)
     else:
         base = models.build(spec)
     model, metrics = train.fit(base, splits, FLAGS.output_dir, epochs=FLAGS.epochs,

@@ -14,7 +14,7 @@ import pytest
 import tfmobile  # noqa: F401
 from tfmobile.errors import UserError
 
-from test_bench import FAKE_BM, tiny_tflite
+from test_bench import FAKE_BM, FAKE_BM_PROFILE, RECORDED_AVG_MS, TINY_OPS, tiny_tflite
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE_ADB = os.path.join(HERE, "fake_adb")
@@ -34,6 +34,8 @@ def phone(tmp_path, monkeypatch):
     apk = tmp_path / "app-release.apk"
     apk.write_bytes(b"PK\x03\x04 stand-in apk: fake_adb records the install, it cannot run it")
     env = {"FAKE_ADB_HOME": str(home), "TFMOBILE_ADB": FAKE_ADB, "FAKE_ADB_DEVICES": "emulator-5554",
+           # the pushed copy of fake_benchmark_model finds its recorded op profile here
+           "FAKE_BENCHMARK_MODEL_PROFILE": FAKE_BM_PROFILE,
            # fake_adb's shebang is python3: make it this interpreter (it needs ai_edge_litert)
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     for k in ("FAKE_ADB_DISCONNECT_ON", "FAKE_ADB_APP_HANG", "TFMOBILE_BENCH_APK",
@@ -49,6 +51,23 @@ def _run(cli, *args):
     return p
 
 
+def _saved_results(home):
+    """The result files the (fake) app wrote on the device, oldest first."""
+    d = os.path.join(home, "fs/sdcard/Android/data/org.tfmobile.bench/files/results")
+    paths = sorted((os.path.join(d, f) for f in os.listdir(d)), key=os.path.getmtime)
+    return [json.load(open(p)) for p in paths]
+
+
+def _assert_summarizes(r, times):
+    """The runner's statistics are those of the app's own per-run times (computed here with numpy)."""
+    import numpy as np
+    assert r["runs"] == len(times)
+    assert r["median_ms"] == pytest.approx(float(np.median(times)))
+    assert r["mean_ms"] == pytest.approx(float(np.mean(times)))
+    assert r["min_ms"] == min(times) and r["max_ms"] == max(times)
+    assert r["std_ms"] == pytest.approx(float(np.std(times, ddof=1)))
+
+
 def test_app_mode_end_to_end(cli, tiny, phone):
     env, apk = phone
     p = _run(cli, "--tflite", tiny, "--serial", "emulator-5554", "--apk", apk, "--runs", "12", "--warmup", "2",
@@ -57,29 +76,35 @@ def test_app_mode_end_to_end(cli, tiny, phone):
     r = json.loads(p.stdout)
     for k in SCHEMA:
         assert k in r
-    assert r["backend"] == "android" and r["mode"] == "app" and r["runs"] == 12 and r["delegate"] == "XNNPACK"
-    assert 0 < r["min_ms"] <= r["median_ms"] and r["init_ms"] > 0 and r["num_ops"] > 5
+    assert r["num_ops"] == len(TINY_OPS)
     assert r["device"]["model"] == "fake_adb host stand-in" and r["serial"] == "emulator-5554"
     # the app was installed, the model pushed, the result file written where the app writes it
     home = env["FAKE_ADB_HOME"]
     assert "org.tfmobile.bench" in open(os.path.join(home, "packages.txt")).read()
     assert os.path.isfile(os.path.join(home, "fs/data/local/tmp/tfmobile", os.path.basename(tiny)))
-    results = os.path.join(home, "fs/sdcard/Android/data/org.tfmobile.bench/files/results")
-    (f,) = os.listdir(results)
-    saved = json.load(open(os.path.join(results, f)))
-    assert saved["status"] == "ok" and len(saved["times_ms"]) == 12
+    (saved,) = _saved_results(home)
+    # the app got the requested settings, and the runner reports the app's own measurements
+    assert saved["status"] == "ok" and saved["runs"] == 12 and len(saved["warmup_ms"]) == 2
+    assert saved["threads"] == 1 and saved["delegate"] == "XNNPACK" == r["delegate"]
+    assert saved["model"] == "/data/local/tmp/tfmobile/" + os.path.basename(tiny)
+    _assert_summarizes(r, saved["times_ms"])
+    assert r["init_ms"] == saved["init_ms"] and r["first_ms"] == saved["warmup_ms"][0]
     # second run: already installed, no --apk needed
     p = _run(cli, "--tflite", tiny, "--runs", "5", "--warmup", "0", "--delegate", "CPU", "--json")
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["delegate"] == "CPU"
+    second = _saved_results(home)[-1]
+    assert second["delegate"] == "CPU" and second["runs"] == 5 and second["warmup_ms"] == []
+    _assert_summarizes(json.loads(p.stdout), second["times_ms"])
 
 
 def test_long_result_is_pulled_from_the_app_file(tiny, phone):
     """> 3500 chars of JSON: the log line is a summary; the runner pulls the file with every run."""
     from tfmobile.bench import measure
-    _, apk = phone
+    env, apk = phone
     r = measure(tiny, backend="android", runs=600, warmup=1, apk=apk, warn=False)
-    assert r["runs"] == 600 and r["median_ms"] > 0
+    (saved,) = _saved_results(env["FAKE_ADB_HOME"])
+    assert len(saved["times_ms"]) == 600
+    _assert_summarizes(r, saved["times_ms"])
 
 
 def test_binary_mode_with_pushed_benchmark_model(cli, tiny, phone):
@@ -87,15 +112,21 @@ def test_binary_mode_with_pushed_benchmark_model(cli, tiny, phone):
              "--taskset", "2", "--op_profiling", "--json")
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
-    assert r["backend"] == "android" and r["mode"] == "binary" and r["runs"] == 8 and r["mean_ms"] > 0
-    assert len(r["op_profile"]) == r["num_ops"]
+    # the pushed stand-in ran on the device with --num_runs=8, and its recorded op profile came back
+    assert r["runs"] == 8 and 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+    assert [row["node_type"] for row in r["op_profile"]] == TINY_OPS
+    assert [row["avg_ms"] for row in r["op_profile"]] == RECORDED_AVG_MS
 
 
 def test_pipelines_benchmark_android_backend(cli, tiny, phone):
-    _, apk = phone
+    env, apk = phone
     p = cli("pipelines.benchmark", "--tflite", tiny, "--backend", "android", "--apk", apk, "--runs", "5", "--json")
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["backend"] == "android"
+    r = json.loads(p.stdout)
+    # measured by the (fake) phone's app: its device, its saved per-run times
+    assert r["device"]["model"] == "fake_adb host stand-in"
+    (saved,) = _saved_results(env["FAKE_ADB_HOME"])
+    _assert_summarizes(r, saved["times_ms"])
 
 
 def _fails(p, needle):

@@ -13,7 +13,12 @@ from tfmobile.errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE_BM = os.path.join(HERE, "fake_benchmark_model")
+FAKE_BM_PROFILE = os.path.join(HERE, "data", "benchmark_model_tiny_v2_op_profile.txt")
 TINY_VERSION = 2
+# tiny_tflite()'s ops in execution order, from its layers, and the per-op avg ms of the stand-in's
+# recorded op profile (tests/data/benchmark_model_tiny_v2_op_profile.txt), written out by hand
+TINY_OPS = ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "ADD", "HARD_SWISH", "MEAN", "FULLY_CONNECTED", "SOFTMAX"]
+RECORDED_AVG_MS = [0.004, 0.003, 0.002, 0.001, 0.002, 0.001, 0.001, 0.001]
 
 
 def tiny_tflite():
@@ -138,7 +143,7 @@ def test_measure_litert_schema(tiny):
     r = measure(tiny, backend="litert", threads=1, runs=20, warmup=3, warn=False)
     for k in SCHEMA:
         assert k in r, k
-    assert r["backend"] == "litert" and r["runs"] == 20 and r["threads"] == 1
+    assert r["runs"] == 20 and r["threads"] == 1
     assert 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"] and r["mean_ms"] > 0 and r["init_ms"] > 0
     assert r["model_bytes"] == os.path.getsize(tiny) and r["ops"]["CONV_2D"] == 2
     assert r["cpus"] and len(r["cpus"]) == 1          # pinned to one core
@@ -166,7 +171,7 @@ def test_measure_warns_on_high_cv(tiny, monkeypatch, capsys):
 def test_benchmark_litert_backend_runs_the_real_tool(tiny):
     from tfmobile.bench import measure
     r = measure(tiny, backend="benchmark_litert", runs=10, warmup=2, warn=False)
-    assert r["backend"] == "benchmark_litert" and r["runs"] == 10
+    assert r["runs"] == 10
     assert r["mean_ms"] > 0 and r["median_ms"] >= 0 and r["p90_ms"] is None and r["notes"]
 
 
@@ -244,11 +249,20 @@ def test_benchmark_model_backend_with_standin(tiny):
     from tfmobile.bench import measure
     r = measure(tiny, backend="benchmark_model", binary=FAKE_BM, runs=15, warmup=2, op_profiling=True,
                 warn=False)
-    assert r["backend"] == "benchmark_model" and r["runs"] == 15
-    assert r["mean_ms"] > 0 and r["min_ms"] <= r["median_ms"] and r["init_ms"] > 0
+    # the stand-in printed count=15 for its timed runs: the flags reached it and its line was parsed
+    assert r["binary"] == FAKE_BM and r["runs"] == 15
+    assert r["init_ms"] > 0 and 0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+    assert r["min_ms"] <= r["mean_ms"] <= r["max_ms"]
     assert r["memory_overall_mb"] >= 0 and r["memory_peak_mb"] > 0
-    assert len(r["op_profile"]) == r["num_ops"] and r["op_profile"][0]["node_type"] == "CONV_2D"
-    assert {s["node_type"] for s in r["op_summary"]} == set(r["ops"])
+    assert r["num_ops"] == len(TINY_OPS) and r["ops"] == {op: TINY_OPS.count(op) for op in TINY_OPS}
+    # the recorded op profile, row by row, and its node-type summary
+    assert [p["node_type"] for p in r["op_profile"]] == TINY_OPS
+    assert [p["avg_ms"] for p in r["op_profile"]] == RECORDED_AVG_MS
+    assert r["op_profile"][3]["name"] == "model/add/add" and r["op_profile"][7]["start_ms"] == 0.014
+    assert {s["node_type"]: s["count"] for s in r["op_summary"]} == {op: TINY_OPS.count(op) for op in TINY_OPS}
+    assert r["op_summary"][0] == {"node_type": "CONV_2D", "count": 2, "avg_ms": 0.006, "percent": 40.0,
+                                  "times_called": 2}
+    assert r["nodes_executed"] == 8
 
 
 def test_benchmark_model_errors(tiny, corrupt, tmp_path, monkeypatch):
@@ -288,9 +302,13 @@ def test_cli_benchmark_json(cli, tiny):
 
 def test_cli_benchmark_model_backend_env(cli, tiny, monkeypatch):
     monkeypatch.setenv("TFMOBILE_BENCHMARK_MODEL", FAKE_BM)
-    p = cli("pipelines.benchmark", "--tflite", tiny, "--backend", "benchmark_model", "--runs", "5", "--json")
+    p = cli("pipelines.benchmark", "--tflite", tiny, "--backend", "benchmark_model", "--runs", "5", "--op_profiling",
+            "--json")
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["backend"] == "benchmark_model"
+    r = json.loads(p.stdout)
+    # the environment's binary ran with --num_runs=5 and its recorded op profile came back
+    assert r["binary"] == FAKE_BM and r["runs"] == 5
+    assert [row["avg_ms"] for row in r["op_profile"]] == RECORDED_AVG_MS
 
 
 @pytest.mark.parametrize("args,needle", [

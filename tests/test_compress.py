@@ -14,7 +14,7 @@ import pytest
 import tfmobile  # noqa: F401  (legacy Keras before TensorFlow)
 import tf_keras as keras
 
-from tfmobile import compress, models
+from tfmobile import compress, convert, models
 from tfmobile.errors import UserError
 
 RES = (32, 32, 3)
@@ -67,7 +67,6 @@ def _kernels_without_fake_quant(qat_model):
 
 def _qat_all_int8(name):
     from tfmobile.convert import tflite_op_counts
-    from tfmobile.convert import float_ops as convert_float_ops
 
     model = _build(name)
     q = compress.qat(model)
@@ -80,8 +79,7 @@ def _qat_all_int8(name):
     out = q(x, training=False).numpy()
     assert np.argmax(out, 1).tolist() == np.argmax(ref, 1).tolist() or np.max(np.abs(out - ref)) < 0.1
     tfl = _int8(q)
-    assert compress.float_ops(tfl) == []
-    assert convert_float_ops(tfl) == []
+    assert convert.float_ops(tfl) == []
     ops = tflite_op_counts(tfl)
     assert "DEQUANTIZE" not in ops, ops   # (QUANTIZE int8->int8 requantizes are fine)
     n_hswish = sum(type(layer).__name__ == "HardSwish" for layer in model.layers)
@@ -126,7 +124,7 @@ def test_conv_relu_without_bn_gets_kernel_fake_quant_and_fuses(relu):
     assert not any("post_activation" in w.name for w in conv.weights)
     from tfmobile.convert import tflite_op_counts
     tfl = _int8(q)
-    assert compress.float_ops(tfl) == []
+    assert convert.float_ops(tfl) == []
     ops = tflite_op_counts(tfl)
     assert ops.get("CONV_2D") == 1 and ops.get("DEPTHWISE_CONV_2D") == 1, ops
     assert "RELU" not in ops and "RELU6" not in ops, ops     # fused into the conv / FC
@@ -181,7 +179,7 @@ def test_prune_reaches_target_sparsity_and_gzip_shrinks(tmp_path):
     # the kernels gzip smaller once most of them are 60 % zeros
     def kernel_bytes(m):
         return b"".join(np.asarray(w).tobytes() for w in m.get_weights())
-    assert compress.gzip_size(kernel_bytes(s)) < 0.8 * compress.gzip_size(kernel_bytes(model))
+    assert convert.gzip_size(kernel_bytes(s)) < 0.8 * convert.gzip_size(kernel_bytes(model))
 
 
 @pytest.mark.slow  # ~60-100 s on the shared 2 cores
@@ -220,8 +218,8 @@ def test_pqat_keeps_sparsity_in_int8_tflite():
     pq = compress.pqat(s)
     _fit(pq, 3, seed=5)   # a few QAT steps: with plain QAT the zeros would drift away
     tfl = _int8(pq)
-    assert compress.float_ops(tfl) == []
-    t = compress.tflite_sparsity(tfl)
+    assert convert.float_ops(tfl) == []
+    t = convert.tflite_sparsity(tfl)
     assert all(v["dtype"] == "int8" for v in t["tensors"].values())
     pruned = compress.prunable_layers(model)
     pruned_params = sum(float_rep["layers"][n]["params"] for n in pruned)
@@ -255,12 +253,12 @@ def test_apply_and_load_weights_round_trip(tmp_path, kind):
 def test_gzip_size(tmp_path):
     zeros = bytes(10000)
     noise = np.random.default_rng(0).integers(0, 256, 10000, dtype=np.uint8).tobytes()
-    assert compress.gzip_size(zeros) < 200 < 9000 < compress.gzip_size(noise)
+    assert convert.gzip_size(zeros) < 200 < 9000 < convert.gzip_size(noise)
     f = tmp_path / "a.bin"
     f.write_bytes(noise)
-    assert compress.gzip_size(str(f)) == compress.gzip_size(noise)
+    assert convert.gzip_size(str(f)) == convert.gzip_size(noise)
     with pytest.raises(UserError):
-        compress.gzip_size(str(tmp_path / "missing.bin"))
+        convert.gzip_size(str(tmp_path / "missing.bin"))
 
 
 @pytest.mark.slow  # ~60-100 s on the shared 2 cores

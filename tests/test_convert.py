@@ -12,7 +12,7 @@ import tfmobile  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
 
-from tfmobile import convert
+from tfmobile import compress, convert
 from tfmobile.convert import flatbuffer, tflm
 from tfmobile.convert.exporter import export, logits_model
 from tfmobile.errors import UserError
@@ -136,12 +136,22 @@ def test_representative_data_checks(model):
 
 
 def test_tflm_arena_minimal_and_matches_litert(tmp_path):
-    m = tiny(softmax=False)
+    # seed 2: a model where LiteRT's optimized kernels round one logit 1 LSB away from TFLM's while
+    # the reference kernels agree exactly (measured; seeds 0 and 1 agree everywhere)
+    m = tiny(softmax=False, seed=2)
     data = convert.to_tflite(m, "int8")
     res = convert.to_tflm(data, "tiny net-1", tmp_path, mcu="cortex_m4")
     arena = res["arena_bytes"]
     assert arena > 0 and arena % 16 == 0 and res["tflm_vs_litert_max_lsb"] <= 1
-    assert res["tflm_vs_litert_optimized_max_lsb"] >= 0  # reported, not checked (XNNPACK rounding)
+    # the optimized-kernel difference is reported, not bounded (XNNPACK rounds differently): it must
+    # be the difference on the check's input (the first real test image) measured here, TFLM output
+    # vs LiteRT's default (optimized) interpreter's
+    one, _ = convert.verification_images((32, 32, 3), n=1)
+    _, raw_optimized, fed_one = convert.run_tflite(data, one, return_raw=True)
+    raw_tflm_one = convert.tflm_run(data, fed_one, arena)
+    expected = int(np.max(np.abs(raw_tflm_one.astype(int) - raw_optimized.astype(int))))
+    assert expected > 0, "the optimized kernels agree here: this check could not catch a wrong figure"
+    assert res["tflm_vs_litert_optimized_max_lsb"] == expected
     # minimal: the measured arena runs, 16 bytes less does not allocate
     images, _ = convert.verification_images((32, 32, 3), n=8)
     _, raw_litert, fed = convert.run_tflite(data, images, return_raw=True)
@@ -286,7 +296,6 @@ def test_calibration_dir(tmp_path, model):
 
 
 def test_qat_model_converts_integer_only():
-    compress = pytest.importorskip("tfmobile.compress")
     m = compress.qat(tiny(softmax=True))
     data = convert.to_tflite(m, "int8", representative_data=convert.representative_images(m, num=10))
     assert convert.float_ops(data) == []

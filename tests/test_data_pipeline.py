@@ -114,7 +114,8 @@ def test_representative_dataset_real_images():
 def test_shift_zero_keeps_only_the_flip():
     d = data.load_fashion_mnist(subset=True)
     x, y = d.x_train[:32], np.arange(32)           # labels = index, to find each image again
-    tr = list(data.make_dataset(x, y, (32, 32, 3), batch_size=32, training=True, seed=2, shift=0.0))[0]
+    tr = list(data.make_dataset(x, y, (32, 32, 3), batch_size=32, training=True, seed=2, shift=0.0,
+                                augment="flip,shift"))[0]
     plain = data.preprocess(x, (32, 32, 3))
     flipped = 0
     for img, i in zip(tr[0].numpy(), tr[1].numpy()):
@@ -125,3 +126,21 @@ def test_shift_zero_keeps_only_the_flip():
     assert 0 < flipped < 32
     with pytest.raises(UserError, match="shift"):
         data.make_dataset(x, y, (32, 32, 3), training=True, shift=0.6)
+
+
+def test_calibration_images_from_a_directory_match_training_images(tmp_path):
+    """Calibration images of a user's image directory are decoded and resized exactly as the
+    training pipeline decodes the same files (a different resize would shift int8 ranges)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for c, n in {"a": 3, "b": 2}.items():
+        (tmp_path / c).mkdir()
+        for i in range(n):   # noise: PIL's bilinear resize (the old calibration loader) differs on it
+            noise = rng.integers(0, 256, (12, 10, 3)).astype(np.uint8)
+            (tmp_path / c / f"{i}.png").write_bytes(tf.io.encode_png(noise).numpy())
+    train_images = data.load_image_dir(tmp_path, size=(7, 5), channels=3, test_fraction=0.0).x_train
+    calib = data.image_dir_sample(tmp_path, (7, 5, 3), n=100)
+    assert calib.shape == (5, 7, 5, 3) and calib.dtype == np.float32
+    np.testing.assert_array_equal(calib, data.preprocess(train_images, (7, 5, 3)))
+    assert len(data.image_dir_sample(tmp_path, (7, 5, 3), n=2, seed=1)) == 2

@@ -85,7 +85,11 @@ def test_weights_that_do_not_fit(tmp_path):
     models.build("mbv3_small", input_shape=(32, 32, 3), alpha=0.75, classes=10).save_weights(str(path))
     out = tmp_path / "out"
     p = run_cli("pipelines.export", *TINY, "--int8", "--weights", path, "--output_dir", out)
-    _one_line_error(p)
+    message = _one_line_error(p)
+    # names the file, and the first layer where mbv3_small's weights stop matching mbv2's
+    # (mbv3's 5th weighted layer is an SE squeeze with a bias; mbv2's is a bias-free 1x1 projection)
+    assert f"weights file {path} does not fit the model" in message, message
+    assert "'block_0_project_conv'" in message and "'block_0_se_squeeze'" in message, message
     assert not out.exists()
 
 

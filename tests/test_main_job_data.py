@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -18,18 +20,24 @@ from tfmobile import data, models, train
 from tfmobile.data import pipeline
 from tfmobile.errors import UserError
 from tfmobile.models import registry
+from tfmobile.models.blocks import Block
 from tfmobile.models.layers import conv_bn_act
 from tfmobile.models.spec import ModelSpec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@registry.register_block("userdata_net")
+@dataclass(kw_only=True)
+class _UserdataNet(Block):
+    type: ClassVar[str] = "userdata_net"
+
+
+@registry.register_block(_UserdataNet)
 def _net(x, b, spec):
     """conv-BN-ReLU, pool, softmax: enough to learn bar widths in a few dozen steps."""
-    x = conv_bn_act(x, 8, 3, 2, b["name"] + "_conv", bn_momentum=0.9)
-    x = keras.layers.GlobalAveragePooling2D(name=b["name"] + "_pool")(x)
-    return keras.layers.Dense(spec.classes, activation="softmax", name=b["name"] + "_fc")(x)
+    x = conv_bn_act(x, 8, 3, 2, b.name + "_conv", bn_momentum=0.9)
+    x = keras.layers.GlobalAveragePooling2D(name=b.name + "_pool")(x)
+    return keras.layers.Dense(spec.classes, activation="softmax", name=b.name + "_fc")(x)
 
 
 @registry.register_model("userdata_tiny")

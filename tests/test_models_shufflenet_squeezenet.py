@@ -21,7 +21,8 @@ import tf_keras as keras
 
 from tfmobile import analysis, models
 from tfmobile.errors import UserError
-from tfmobile.models.shufflenet import ChannelSlice, channel_shuffle
+from tfmobile.models.layers import ChannelSlice
+from tfmobile.models.shufflenet import channel_shuffle
 
 from tflite_helpers import tflite_graph_stats, to_int8
 
@@ -109,11 +110,11 @@ def test_bad_options_raise_user_error(name, kw, needle):
 
 def test_v1_first_pointwise_of_stage2_not_grouped_and_widths():
     spec = models.get_spec("shufflenet_v1", groups=8)
-    units = [b for b in spec.blocks if b["type"] == "shufflenet_v1_unit"]
-    assert [u["out"] for u in units[:1] + units[4:5] + units[12:13]] == [384, 768, 1536]
-    assert units[0]["first_groups"] == 1 and all(u["first_groups"] == 8 for u in units[1:])
-    assert [u["stride"] for u in units].count(2) == 3 and len(units) == 16
-    assert all(u["mid"] == u["out"] // 4 for u in units)
+    units = [b for b in spec.blocks if b.type == "shufflenet_v1_unit"]
+    assert [u.out for u in units[:1] + units[4:5] + units[12:13]] == [384, 768, 1536]
+    assert units[0].first_groups == 1 and all(u.first_groups == 8 for u in units[1:])
+    assert [u.stride for u in units].count(2) == 3 and len(units) == 16
+    assert all(u.mid == u.out // 4 for u in units)
 
 
 # --- building small models ---------------------------------------------------------------------

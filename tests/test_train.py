@@ -5,6 +5,8 @@ checkpoints and tfmot wrapping work exactly as for the zoo) to keep each fit to 
 """
 import json
 import os
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -12,22 +14,38 @@ import pytest
 import tfmobile  # noqa: F401
 import tf_keras as keras
 
-from tfmobile import data, models, train
+from tfmobile import compress, data, evaluation, models, train
 from tfmobile.errors import UserError
 from tfmobile.models import registry
 from tfmobile.models.layers import conv_bn_act
+from tfmobile.models.blocks import Block
 from tfmobile.models.spec import ModelSpec
 
 
-@registry.register_block("tiny_conv")
+@dataclass(kw_only=True)
+class _TinyConv(Block):
+    type: ClassVar[str] = "tiny_conv"
+    filters: int
+    stride: int
+
+    def out_channels(self, cin):
+        return self.filters
+
+
+@dataclass(kw_only=True)
+class _TinyHead(Block):
+    type: ClassVar[str] = "tiny_head"
+
+
+@registry.register_block(_TinyConv)
 def _tiny_conv(x, b, spec):
-    return conv_bn_act(x, b["filters"], 3, b["stride"], b["name"], bn_momentum=0.9)
+    return conv_bn_act(x, b.filters, 3, b.stride, b.name, bn_momentum=0.9)
 
 
-@registry.register_block("tiny_head")
+@registry.register_block(_TinyHead)
 def _tiny_head(x, b, spec):
-    x = keras.layers.GlobalAveragePooling2D(name=b["name"] + "_pool")(x)
-    return keras.layers.Dense(spec.classes, activation="softmax", name=b["name"] + "_fc")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=b.name + "_pool")(x)
+    return keras.layers.Dense(spec.classes, activation="softmax", name=b.name + "_fc")(x)
 
 
 @registry.register_model("tiny_test")
@@ -169,14 +187,13 @@ def test_evaluate_tflite_matches_keras(trained, splits):
 
     _, model, _ = trained
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    res = train.evaluate_tflite(conv.convert(), splits.x_val, splits.y_val, batch_size=64)
+    res = evaluation.evaluate_tflite(conv.convert(), splits.x_val, splits.y_val, batch_size=64)
     keras_acc = train.evaluate(model, splits.x_val, splits.y_val)
     assert res["n"] == len(splits.y_val)
     assert res["accuracy"] == pytest.approx(keras_acc, abs=0.01)
 
 
 def test_qat_fine_tune_and_checkpoint_roundtrip(tmp_path, splits, trained):
-    pytest.importorskip("tfmobile.compress")
     float_dir, _, fm = trained
     qmodel, m = train.fit(train.load_checkpoint(float_dir), splits, str(tmp_path / "q"), epochs=1,
                           batch_size=64, compression="qat", verbose=0)
@@ -191,7 +208,6 @@ def test_qat_fine_tune_and_checkpoint_roundtrip(tmp_path, splits, trained):
 
 @pytest.mark.slow
 def test_prune_checkpoint_is_stripped_and_resumes_to_target(tmp_path, splits, trained):
-    compress = pytest.importorskip("tfmobile.compress")
     float_dir, _, _ = trained
     out = str(tmp_path / "p")
     kw = dict(batch_size=64, compression="prune", target_sparsity=0.5, verbose=0, steps_per_epoch=4)

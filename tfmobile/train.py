@@ -1,10 +1,13 @@
-"""Compile / fit / evaluate, checkpoints, TensorBoard, and LiteRT accuracy of exported models.
+"""Keras training: compile / fit / evaluate, checkpoints, TensorBoard. (The accuracy of exported
+.tflite models is tfmobile.evaluation's.)
 
 Checkpoint (docs/CONTRACTS.md): a directory with ``spec.json`` (ModelSpec), ``weights.h5``
 (``save_weights``) and ``checkpoint.json`` (``{"compression", "epoch", "metrics"}``); tfmobile also
 stores ``optimizer.npz`` (optimizer slots + step) there so that ``--resume`` continues the same
 cosine schedule with the same Adam moments. A checkpoint is written into a temporary directory
-and swapped in with renames, so a run killed at any moment leaves the last complete one.
+and swapped in with renames, so a run killed at any moment leaves the last complete one; its
+checkpoint.json carries the whole per-epoch history, so history.json (written after it) can always
+be rebuilt from it, and ``fit`` removes the temporary directory a kill -9 leaves behind.
 
 Optimizer: Adam with a cosine-decayed learning rate (1-epoch linear warm-up for float training).
 For the 5-15 epoch budgets this project can afford on 2 CPU cores, Adam reaches a good accuracy
@@ -26,10 +29,10 @@ import tfmobile  # noqa: F401  (legacy Keras)
 import tensorflow as tf
 import tf_keras as keras
 
+from tfmobile.compress import COMPRESSIONS
 from tfmobile.errors import UserError
-from tfmobile.io import write_json
+from tfmobile.io import json_default, shareable_mode, write_json
 
-COMPRESSIONS = (None, "qat", "prune", "pqat")
 CHECKPOINT_DIR = "checkpoint"
 DEFAULT_LR = {None: 2e-3, "qat": 1e-4, "prune": 5e-4, "pqat": 1e-4}
 
@@ -42,12 +45,7 @@ def _spec_json(model):
 
     spec = models.spec_of(model)
     if spec is None:
-        # tfmot's clone_model drops the attribute: compress keeps it on the wrapper when it can;
-        # otherwise fall back to the attribute we put on models we wrap ourselves.
-        text = getattr(model, "_tfmobile_base_spec_json", None)
-        if text is None:
-            raise UserError("model was not built by tfmobile.models (no spec to store in a checkpoint)")
-        return models.ModelSpec.from_json(text)
+        raise UserError("model was not built by tfmobile.models (no spec to store in a checkpoint)")
     return spec
 
 
@@ -62,8 +60,9 @@ def save_checkpoint(model, directory, compression=None, extra=None, optimizer=No
     directory = os.path.abspath(os.fspath(directory))
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(directory) + ".", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=_temp_prefix(directory), dir=parent)
     try:
+        os.chmod(tmp, shareable_mode(directory=True))
         with open(os.path.join(tmp, "spec.json"), "w", encoding="utf-8") as f:
             f.write(spec.to_json())
         model.save_weights(os.path.join(tmp, "weights.h5"), save_format="h5")
@@ -72,7 +71,7 @@ def save_checkpoint(model, directory, compression=None, extra=None, optimizer=No
         info = {"compression": compression, "epoch": 0, "metrics": {}}
         info.update(extra or {})
         with open(os.path.join(tmp, "checkpoint.json"), "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=2, default=_jsonable)
+            json.dump(info, f, indent=2, default=json_default)
         old = directory + ".old"
         if os.path.exists(old):
             shutil.rmtree(old)
@@ -87,12 +86,37 @@ def save_checkpoint(model, directory, compression=None, extra=None, optimizer=No
     return directory
 
 
-def _jsonable(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
+def _temp_prefix(directory):
+    return "." + os.path.basename(directory) + "."
+
+
+def remove_stale_temps(directory):
+    """Remove the temporary directories of checkpoint saves that were killed (``kill -9``, power loss).
+
+    Only one process trains into an output dir, so any such directory is a dead save's. Returns
+    how many were removed.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    parent, prefix = os.path.dirname(directory), _temp_prefix(directory)
+    if not os.path.isdir(parent):
+        return 0
+    stale = [n for n in os.listdir(parent) if n.startswith(prefix) and os.path.isdir(os.path.join(parent, n))]
+    for name in stale:
+        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    return len(stale)
+
+
+def _resumed_history(info, output_dir):
+    """Per-epoch history up to the checkpoint's epoch: from checkpoint.json (older checkpoints:
+    history.json, which a kill may have left one epoch behind)."""
+    history = info.get("history")
+    if not isinstance(history, list):
+        hist_path = os.path.join(output_dir, "history.json")
+        history = []
+        if os.path.isfile(hist_path):
+            with open(hist_path, encoding="utf-8") as f:
+                history = json.load(f)
+    return [h for h in history if isinstance(h, dict) and h.get("epoch", 0) <= int(info["epoch"])]
 
 
 def _resolve(directory):
@@ -170,20 +194,17 @@ def load_checkpoint(directory, expect=None, optimizer=None):
 
 
 def _tag_spec(model, spec):
-    """Remember the float spec on a wrapped (QAT/pruned) model whose clone lost the attribute."""
-    from tfmobile.models.registry import SPEC_ATTR
+    """Remember the float spec on a wrapped (QAT/pruned) model whose clone lost it."""
+    from tfmobile import models
 
-    if getattr(model, SPEC_ATTR, None) is None:
-        model._tfmobile_base_spec_json = spec.to_json(indent=None)
+    if models.spec_of(model) is None:
+        models.attach_spec(model, spec)
     return model
 
 
 def _save_optimizer(optimizer, path):
-    arrays = {f"v{i}": v.numpy() for i, v in enumerate(_opt_vars(optimizer))}
-    with tempfile.NamedTemporaryFile(suffix=".npz", dir=os.path.dirname(path), delete=False) as f:
-        tmp = f.name
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    """Into the checkpoint's temporary directory (the directory is what is swapped in atomically)."""
+    np.savez(path, **{f"v{i}": v.numpy() for i, v in enumerate(_opt_vars(optimizer))})
 
 
 def _opt_vars(optimizer):
@@ -266,9 +287,10 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         if self.compression == "prune":  # a pruning checkpoint holds the stripped model (CONTRACTS)
             from tfmobile import compress
             model = compress.strip(model)
+        # the history travels inside the checkpoint: a kill between the two writes loses nothing
         save_checkpoint(model, os.path.join(self.output_dir, CHECKPOINT_DIR),
                         compression=self.compression, optimizer=opt, spec=self.spec,
-                        extra={"epoch": epoch + 1, "metrics": entry})
+                        extra={"epoch": epoch + 1, "metrics": entry, "history": self.history})
         write_json(os.path.join(self.output_dir, "history.json"), self.history)
         sys.stderr.write(
             f"[tfmobile] epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f} "
@@ -388,15 +410,22 @@ def fit(model, splits, output_dir, epochs=None, batch_size=None, lr=None, compre
 
     ckpt_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     initial_epoch, history = 0, []
+    stale = remove_stale_temps(ckpt_dir)
     has_ckpt = any(os.path.isfile(os.path.join(d, "checkpoint.json")) for d in (ckpt_dir, ckpt_dir + ".old"))
     if has_ckpt and not resume:
         raise UserError(f"{output_dir} already holds a checkpoint: pass --resume to continue it, "
                         f"or choose another --output_dir")
+    if resume and not has_ckpt:
+        sys.stderr.write(f"[tfmobile] no complete checkpoint; starting from epoch 0 ({output_dir}"
+                         f"{f'; removed {stale} unfinished checkpoint(s)' if stale else ''})\n")
     if resume and has_ckpt:
         info = checkpoint_info(ckpt_dir)
         if info["compression"] != compression:
             raise UserError(f"checkpoint in {output_dir} is a {info['compression'] or 'float'} run, "
                             f"not {compression or 'float'}; resume it with the same compression flag")
+        if int(info["epoch"]) > epochs:
+            raise UserError(f"checkpoint in {output_dir} is at epoch {info['epoch']}, beyond --epochs {epochs}: "
+                            f"resume with --epochs >= {info['epoch']} (epochs counts the resumed ones)")
         model = load_checkpoint(ckpt_dir, expect=spec)
         extra_cbs = []
         if compression == "prune":  # stripped in the checkpoint: wrap again, same schedule
@@ -406,10 +435,7 @@ def fit(model, splits, output_dir, epochs=None, batch_size=None, lr=None, compre
         if os.path.isfile(opt_path):
             _load_optimizer(optimizer, model, opt_path)
         initial_epoch = int(info["epoch"])
-        hist_path = os.path.join(output_dir, "history.json")
-        if os.path.isfile(hist_path):
-            with open(hist_path, encoding="utf-8") as f:
-                history = [h for h in json.load(f) if h["epoch"] <= initial_epoch]
+        history = _resumed_history(info, output_dir)
         optimizer.iterations.assign(initial_epoch * steps)
         sys.stderr.write(f"[tfmobile] resuming {spec.name} from epoch {initial_epoch} of {epochs}\n")
     else:
@@ -492,95 +518,3 @@ def evaluate(model, images, labels, batch_size=256):
         correct += int((p == y.numpy()).sum())
         n += len(p)
     return correct / max(n, 1)
-
-
-# --------------------------------------------------------------------------------------------
-# LiteRT accuracy of an exported model (the accuracy that counts: the .tflite, not Keras)
-# --------------------------------------------------------------------------------------------
-def evaluate_tflite(tflite, images, labels, batch_size=250, num_threads=None):
-    """Top-1 accuracy of a .tflite (path or bytes) run in LiteRT on uint8 images.
-
-    Inputs are preprocessed to [-1, 1] and, for int8/uint8 inputs, quantized with the input
-    tensor's own scale / zero point; outputs are argmax'ed (dequantized order is the same).
-    Returns {"accuracy", "n", "seconds", "input_dtype"}.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    if isinstance(tflite, (str, os.PathLike)):
-        with open(tflite, "rb") as f:
-            tflite = f.read()
-    interp = Interpreter(model_content=bytes(tflite), num_threads=num_threads or os.cpu_count())
-    inp = interp.get_input_details()[0]
-    shape = tuple(int(v) for v in inp["shape"][1:])
-    x_all = _preprocess_for(images, shape)
-    y_all = np.asarray(labels)
-    bs = batch_size
-    try:
-        interp.resize_tensor_input(inp["index"], [bs, *shape])
-        interp.allocate_tensors()
-    except (RuntimeError, ValueError):
-        bs = 1
-        interp = Interpreter(model_content=bytes(tflite), num_threads=num_threads or os.cpu_count())
-        interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
-    scale, zp = inp["quantization"]
-    t0 = time.time()
-    correct = 0
-    for s in range(0, len(x_all), bs):
-        xb = x_all[s:s + bs]
-        n = len(xb)
-        if n < bs:
-            xb = np.concatenate([xb, np.zeros((bs - n, *shape), np.float32)])
-        if inp["dtype"] in (np.int8, np.uint8):
-            info = np.iinfo(inp["dtype"])
-            xb = np.clip(np.round(xb / scale + zp), info.min, info.max).astype(inp["dtype"])
-        else:
-            xb = xb.astype(inp["dtype"])
-        interp.set_tensor(inp["index"], xb)
-        interp.invoke()
-        pred = interp.get_tensor(out["index"]).reshape(bs, -1)[:n].argmax(-1)
-        correct += int((pred == y_all[s:s + n]).sum())
-    return {"accuracy": correct / len(y_all), "n": int(len(y_all)),
-            "seconds": round(time.time() - t0, 2), "input_dtype": np.dtype(inp["dtype"]).name}
-
-
-def _preprocess_for(images, shape):
-    from tfmobile.data import resize_uint8
-
-    return resize_uint8(images, shape).astype(np.float32) / 127.5 - 1.0
-
-
-def measure_variant(name, tflite_bytes, output_dir, x_test, y_test, bench_runs=50, threads=1,
-                    tflm=False, bench=True, keras_model=None):
-    """Write OUTPUT_DIR/tflite/NAME.tflite; LiteRT test accuracy, sizes, sparsity, latency, TFLM."""
-    from tfmobile import compress, convert
-    from tfmobile.io import write_bytes
-
-    path = os.path.join(output_dir, "tflite", f"{name}.tflite")
-    write_bytes(path, tflite_bytes)
-    acc = evaluate_tflite(tflite_bytes, x_test, y_test)
-    ops = convert.tflite_ops(tflite_bytes)
-    sp = compress.tflite_sparsity(tflite_bytes)
-    row = {"variant": name, "path": os.path.abspath(path), "accuracy": acc["accuracy"],
-           "test_images": acc["n"], "input_dtype": acc["input_dtype"],
-           "size_bytes": len(tflite_bytes), "gzip_bytes": compress.gzip_size(tflite_bytes),
-           "weight_sparsity": sp["sparsity"], "conv_fc_sparsity": sp["conv_fc_sparsity"],
-           "float_ops": convert.float_ops(tflite_bytes) if acc["input_dtype"] != "float32" else None,
-           "ops": ops}
-    if bench:
-        from tfmobile import bench as tbench
-        m = tbench.measure(path, backend="litert", threads=threads, runs=bench_runs,
-                           warmup=min(10, bench_runs))
-        row["latency_ms"] = {k: m.get(k) for k in ("mean_ms", "median_ms", "p90_ms", "std_ms", "min_ms", "cv")}
-        row["latency_backend"] = {"backend": m.get("backend"), "threads": threads, "runs": bench_runs,
-                                  "device": m.get("device")}
-    if tflm:
-        try:
-            t = convert.to_tflm(tflite_bytes, name, os.path.join(output_dir, "tflm"))
-        except UserError as e:  # e.g. TFLM-vs-LiteRT check failed: report it, keep the other results
-            row["tflm"] = {"error": str(e)}
-        else:
-            row["tflm"] = {"arena_bytes": t["arena_bytes"], "files": t.get("files"),
-                           "tflm_vs_litert_max_lsb": t.get("tflm_vs_litert_max_lsb")}
-    return row

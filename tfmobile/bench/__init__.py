@@ -58,8 +58,9 @@ def host_device(backend="litert", threads=1):
 def model_facts(path):
     """Size and op list of a .tflite (UserError for a missing or corrupt file)."""
     from tfmobile.bench import graph
+    from tfmobile.convert import flatbuffer
 
-    data = graph.read_tflite(path)
+    data = flatbuffer.read_tflite(path)
     names = graph.op_names(data)
     return {"model": os.fspath(path), "model_bytes": len(data), "num_ops": len(names),
             "ops": dict(collections.Counter(names))}
@@ -69,6 +70,22 @@ def _check_counts(threads, runs, warmup):
     for name, v, lo in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise UserError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+
+def check_cpus(cpus):
+    """UserError unless ``cpus`` (CPU ids to pin to) is a non-empty list of CPUs this process may use."""
+    if cpus is None:
+        return None
+    if not isinstance(cpus, (list, tuple, set)) or not cpus or \
+            not all(isinstance(c, int) and not isinstance(c, bool) for c in cpus):
+        raise UserError(f"cpus must be a non-empty list of CPU ids, got {cpus!r}")
+    if hasattr(os, "sched_getaffinity"):
+        allowed = os.sched_getaffinity(0)
+        bad = sorted(set(cpus) - allowed)
+        if bad:
+            raise UserError(f"cpus {','.join(map(str, cpus))}: CPU {','.join(map(str, bad))} is not available "
+                            f"to this process (available: {','.join(map(str, sorted(allowed)))})")
+    return list(cpus)
 
 
 def measure(tflite_path, backend="litert", threads=1, runs=50, warmup=10, warn=True, **backend_opts):
@@ -81,6 +98,7 @@ def measure(tflite_path, backend="litert", threads=1, runs=50, warmup=10, warn=T
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     _check_counts(threads, runs, warmup)
+    check_cpus(backend_opts.get("cpus"))
     facts = model_facts(tflite_path)
     if backend == "litert":
         from tfmobile.bench.litert import measure_litert

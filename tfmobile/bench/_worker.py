@@ -1,7 +1,8 @@
 """Child process that times .tflite models with the LiteRT interpreter (XNNPACK, num_threads).
 
 Run as ``python -m tfmobile.bench._worker`` with a JSON job on stdin; prints one JSON object on
-stdout. It imports only ai_edge_litert and numpy (no TensorFlow), pins itself to the requested CPUs
+stdout. It imports only ai_edge_litert and numpy (no TensorFlow), dies with its parent
+(``tfmobile.process.die_with_parent``, also on ``kill -9`` of the parent), pins itself to the requested CPUs
 before loading anything, and times each ``invoke()`` with ``perf_counter_ns``.
 
 Job: ``{"models": [path, ...], "threads": 1, "warmup": 10, "runs": 50, "rounds": 1, "cpus": [1]}``.
@@ -119,6 +120,9 @@ def run(job):
 
 
 def main():
+    from tfmobile.process import die_with_parent
+
+    die_with_parent()   # never left spinning on a pinned core when the parent is killed
     job = json.loads(sys.stdin.read())
     out = run(job)
     sys.stdout.write(json.dumps(out) + "\n")

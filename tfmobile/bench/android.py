@@ -22,7 +22,7 @@ import subprocess
 import time
 import uuid
 
-from tfmobile.bench import graph
+from tfmobile.convert import flatbuffer
 from tfmobile.bench.stats import summarize
 from tfmobile.errors import UserError
 
@@ -127,7 +127,7 @@ def _quote(s):
 def measure_android(tflite_path, serial=None, mode="app", threads=1, runs=50, warmup=10, delegate="XNNPACK",
                     binary=None, apk=None, adb=None, timeout=300.0, taskset=None, poll_s=0.5, op_profiling=False):
     """Benchmark ``tflite_path`` on an Android device; the common result schema (+ ``device``)."""
-    graph.read_tflite(tflite_path)            # corrupt / missing model: fail before touching the device
+    flatbuffer.read_tflite(tflite_path)            # corrupt / missing model: fail before touching the device
     if mode not in ("app", "binary"):
         raise UserError(f"android mode must be 'app' or 'binary', got {mode!r}")
     delegate = str(delegate).upper()
@@ -135,23 +135,28 @@ def measure_android(tflite_path, serial=None, mode="app", threads=1, runs=50, wa
         raise UserError(f"unknown delegate {delegate!r}; choose one of {', '.join(DELEGATES)}")
     if not (isinstance(timeout, (int, float)) and timeout > 0):
         raise UserError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    local_binary = _local_binary(binary) if mode == "binary" else None   # before touching the device
     a = Adb(adb, serial)
     a.pick(serial)
     info = device_info(a)
+    if mode == "app":
+        _ensure_app(a, apk)            # before pushing anything: a missing app fails with nothing left behind
     a.shell(f"mkdir -p {DEVICE_DIR}")
     remote_model = f"{DEVICE_DIR}/{os.path.basename(tflite_path)}"
     _push(a, tflite_path, remote_model)
     if mode == "binary":
-        res = _run_binary(a, remote_model, binary, threads, runs, warmup, timeout, taskset, delegate, op_profiling)
+        res = _run_binary(a, remote_model, local_binary, threads, runs, warmup, timeout, taskset, delegate,
+                          op_profiling)
     else:
-        res = _run_app(a, remote_model, apk, threads, runs, warmup, delegate, timeout, poll_s)
+        res = _run_app(a, remote_model, threads, runs, warmup, delegate, timeout, poll_s)
     res["device"] = dict(info, backend="android", threads=threads, delegate=delegate, mode=mode)
     res["serial"] = a.serial
     res["remote_model"] = remote_model
     return res
 
 
-def _run_binary(a, remote_model, binary, threads, runs, warmup, timeout, taskset, delegate, op_profiling):
+def _local_binary(binary):
+    """The host path of the Android benchmark_model to push (UserError if none or missing)."""
     from tfmobile.bench import benchmark_model as bm
 
     local = binary or os.environ.get(ENV_ANDROID_BINARY) or os.environ.get(bm.ENV_BINARY)
@@ -161,6 +166,12 @@ def _run_binary(a, remote_model, binary, threads, runs, warmup, timeout, taskset
                         "//tensorflow/lite/tools/benchmark:benchmark_model)")
     if not os.path.isfile(local):
         raise UserError(f"benchmark_model binary not found: {local}")
+    return local
+
+
+def _run_binary(a, remote_model, local, threads, runs, warmup, timeout, taskset, delegate, op_profiling):
+    from tfmobile.bench import benchmark_model as bm
+
     remote_bin = f"{DEVICE_DIR}/benchmark_model"
     _push(a, local, remote_bin)
     a.shell(f"chmod 755 {remote_bin}")
@@ -194,15 +205,20 @@ def _installed(a):
     return any(line.strip() == f"package:{PACKAGE}" for line in out.splitlines())
 
 
-def _run_app(a, remote_model, apk, threads, runs, warmup, delegate, timeout, poll_s):
-    if not _installed(a):
-        apk = apk or os.environ.get(ENV_APK) or DEFAULT_APK
-        if not os.path.isfile(apk):
-            raise UserError(f"benchmark app {PACKAGE} is not installed on {a.serial} and the APK {apk} does not "
-                            "exist: build it (android_bench/README.md) or pass --apk")
-        p = a.run("install", "-r", "-g", apk, timeout=max(a.timeout, 300), check=True)
-        if "Success" not in p.stdout:
-            raise UserError(f"installing {apk} failed: {(p.stdout.strip().splitlines() or ['no output'])[-1]}")
+def _ensure_app(a, apk):
+    """Install the benchmark app from ``apk`` if the device lacks it (UserError if it cannot)."""
+    if _installed(a):
+        return
+    apk = apk or os.environ.get(ENV_APK) or DEFAULT_APK
+    if not os.path.isfile(apk):
+        raise UserError(f"benchmark app {PACKAGE} is not installed on {a.serial} and the APK {apk} does not "
+                        "exist: build it (android_bench/README.md) or pass --apk")
+    p = a.run("install", "-r", "-g", apk, timeout=max(a.timeout, 300), check=True)
+    if "Success" not in p.stdout:
+        raise UserError(f"installing {apk} failed: {(p.stdout.strip().splitlines() or ['no output'])[-1]}")
+
+
+def _run_app(a, remote_model, threads, runs, warmup, delegate, timeout, poll_s):
     run_id = uuid.uuid4().hex[:12]
     a.run("logcat", "-c")
     start = a.shell(" ".join(["am", "start", "-W", "-n", ACTIVITY, "--es", "model", _quote(remote_model),

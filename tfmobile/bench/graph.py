@@ -1,4 +1,5 @@
-"""Read a .tflite flatbuffer: the ops TFLite actually runs, their layer configurations, and one-op models.
+"""The ops TFLite actually runs in a .tflite, their layer configurations, and one-op models (the
+flatbuffer itself is read by tfmobile.convert.flatbuffer).
 
 The latency LUT keys on what the interpreter executes, not on Keras layers: after conversion a
 Conv2D + BatchNorm + ReLU6 is one CONV_2D with a fused activation, h-swish is its own HARD_SWISH, a
@@ -15,67 +16,16 @@ import json
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from tfmobile.errors import UserError
+from tfmobile.convert.flatbuffer import load_model, opcode_name, serialize, type_name
 
-_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-_TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 _PADDING = {v: k for k, v in vars(schema.Padding).items() if not k.startswith("_")}
 _ACT = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
-
-
-def check_tflite_bytes(data, what="model"):
-    """UserError unless ``data`` looks like a TFLite flatbuffer (identifier TFL3)."""
-    if not isinstance(data, (bytes, bytearray)) or len(data) < 8:
-        raise UserError(f"{what} is not a TFLite model (file too short)")
-    if bytes(data[4:8]) != b"TFL3":
-        raise UserError(f"{what} is not a TFLite model (no TFL3 flatbuffer identifier)")
-
-
-def read_tflite(path):
-    """Bytes of a .tflite file, with one-line errors for a missing or corrupt file."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise UserError(f"no such .tflite file: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"{path} is a directory, not a .tflite file") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
-    check_tflite_bytes(data, path)
-    return data
-
-
-def load_model(data):
-    """The flatbuffer as schema object-API ``ModelT`` (UserError when it does not parse)."""
-    check_tflite_bytes(data)
-    try:
-        model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytearray(data), 0))
-    except Exception as e:  # flatbuffers raises assorted errors on garbage
-        raise UserError(f"corrupt TFLite model: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") \
-            from None
-    if not model.subgraphs:
-        raise UserError("corrupt TFLite model: no subgraphs")
-    for b in model.buffers or []:
-        if b.offset:  # >2 GB models keep buffers outside the flatbuffer
-            b.data = np.frombuffer(bytes(data[b.offset:b.offset + b.size]), np.uint8)
-            b.offset = 0
-            b.size = 0
-    return model
-
-
-def _opcode_name(opcode):
-    code = max(opcode.builtinCode, opcode.deprecatedBuiltinCode)
-    if code == schema.BuiltinOperator.CUSTOM:
-        name = opcode.customCode
-        return "CUSTOM:" + (name.decode() if isinstance(name, bytes) else str(name))
-    return _OP_NAMES.get(code, f"OP_{code}")
 
 
 def op_names(data):
     """Builtin op names of the main subgraph, in execution order (CUSTOM ops as ``CUSTOM:name``)."""
     model = load_model(data)
-    return [_opcode_name(model.operatorCodes[op.opcodeIndex]) for op in model.subgraphs[0].operators or []]
+    return [opcode_name(model.operatorCodes[op.opcodeIndex]) for op in model.subgraphs[0].operators or []]
 
 
 def _options_dict(opts):
@@ -103,7 +53,7 @@ def _tensor_info(sg, model, idx):
     const = bool(t.buffer and model.buffers[t.buffer].data is not None and len(model.buffers[t.buffer].data))
     q = t.quantization
     per_channel = bool(q is not None and q.scale is not None and len(q.scale) > 1)
-    return {"shape": shape, "dtype": _TYPE_NAMES.get(t.type, str(t.type)), "const": const,
+    return {"shape": shape, "dtype": type_name(t.type), "const": const,
             "per_channel": per_channel}
 
 
@@ -118,7 +68,7 @@ def layers(data):
     sg = model.subgraphs[0]
     out = []
     for i, op in enumerate(sg.operators or []):
-        name = _opcode_name(model.operatorCodes[op.opcodeIndex])
+        name = opcode_name(model.operatorCodes[op.opcodeIndex])
         ins = [(_tensor_info(sg, model, j) if j >= 0 else None) for j in op.inputs]
         outs = [_tensor_info(sg, model, j) for j in op.outputs]
         cfg = {"op": name, "inputs": ins, "outputs": outs,
@@ -208,7 +158,7 @@ def op_model(data_or_model, index):
     nop.customOptions = op.customOptions
     nop.customOptionsFormat = op.customOptionsFormat
     nsg.operators = [nop]
-    if _opcode_name(opcode) == "RESHAPE" and len(op.inputs) > 1 and op.inputs[1] >= 0:
+    if opcode_name(opcode) == "RESHAPE" and len(op.inputs) > 1 and op.inputs[1] >= 0:
         # A shape operand computed at run time (SHAPE/PACK chain) would become a model input filled
         # with random values; give it the value it has in the whole model: the output's shape.
         st = nsg.tensors[nop.inputs[1]]
@@ -221,5 +171,4 @@ def op_model(data_or_model, index):
     nsg.inputs = [remap[j] for j in op.inputs if j >= 0 and nsg.tensors[remap[j]].buffer == 0]
     nsg.outputs = [remap[j] for j in op.outputs]
     new.subgraphs = [nsg]
-    from tfmobile.convert.flatbuffer import serialize
     return serialize(new)

@@ -30,6 +30,8 @@ import sys
 import tempfile
 
 from tfmobile.bench import graph
+from tfmobile.bench.stats import median
+from tfmobile.convert import flatbuffer
 from tfmobile.errors import UserError
 from tfmobile.io import write_json
 
@@ -61,7 +63,36 @@ def load_lut(path_or_lut):
         raise UserError(f"cannot read LUT {path_or_lut}: {e.strerror}") from None
     if not isinstance(lut, dict) or lut.get("lut_version") != LUT_VERSION or not isinstance(lut.get("devices"), dict):
         raise UserError(f"{path_or_lut} is not a tfmobile latency LUT (version {LUT_VERSION})")
+    _check_values(lut, path_or_lut)
     return lut
+
+
+_DEVICE_NUMBERS = ("overhead_ms", "overhead_cpu_ms", "scale_cpu", "scale_wall")
+_ENTRY_NUMBERS = ("ms", "min_ms", "cpu_ms")
+
+
+def _check_values(lut, path):
+    """Every number predict/build reads is a finite number >= 0 (a hand-edited LUT fails here, in one line)."""
+    def bad(where, value):
+        raise UserError(f"corrupt LUT {path}: {where} must be a number >= 0, got {value!r}")
+
+    def number(where, value, optional):
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+                or value == float("inf"):
+            bad(where, value)
+
+    for dkey, dev in lut["devices"].items():
+        if not isinstance(dev, dict) or not isinstance(dev.get("entries"), dict):
+            raise UserError(f"corrupt LUT {path}: device '{dkey}' has no entries table")
+        for field in _DEVICE_NUMBERS:
+            number(f"device '{dkey}' {field}", dev.get(field), optional=True)
+        for key, entry in dev["entries"].items():
+            if not isinstance(entry, dict):
+                raise UserError(f"corrupt LUT {path}: entry {key!r} of device '{dkey}' is not an object")
+            for field in _ENTRY_NUMBERS:
+                number(f"{field} of entry {key!r}", entry.get(field), optional=field != "ms")
 
 
 def save_lut(lut, path):
@@ -139,7 +170,7 @@ def to_int8_tflite(model_or_spec, cache_dir=None):
         digest = hashlib.sha1(spec.to_json(indent=None).encode()).hexdigest()[:16]
         path = os.path.join(cache_dir or os.path.join(DEFAULT_WORK_DIR, "specs"), f"{spec.name}_{digest}.tflite")
         if os.path.exists(path):
-            return graph.read_tflite(path)
+            return flatbuffer.read_tflite(path)
     model = model_or_spec
     if isinstance(model_or_spec, ModelSpec):
         from tfmobile import models
@@ -155,14 +186,14 @@ def to_int8_tflite(model_or_spec, cache_dir=None):
 def _as_tflite(model):
     """bytes of a .tflite from a path, bytes, tf_keras model or ModelSpec."""
     if isinstance(model, (bytes, bytearray)):
-        graph.check_tflite_bytes(model)
+        flatbuffer.check_tflite_bytes(model)
         return bytes(model)
     if isinstance(model, (str, os.PathLike)):
         p = os.fspath(model)
         if p.endswith(".json"):
             from tfmobile.models.spec import ModelSpec
             return to_int8_tflite(ModelSpec.load(p))
-        return graph.read_tflite(p)
+        return flatbuffer.read_tflite(p)
     if hasattr(model, "layers") or hasattr(model, "blocks"):
         return to_int8_tflite(model)
     raise UserError(f"cannot predict the latency of a {type(model).__name__}: pass a .tflite path or bytes, "
@@ -228,7 +259,7 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
     n_layers = 0
     for m in (models if isinstance(models, (list, tuple)) else [models]):
         layers_, data = lut_layers(m)
-        sources.append(graph.load_model(data))
+        sources.append(flatbuffer.load_model(data))
         n_layers += len(layers_)
         for layer in layers_:
             k = layer["key"]
@@ -271,15 +302,15 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
             now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             if "error" in res[0]:
                 raise UserError(f"cannot time the overhead model: {res[0]['error']}")
-            ov, ovc = _median(res[0]["times_ms"]), _median(res[0]["cpu_times_ms"])
+            ov, ovc = median(res[0]["times_ms"]), median(res[0]["cpu_times_ms"])
             # keep the smallest overhead seen: it is the least disturbed by other load
             dev["overhead_ms"] = ov if dev["overhead_ms"] is None else min(dev["overhead_ms"], ov)
             dev["overhead_cpu_ms"] = ovc if dev.get("overhead_cpu_ms") is None else min(dev["overhead_cpu_ms"], ovc)
             for k, r in zip(chunk, res[1:]):
                 if "error" in r:
                     raise UserError(f"LiteRT cannot run the one-op model of {todo[k][2]}: {r['error']}")
-                entries[k] = {"op": todo[k][2], "ms": _median(r["times_ms"]), "min_ms": min(r["times_ms"]),
-                              "cpu_ms": _median(r["cpu_times_ms"]), "runs": len(r["times_ms"]), "measured": now}
+                entries[k] = {"op": todo[k][2], "ms": median(r["times_ms"]), "min_ms": min(r["times_ms"]),
+                              "cpu_ms": median(r["cpu_times_ms"]), "runs": len(r["times_ms"]), "measured": now}
                 measured += 1
             if path:  # keep what is measured even if a later batch fails
                 save_lut(table, path)
@@ -294,9 +325,9 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
                 c = dev[ovk]
                 layers_, _ = lut_layers(cr["path"])
                 s = sum(max(entries[ly["key"]][field] - c, 0.0) for ly in layers_)
-                ratios[clock].append((_median(cr[cfield]) - c) / s)
-        dev["scale_cpu"] = _median(ratios["cpu"])
-        dev["scale_wall"] = _median(ratios["wall"])
+                ratios[clock].append((median(cr[cfield]) - c) / s)
+        dev["scale_cpu"] = median(ratios["cpu"])
+        dev["scale_wall"] = median(ratios["wall"])
         dev["scale_models"] = [os.path.basename(p) for p in calibrate]
         dev["scale_ratios"] = {k: [round(x, 4) for x in v] for k, v in ratios.items()}
         _log(f"context scale cpu {dev['scale_cpu']:.3f} wall {dev['scale_wall']:.3f} from {len(calibrate)} "
@@ -309,12 +340,6 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
             "entries": len(entries), "overhead_ms": dev["overhead_ms"], "lut": path,
             "scale_cpu": dev.get("scale_cpu"), "scale_wall": dev.get("scale_wall"),
             **({"companions": comp} if comp_paths else {})}
-
-
-def _median(xs):
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -338,10 +363,12 @@ def predict_detail(model, lut, backend="litert", threads=1, measure_missing=Fals
         raise UserError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     if clock == "cpu" and threads != 1:
         raise UserError("clock='cpu' predicts 1-thread latency only (other threads' CPU time is not latency)")
+    layers_, data = lut_layers(model)
+    if not isinstance(lut, dict) and not measure_missing and not os.path.isfile(os.fspath(lut)):
+        raise UserError(f"LUT file not found: {os.fspath(lut)}")
     table = load_lut(lut)
     device = _device(backend, threads)
     dkey = device_key(device)
-    layers_, data = lut_layers(model)
     dev = table["devices"].get(dkey)
     missing = [ly for ly in layers_ if dev is None or ly["key"] not in dev["entries"]]
     if missing or dev is None or dev.get("overhead_ms") is None:

@@ -13,6 +13,11 @@ def percentile(values, q):
     return s[f] + (k - f) * (s[c] - s[f])
 
 
+def median(values):
+    """Middle value of a non-empty sequence (mean of the two middle ones for an even count)."""
+    return percentile(values, 50)
+
+
 def summarize(times_ms):
     """mean, median, p90, std (sample), min, max, cv (= std / mean) of per-run latencies in ms."""
     t = [float(x) for x in times_ms]

@@ -38,6 +38,9 @@ def _try(runtime, model, arena):
 
 
 def main(path):
+    from tfmobile.process import die_with_parent
+
+    die_with_parent()   # an orphan would keep running (and its parent's temp dir in use) after kill -9
     import numpy as np
     from tflite_micro.python.tflite_micro import runtime
 

@@ -11,7 +11,7 @@ tflite-micro's int8 SOFTMAX aborts the process for untrained-scale logits and fo
 a temporary file beside its destination and renamed into place only after all conversions and
 checks passed, so a failure leaves no partial artifact.
 """
-import gzip
+import dataclasses
 import os
 import tempfile
 import time
@@ -19,10 +19,11 @@ from importlib import metadata
 
 import tfmobile  # noqa: F401
 from tfmobile.convert import flatbuffer
+from tfmobile.convert.sizes import gzip_size
 from tfmobile.convert.tflite import MODES, representative_images, to_tflite, tflite_op_counts, tflite_ops
 from tfmobile.convert.verification import DEFAULT_NUM_VERIFY, verification_images, verify
 from tfmobile.errors import UserError
-from tfmobile.io import to_json
+from tfmobile.io import StagedWriter, check_writable, to_json
 
 def _cpu():
     """CPU seconds of this process and its finished children (the TFLM child processes)."""
@@ -44,62 +45,18 @@ def tool_versions():
     return out
 
 
-class StagedWriter:
-    """Write files to temporaries next to their destinations; ``commit`` renames them all."""
-
-    def __init__(self):
-        self.staged = []   # (tmp, final)
-
-    def add(self, path, data):
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        self.staged.append((tmp, path))
-
-    def commit(self):
-        for tmp, final in self.staged:
-            os.replace(tmp, final)
-        self.staged = []
-
-    def abort(self):
-        for tmp, _ in self.staged:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        self.staged = []
-
-
 def check_output_dir(output_dir, create=True):
     """Make sure ``output_dir`` can be written (UserError if not); create it only if ``create``.
 
     With create=False nothing is touched when the directory does not exist yet: the nearest existing
     ancestor must be a writable directory.
     """
-    output_dir = os.fspath(output_dir)
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise UserError(f"output dir is not a directory: {output_dir}")
-    probe_dir = os.path.abspath(output_dir)
-    if not create:
-        while not os.path.exists(probe_dir):
-            probe_dir = os.path.dirname(probe_dir)
-        if not os.path.isdir(probe_dir):
-            raise UserError(f"output dir {output_dir} is not writable: {probe_dir} is not a directory")
-    try:
-        if create:
+    output_dir = check_writable(os.fspath(output_dir), directory=True, what="output dir")
+    if create:
+        try:
             os.makedirs(output_dir, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write_probe.", dir=probe_dir)
-        os.close(fd)
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"output dir {output_dir} is not writable: {e.strerror or e}") from None
+        except OSError as e:
+            raise UserError(f"cannot write output dir {output_dir}: {e.strerror or e}") from None
     return output_dir
 
 
@@ -115,12 +72,10 @@ def logits_model(model):
     if not is_softmax:
         return model, False
     cut = keras.Model(model.inputs, last.input, name=f"{model.name}_logits")
-    spec = getattr(model, "_tfmobile_spec_json", None)
-    if spec:
-        import json
-        d = json.loads(spec)
-        d["classifier_activation"] = None
-        setattr(cut, "_tfmobile_spec_json", json.dumps(d))
+    from tfmobile.models import attach_spec, spec_of
+    spec = spec_of(model)
+    if spec is not None:
+        attach_spec(cut, dataclasses.replace(spec, classifier_activation=None))
     return cut, True
 
 
@@ -141,7 +96,7 @@ def _artifact_record(data, verification, mode, io, path):
         "io": io if mode == "int8" else "float",
         "path": path,
         "size_bytes": len(data),
-        "gzip_bytes": len(gzip.compress(data, 9)),
+        "gzip_bytes": gzip_size(data),
         "ops": tflite_ops(data),
         "op_counts": tflite_op_counts(data),
         "num_operators": len(info.ops),

@@ -1,10 +1,14 @@
-"""Read a .tflite flatbuffer without running it: operators, tensors, types, quantization.
+"""Read and write .tflite flatbuffers without running them: operators, tensors, types, quantization.
 
-Uses the schema module that ships with ai-edge-litert (lazy accessors, so buffers are never
-copied). This is what ``tflite_ops`` and the int8 "does any op run in float?" check are built on:
-the answer comes from the tensor types each operator reads and writes, not from op names.
+The one .tflite reader of tfmobile. Uses the schema module that ships with ai-edge-litert: ``parse``
+with its lazy accessors (buffers are never copied) for ``tflite_ops`` and the int8 "does any op run
+in float?" check, whose answer comes from the tensor types each operator reads and writes, not from
+op names; ``load_model`` (the object API, ``ModelT``) for code that edits or cuts models
+(``strip_final_softmax``, tfmobile.bench.graph's one-op models), written back by ``serialize``.
 """
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from tfmobile.errors import UserError
 
@@ -67,13 +71,63 @@ class ModelInfo:
         return self.tensors[i]
 
 
+def check_tflite_bytes(data, what="model"):
+    """UserError unless ``data`` looks like a TFLite flatbuffer (identifier TFL3)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise UserError(f"expected .tflite bytes, got {type(data).__name__}")
+    if len(data) < 8:
+        raise UserError(f"{what} is not a TFLite model (file too short)")
+    if bytes(data[4:8]) != b"TFL3":
+        raise UserError(f"{what} is not a TFLite model (no TFL3 flatbuffer identifier)")
+
+
+def read_tflite(path):
+    """Bytes of a .tflite file, with one-line errors for a missing or corrupt file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise UserError(f"no such .tflite file: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not a .tflite file") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    check_tflite_bytes(data, path)
+    return data
+
+
+def load_model(data):
+    """The flatbuffer as schema object-API ``ModelT`` (UserError when it does not parse)."""
+    check_tflite_bytes(data)
+    s = _schema()
+    try:
+        model = s.ModelT.InitFromObj(s.Model.GetRootAs(bytearray(data), 0))
+    except Exception as e:  # flatbuffers raises assorted errors on garbage
+        raise UserError(f"corrupt TFLite model: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") \
+            from None
+    if not model.subgraphs:
+        raise UserError("corrupt TFLite model: no subgraphs")
+    for b in model.buffers or []:
+        if b.offset:  # >2 GB models keep buffers outside the flatbuffer
+            b.data = np.frombuffer(bytes(data[b.offset:b.offset + b.size]), np.uint8)
+            b.offset = 0
+            b.size = 0
+    return model
+
+
+def opcode_name(opcode):
+    """Name of a ``ModelT`` operator code: builtin name or ``CUSTOM:<code>``."""
+    code = max(opcode.builtinCode, opcode.deprecatedBuiltinCode)
+    if code == _schema().BuiltinOperator.CUSTOM:
+        name = opcode.customCode
+        return "CUSTOM:" + (name.decode() if isinstance(name, bytes) else str(name))
+    return op_name(code)
+
+
 def parse(tflite_bytes):
     """A ModelInfo for the main subgraph of a .tflite flatbuffer; UserError if it is not one."""
-    if not isinstance(tflite_bytes, (bytes, bytearray, memoryview)):
-        raise UserError(f"expected .tflite bytes, got {type(tflite_bytes).__name__}")
+    check_tflite_bytes(tflite_bytes)
     data = bytes(tflite_bytes)
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise UserError("not a TFLite flatbuffer (missing the TFL3 identifier)")
     s = _schema()
     try:
         model = s.Model.GetRootAs(data, 0)
@@ -201,8 +255,7 @@ def strip_final_softmax(tflite_bytes):
         return None
     logits, probs = softmax.inputs[0], softmax.outputs[0]
 
-    s = _schema()
-    model = s.ModelT.InitFromObj(s.Model.GetRootAs(bytearray(tflite_bytes), 0))
+    model = load_model(tflite_bytes)
     sg = model.subgraphs[0]
     sg.operators = [op for k, op in enumerate(sg.operators) if k != softmax.index]
     if dequant is not None:

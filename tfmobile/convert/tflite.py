@@ -58,8 +58,8 @@ def representative_images(model, representative_data=None, num=DEFAULT_NUM_CALIB
         return rng.uniform(-1, 1, size=(num, *shape)).astype(np.float32)
     if representative_data is None:
         if calibration_dir:
-            from tfmobile.convert.images import load_image_dir
-            return load_image_dir(calibration_dir, shape, num, seed=seed)
+            from tfmobile.data import image_dir_sample
+            return image_dir_sample(calibration_dir, shape, num, seed=seed)
         from tfmobile.data import calibration_images
         return calibration_images(shape, n=num, seed=seed)
     x = np.asarray(representative_data, dtype=np.float32)

@@ -422,9 +422,9 @@ def _real_int8_input(data, info):
 
 
 def _litert_raw_output(data, sample, reference_kernels):
-    from tfmobile.convert.verification import _interpreter
+    from tfmobile.convert.verification import interpreter
 
-    it = _interpreter(data, reference_kernels=reference_kernels)
+    it = interpreter(data, reference_kernels=reference_kernels)
     d = it.get_input_details()[0]
     it.set_tensor(d["index"], sample.astype(d["dtype"]))
     it.invoke()

@@ -23,8 +23,8 @@ def verification_images(input_shape, n=DEFAULT_NUM_VERIFY, data_dir=None, seed=1
     return preprocess(data.x_test[idx], input_shape), data.y_test[idx]
 
 
-def _interpreter(tflite_bytes, num_threads=1, reference_kernels=False):
-    """A LiteRT interpreter; ``reference_kernels`` selects LiteRT's reference (BUILTIN_REF) kernels,
+def interpreter(tflite_bytes, num_threads=1, reference_kernels=False):
+    """A LiteRT interpreter, tensors allocated; ``reference_kernels`` selects LiteRT's reference (BUILTIN_REF) kernels,
     the ones TFLite-Micro's kernels are ported from, instead of the optimized / XNNPACK ones."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -54,7 +54,7 @@ def run_tflite(tflite_bytes, images, num_threads=1, return_raw=False):
     Returns float32 outputs [N, ...] (dequantized when the output is integer) and, with
     return_raw, also the raw output tensors and the raw (possibly quantized) inputs fed.
     """
-    it = _interpreter(tflite_bytes, num_threads)
+    it = interpreter(tflite_bytes, num_threads)
     ind = it.get_input_details()
     outd = it.get_output_details()
     if len(ind) != 1:

@@ -7,7 +7,8 @@ import numpy as np
 
 from tfmobile.data.fashion_mnist import (CLASS_NAMES, DEBIAN_DIR, SUBSET_DIR, ImageData,  # noqa: F401
                                          load_fashion_mnist, make_subset)
-from tfmobile.data.image_dir import list_image_dir, load_image_dir, stratified_split  # noqa: F401
+from tfmobile.data.image_dir import (decode_images, list_image_dir, load_image_dir,  # noqa: F401
+                                     stratified_split)
 from tfmobile.data.pipeline import (AUGMENTATIONS, DEFAULT_SHIFT, STAGE_FLOORS, Schedule, Splits,  # noqa: F401
                                     default_augment, default_schedule, flips_are_safe, load_dataset,
                                     make_dataset, parse_augment, representative_dataset, resize_uint8,
@@ -29,3 +30,13 @@ def calibration_images(input_shape, n=100, data_dir=None, seed=0):
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(data.x_train), size=min(n, len(data.x_train)), replace=False)
     return preprocess(data.x_train[idx], input_shape)
+
+
+def image_dir_sample(directory, input_shape, n, seed=0):
+    """Up to ``n`` images (a seeded random choice) of a class-subfolder directory, decoded and resized
+    as training images are, preprocessed for ``input_shape``: calibration images from the user's data."""
+    paths, _, _ = list_image_dir(directory)
+    rng = np.random.default_rng(seed)
+    picks = sorted(rng.choice(len(paths), size=min(n, len(paths)), replace=False))
+    h, w, c = input_shape
+    return preprocess(decode_images([paths[i] for i in picks], (h, w), c), input_shape)

@@ -23,7 +23,7 @@ def list_image_dir(directory):
     classes = sorted(d for d in os.listdir(directory)
                      if os.path.isdir(os.path.join(directory, d)) and not d.startswith("."))
     if not classes:
-        raise UserError(f"image directory {directory} has no class subfolders "
+        raise UserError(f"image directory {directory} has no class subfolders, so no images "
                         f"(expected {directory}/<class>/<image>.png)")
     paths, labels = [], []
     for i, c in enumerate(classes):
@@ -37,7 +37,9 @@ def list_image_dir(directory):
     return paths, np.asarray(labels, np.int64), tuple(classes)
 
 
-def _decode(paths, size, channels):
+def decode_images(paths, size, channels):
+    """uint8 [N, h, w, channels] of image files, resized like every training image (bilinear,
+    antialiased) to ``size`` = (h, w)."""
     import tfmobile  # noqa: F401
     import tensorflow as tf
 
@@ -68,10 +70,10 @@ def load_image_dir(directory, size=(32, 32), channels=3, test_fraction=0.2, seed
         if classes_te != classes:
             raise UserError(f"{train_dir} and {test_dir} have different class folders: "
                             f"{list(classes)} vs {list(classes_te)}")
-        xtr, xte = _decode(ptr, size, channels), _decode(pte, size, channels)
+        xtr, xte = decode_images(ptr, size, channels), decode_images(pte, size, channels)
     else:
         paths, labels, classes = list_image_dir(directory)
-        x = _decode(paths, size, channels)
+        x = decode_images(paths, size, channels)
         tr, te = stratified_split(labels, test_fraction, seed)
         xtr, ytr, xte, yte = x[tr], labels[tr], x[te], labels[te]
     if channels == 1:

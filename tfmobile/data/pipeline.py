@@ -92,6 +92,9 @@ def train_val_split(data, val_fraction=0.1, seed=0, limit=None):
     x, y = data.x_train, np.asarray(data.y_train)
     if len(x) == 0:
         raise UserError(f"no training images in {data.source}")
+    if len(np.unique(y)) < 2:
+        raise UserError(f"{data.source} has training images of {len(np.unique(y))} class only: "
+                        "a classifier needs at least 2 classes")
     if limit is not None and limit < len(x):
         if limit < 2 * data.num_classes:
             raise UserError(f"limit must be at least {2 * data.num_classes} images, got {limit}")

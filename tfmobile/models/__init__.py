@@ -4,6 +4,8 @@
     models.available()                       # names
     spec = models.get_spec("mbv2", alpha=0.35, input_shape=(96, 96, 3), classes=10)
     model = models.build(spec.with_block("block_3", expanded=48))
+    models.spec_of(model) == spec.with_block("block_3", expanded=48)
 """
-from tfmobile.models.registry import available, build, decode, get_spec, spec_of  # noqa: F401
-from tfmobile.models.spec import ModelSpec  # noqa: F401
+from tfmobile.models.registry import (attach_spec, available, build, decode, get_spec,  # noqa: F401
+                                      spec_of)
+from tfmobile.models.spec import BlockFlow, ModelSpec  # noqa: F401

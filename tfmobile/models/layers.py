@@ -2,9 +2,10 @@
 
 tfmot wraps layers one at a time and NetAdapt edits them one at a time, so a block is a function
 that composes Conv2D / DepthwiseConv2D / BatchNormalization / ReLU / Add / Multiply / ..., never an
-opaque Layer subclass. The two exceptions are the elementwise activations HardSwish and HardSigmoid:
-Keras has no standard layer for them, and the expression x * relu6(x + 3) / 6 inside one layer is
-what the TFLite converter fuses into a single HARD_SWISH op.
+opaque Layer subclass. The exceptions are the elementwise activations HardSwish and HardSigmoid
+(Keras has no standard layer for them, and the expression x * relu6(x + 3) / 6 inside one layer is
+what the TFLite converter fuses into a single HARD_SWISH op) and ShuffleNet V2's weightless
+ChannelSlice; all three are listed in CUSTOM_OBJECTS.
 """
 import tfmobile  # noqa: F401  (legacy Keras)
 import tensorflow as tf
@@ -50,7 +51,34 @@ class HardSwish(layers.Layer):
         return input_shape
 
 
-CUSTOM_OBJECTS = {"HardSigmoid": HardSigmoid, "HardSwish": HardSwish}
+@keras.utils.register_keras_serializable(package="tfmobile")
+class ChannelSlice(layers.Layer):
+    """``x[..., begin:begin + size]``: ShuffleNet V2's channel split (STRIDED_SLICE in TFLite).
+
+    Keras has no layer that selects channels; this one is weightless and only slices, so its int8
+    output keeps its input's quantization parameters.
+    """
+
+    def __init__(self, begin, size, **kwargs):
+        super().__init__(**kwargs)
+        self.begin = int(begin)
+        self.size = int(size)
+
+    def call(self, inputs):
+        return inputs[..., self.begin:self.begin + self.size]
+
+    def compute_output_shape(self, input_shape):
+        shape = tf.TensorShape(input_shape).as_list()
+        return tf.TensorShape(shape[:-1] + [self.size])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(begin=self.begin, size=self.size)
+        return config
+
+
+# Every custom layer of the zoo, for deserialization and compress's QuantizeConfigs.
+CUSTOM_OBJECTS = {"HardSigmoid": HardSigmoid, "HardSwish": HardSwish, "ChannelSlice": ChannelSlice}
 
 
 def activation(x, name, kind):

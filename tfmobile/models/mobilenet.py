@@ -13,13 +13,14 @@ Blocks (every width in a spec is an ABSOLUTE channel count, after alpha and roun
                      Layers ``<name>_dw``, ``_dw_bn``, ``_dw_relu6``, ``_pw_conv``, ``_pw_bn``, ``_pw_relu6``.
 - ``inverted_residual`` V2/V3: optional 1x1 expansion (``expanded``: channels or null), kxk depthwise
                      with ``stride``, optional squeeze-excite (``se``: squeeze channels or null, hard-sigmoid
-                     gate), linear 1x1 projection to ``filters``, residual Add when stride is 1 and
-                     input channels == ``filters``. Layers ``<name>_expand_conv/_bn/_<act>``, ``<name>_dw``,
+                     gate), linear 1x1 projection to ``filters``, residual Add when ``use_residual``
+                     (derived for the zoo: stride 1 and input channels == ``filters``). Layers ``<name>_expand_conv/_bn/_<act>``, ``<name>_dw``,
                      ``_dw_bn``, ``_dw_<act>``, ``<name>_se_pool/_squeeze/_relu/_excite/_hard_sigmoid/_mul``,
                      ``<name>_project_conv``, ``_project_bn``, ``<name>_add``.
 - ``rescale``        V3 ``include_preprocessing``: keras' Rescaling(1/127.5, -1) for [0, 255] inputs.
 - ``classifier``     global pool -> [hidden 1x1 conv + act (V3)] -> [dropout] -> logits (1x1 conv or
-                     Dense, as in the keras model so that its weights load) -> activation.
+                     Dense, as in the keras model so that its weights load) -> activation
+                     (classes, dropout and activation are the spec's own fields).
 - ``global_pool``    include_top=False with pooling="avg"/"max".
 
 Stride-2 convolutions use padding="same". keras.applications pads explicitly (ZeroPadding2D then
@@ -27,15 +28,13 @@ Stride-2 convolutions use padding="same". keras.applications pads explicitly (Ze
 padding, and "same" avoids extra PAD ops in TFLite. (For odd sizes V1 differs: keras pads (0,1)
 always, "same" pads (1,1) for an odd input; our V1 then keeps the ceil(n/2) size like V2/V3.)
 """
-import functools
-import inspect
-
 import tfmobile  # noqa: F401  (legacy Keras)
 from tf_keras import layers
 
 from tfmobile.errors import UserError
 from tfmobile.models import layers as L
-from tfmobile.models.registry import register_block, register_model
+from tfmobile.models.blocks import (Classifier, ConvBN, DwSeparable, GlobalPool, InvertedResidual,
+                                    Rescale)
 from tfmobile.models.spec import ModelSpec
 
 # ----------------------------------------------------------------------------------------------
@@ -108,75 +107,14 @@ V3_SMALL_LAST = 1024
 V3_SE_RATIO = 0.25
 V3_HEAD_EXPANSION = 6
 
-# keras.applications' defaults
-KERAS_BN_MOMENTUM = {"mbv1": 0.99, "mbv2": 0.999, "mbv3_small": 0.999, "mbv3_large": 0.999}
-KERAS_DROPOUT = {"mbv1": 1e-3, "mbv2": 0.0, "mbv3_small": 0.2, "mbv3_large": 0.2}
-
-_ACTIVATIONS = ("relu", "relu6", "hard_swish", "hard_sigmoid", "sigmoid", "tanh", "softmax", None)
-
 make_divisible = L.make_divisible
 
 
-# ----------------------------------------------------------------------------------------------
-# Argument checks shared by the spec functions.
-# ----------------------------------------------------------------------------------------------
-
-def _common(name, input_shape, alpha, include_top, classes, dropout, classifier_activation,
-            pooling, bn_momentum):
-    if input_shape is None:
-        input_shape = (224, 224, 3)
-    try:
-        input_shape = tuple(input_shape)
-    except TypeError:
-        raise UserError(f"input_shape must be (height, width, channels), got {input_shape!r}") from None
-    if len(input_shape) != 3 or not all(isinstance(v, int) and v > 0 for v in input_shape):
-        raise UserError(f"input_shape must be (height, width, channels) of positive ints, got {input_shape!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise UserError(f"alpha must be a positive number, got {alpha!r}")
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-        raise UserError(f"classes must be a positive integer, got {classes!r}")
-    if dropout is None:
-        dropout = KERAS_DROPOUT[name]
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise UserError(f"dropout must be in [0, 1), got {dropout!r}")
-    if classifier_activation not in _ACTIVATIONS:
-        raise UserError(f"classifier_activation must be one of "
-                        f"{', '.join(str(a) for a in _ACTIVATIONS)}; got {classifier_activation!r}")
-    if pooling not in (None, "avg", "max"):
-        raise UserError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if bn_momentum is None:
-        bn_momentum = KERAS_BN_MOMENTUM[name]
-    if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0 <= bn_momentum < 1:
-        raise UserError(f"bn_momentum must be in [0, 1), got {bn_momentum!r}")
-    return input_shape, float(alpha), bool(include_top), int(classes), float(dropout), float(bn_momentum)
-
-
-def _zoo(name):
-    """register_model(name) for a spec function, turning unknown keyword arguments into a UserError."""
-    def deco(fn):
-        allowed = set(inspect.signature(fn).parameters)
-
-        @functools.wraps(fn)
-        def spec_fn(**kwargs):
-            unknown = sorted(set(kwargs) - allowed)
-            if unknown:
-                raise UserError(f"{name} does not take {', '.join(unknown)}; its arguments are "
-                                f"{', '.join(sorted(allowed))}")
-            return fn(**kwargs)
-
-        register_model(name)(spec_fn)
-        return fn
-    return deco
-
-
-def _top_blocks(include_top, pooling, classes, dropout, classifier_activation, layer, hidden=None,
-                hidden_act=None):
+def _top_blocks(include_top, pooling, layer, hidden=None, hidden_act=None):
     if include_top:
-        return [{"type": "classifier", "name": "top", "pool": "avg", "hidden": hidden,
-                 "hidden_act": hidden_act, "dropout": dropout, "classes": classes, "layer": layer,
-                 "activation": classifier_activation}]
+        return [Classifier(name="top", pool="avg", hidden=hidden, hidden_act=hidden_act, layer=layer)]
     if pooling:
-        return [{"type": "global_pool", "name": "pool", "mode": pooling}]
+        return [GlobalPool(name="pool", mode=pooling)]
     return []
 
 
@@ -191,54 +129,42 @@ def _finish(name, tag, input_shape, blocks, include_top, classes, dropout, class
 # Spec functions
 # ----------------------------------------------------------------------------------------------
 
-@_zoo("mbv1")
-def mbv1_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, classes=1000, dropout=None,
-              classifier_activation="softmax", pooling=None, bn_momentum=None, depth_multiplier=1):
+# Spec functions: arguments already checked by tfmobile.models.arguments; the signatures hold the
+# family defaults (keras.applications': dropout 1e-3 / 0 / 0.2, BN momentum 0.99 / 0.999).
+def mbv1_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, classes=1000, dropout=1e-3,
+              classifier_activation="softmax", pooling=None, bn_momentum=0.99, depth_multiplier=1):
     """MobileNetV1. Widths as keras.applications: int(c * alpha) (no rounding to 8)."""
-    input_shape, alpha, include_top, classes, dropout, bn_momentum = _common(
-        "mbv1", input_shape, alpha, include_top, classes, dropout, classifier_activation, pooling,
-        bn_momentum)
-    if isinstance(depth_multiplier, bool) or not isinstance(depth_multiplier, int) or depth_multiplier < 1:
-        raise UserError(f"depth_multiplier must be a positive integer, got {depth_multiplier!r}")
     stem = int(V1_STEM * alpha)
     if stem < 1 or int(V1_ROWS[0][0] * alpha) < 1:
         raise UserError(f"alpha {alpha} is too small for mbv1: a layer would have 0 channels")
-    blocks = [{"type": "conv_bn", "name": "stem", "filters": stem, "kernel": 3, "stride": 2,
-               "act": "relu6"}]
+    blocks = [ConvBN(name="stem", filters=stem, kernel=3, stride=2, act="relu6")]
     for i, (c, s) in enumerate(V1_ROWS, start=1):
-        blocks.append({"type": "dw_separable", "name": f"block_{i}", "filters": int(c * alpha),
-                       "kernel": 3, "stride": s, "depth_multiplier": depth_multiplier,
-                       "act": "relu6"})
-    blocks += _top_blocks(include_top, pooling, classes, dropout, classifier_activation, "conv")
+        blocks.append(DwSeparable(name=f"block_{i}", filters=int(c * alpha), kernel=3, stride=s,
+                                  depth_multiplier=depth_multiplier, act="relu6"))
+    blocks += _top_blocks(include_top, pooling, "conv")
     options = {"alpha": alpha, "bn_momentum": bn_momentum, "depth_multiplier": depth_multiplier}
     return _finish("mbv1", f"{alpha:.2f}", input_shape, blocks, include_top, classes, dropout,
                    classifier_activation, pooling, options)
 
 
-@_zoo("mbv2")
-def mbv2_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, classes=1000, dropout=None,
-              classifier_activation="softmax", pooling=None, bn_momentum=None):
+def mbv2_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, classes=1000, dropout=0.0,
+              classifier_activation="softmax", pooling=None, bn_momentum=0.999):
     """MobileNetV2. Widths as keras.applications: make_divisible(int(c * alpha), 8); the
     expansion conv has t * (input channels); the head is 1280 unless alpha > 1."""
-    input_shape, alpha, include_top, classes, dropout, bn_momentum = _common(
-        "mbv2", input_shape, alpha, include_top, classes, dropout, classifier_activation, pooling,
-        bn_momentum)
     in_ch = make_divisible(V2_STEM * alpha, 8)
-    blocks = [{"type": "conv_bn", "name": "stem", "filters": in_ch, "kernel": 3, "stride": 2,
-               "act": "relu6"}]
+    blocks = [ConvBN(name="stem", filters=in_ch, kernel=3, stride=2, act="relu6")]
     i = 0
     for t, c, n, s in V2_ROWS:
         out = make_divisible(int(c * alpha), 8)
         for r in range(n):
-            blocks.append({"type": "inverted_residual", "name": f"block_{i}",
-                           "expanded": None if i == 0 else t * in_ch, "filters": out,
-                           "kernel": 3, "stride": s if r == 0 else 1, "se": None, "act": "relu6"})
+            blocks.append(InvertedResidual(name=f"block_{i}", expanded=None if i == 0 else t * in_ch,
+                                           filters=out, kernel=3, stride=s if r == 0 else 1,
+                                           se=None, act="relu6"))
             in_ch = out
             i += 1
     head = make_divisible(V2_HEAD * alpha, 8) if alpha > 1.0 else V2_HEAD
-    blocks.append({"type": "conv_bn", "name": "head", "filters": head, "kernel": 1, "stride": 1,
-                   "act": "relu6"})
-    blocks += _top_blocks(include_top, pooling, classes, dropout, classifier_activation, "dense")
+    blocks.append(ConvBN(name="head", filters=head, kernel=1, stride=1, act="relu6"))
+    blocks += _top_blocks(include_top, pooling, "dense")
     options = {"alpha": alpha, "bn_momentum": bn_momentum}
     return _finish("mbv2", f"{alpha:.2f}", input_shape, blocks, include_top, classes, dropout,
                    classifier_activation, pooling, options)
@@ -246,16 +172,11 @@ def mbv2_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, classes=10
 
 def _mbv3_spec(name, rows, last, input_shape, alpha, include_top, classes, dropout,
                classifier_activation, pooling, bn_momentum, minimalistic, include_preprocessing):
-    input_shape, alpha, include_top, classes, dropout, bn_momentum = _common(
-        name, input_shape, alpha, include_top, classes, dropout, classifier_activation, pooling,
-        bn_momentum)
-    minimalistic = bool(minimalistic)
     hs = "relu" if minimalistic else "hard_swish"
     blocks = []
     if include_preprocessing:
-        blocks.append({"type": "rescale", "name": "rescale", "scale": 1.0 / 127.5, "offset": -1.0})
-    blocks.append({"type": "conv_bn", "name": "stem", "filters": V3_STEM, "kernel": 3, "stride": 2,
-                   "act": hs})
+        blocks.append(Rescale(name="rescale", scale=1.0 / 127.5, offset=-1.0))
+    blocks.append(ConvBN(name="stem", filters=V3_STEM, kernel=3, stride=2, act=hs))
     in_ch, in_paper = V3_STEM, V3_STEM
     for i, (k, exp, out, se, nl, s) in enumerate(rows):
         filters = make_divisible(out * alpha)
@@ -264,26 +185,24 @@ def _mbv3_spec(name, rows, last, input_shape, alpha, include_top, classes, dropo
         expanded = make_divisible(in_ch * (exp / in_paper)) if i else None
         dw_ch = expanded if expanded else in_ch
         use_se = se and not minimalistic
-        blocks.append({"type": "inverted_residual", "name": f"block_{i}", "expanded": expanded,
-                       "filters": filters, "kernel": 3 if minimalistic else k, "stride": s,
-                       "se": make_divisible(dw_ch * V3_SE_RATIO) if use_se else None,
-                       "act": "relu" if nl == "RE" else hs})
+        blocks.append(InvertedResidual(
+            name=f"block_{i}", expanded=expanded, filters=filters, kernel=3 if minimalistic else k,
+            stride=s, se=make_divisible(dw_ch * V3_SE_RATIO) if use_se else None,
+            act="relu" if nl == "RE" else hs))
         in_ch, in_paper = filters, out
-    blocks.append({"type": "conv_bn", "name": "head", "filters": make_divisible(in_ch * V3_HEAD_EXPANSION),
-                   "kernel": 1, "stride": 1, "act": hs})
+    blocks.append(ConvBN(name="head", filters=make_divisible(in_ch * V3_HEAD_EXPANSION), kernel=1,
+                         stride=1, act=hs))
     hidden = make_divisible(last * alpha) if alpha > 1.0 else last
-    blocks += _top_blocks(include_top, pooling, classes, dropout, classifier_activation, "conv",
-                          hidden=hidden, hidden_act=hs)
+    blocks += _top_blocks(include_top, pooling, "conv", hidden=hidden, hidden_act=hs)
     options = {"alpha": alpha, "bn_momentum": bn_momentum, "minimalistic": minimalistic,
-               "include_preprocessing": bool(include_preprocessing)}
+               "include_preprocessing": include_preprocessing}
     tag = f"{alpha:.2f}" + ("_min" if minimalistic else "")
     return _finish(name, tag, input_shape, blocks, include_top, classes, dropout,
                    classifier_activation, pooling, options)
 
 
-@_zoo("mbv3_small")
 def mbv3_small_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, classes=1000,
-                    dropout=None, classifier_activation="softmax", pooling=None, bn_momentum=None,
+                    dropout=0.2, classifier_activation="softmax", pooling=None, bn_momentum=0.999,
                     minimalistic=False, include_preprocessing=False):
     """MobileNetV3-Small (keras.applications.MobileNetV3Small's widths and head)."""
     return _mbv3_spec("mbv3_small", V3_SMALL_ROWS, V3_SMALL_LAST, input_shape, alpha, include_top,
@@ -291,9 +210,8 @@ def mbv3_small_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, clas
                       include_preprocessing)
 
 
-@_zoo("mbv3_large")
 def mbv3_large_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, classes=1000,
-                    dropout=None, classifier_activation="softmax", pooling=None, bn_momentum=None,
+                    dropout=0.2, classifier_activation="softmax", pooling=None, bn_momentum=0.999,
                     minimalistic=False, include_preprocessing=False):
     """MobileNetV3-Large (keras.applications.MobileNetV3Large's widths and head)."""
     return _mbv3_spec("mbv3_large", V3_LARGE_ROWS, V3_LARGE_LAST, input_shape, alpha, include_top,
@@ -302,127 +220,77 @@ def mbv3_large_spec(input_shape=(224, 224, 3), alpha=1.0, include_top=True, clas
 
 
 # ----------------------------------------------------------------------------------------------
-# Block builders: builder(x, block, spec) -> tensor
+# Block builders: builder(x, block, spec) -> tensor. Fields are checked by the spec (blocks.py).
 # ----------------------------------------------------------------------------------------------
 
-def _momentum(block, spec):
-    return float(block.get("bn_momentum", spec.options.get("bn_momentum", 0.99)))
+def _momentum(spec):
+    return float(spec.options.get("bn_momentum", 0.99))
 
 
-def _pos_int(block, key):
-    v = block[key]
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise UserError(f"block {block['name']!r}: {key} must be a positive integer, got {v!r}")
-    return v
-
-
-def _stride(block):
-    s = block.get("stride", 1)
-    if s not in (1, 2):
-        raise UserError(f"block {block['name']!r}: stride must be 1 or 2, got {s!r}")
-    return s
-
-
-def _act(block, key="act"):
-    a = block.get(key)
-    if a not in _ACTIVATIONS:
-        raise UserError(f"block {block['name']!r}: unknown activation {a!r}")
-    return a
-
-
-@register_block("conv_bn")
 def conv_bn_block(x, block, spec):
-    return L.conv_bn_act(x, _pos_int(block, "filters"), _pos_int(block, "kernel"), _stride(block),
-                         block["name"], act=_act(block), use_bias=bool(block.get("bias", False)),
-                         bn_momentum=_momentum(block, spec), bn=bool(block.get("bn", True)))
+    return L.conv_bn_act(x, block.filters, block.kernel, block.stride, block.name, act=block.act,
+                         use_bias=block.bias, bn_momentum=_momentum(spec), bn=block.bn)
 
 
-@register_block("dw_separable")
 def dw_separable_block(x, block, spec):
-    name, m = block["name"], _momentum(block, spec)
-    act = _act(block)
-    x = L.dw_bn_act(x, _pos_int(block, "kernel"), _stride(block), name, act=act, bn_momentum=m,
-                    depth_multiplier=_pos_int(block, "depth_multiplier") if "depth_multiplier" in block else 1)
-    return L.conv_bn_act(x, _pos_int(block, "filters"), 1, 1, f"{name}_pw", act=act, bn_momentum=m)
+    m = _momentum(spec)
+    x = L.dw_bn_act(x, block.kernel, block.stride, block.name, act=block.act, bn_momentum=m,
+                    depth_multiplier=block.depth_multiplier)
+    return L.conv_bn_act(x, block.filters, 1, 1, f"{block.name}_pw", act=block.act, bn_momentum=m)
 
 
-@register_block("inverted_residual")
 def inverted_residual_block(x, block, spec):
-    name, m = block["name"], _momentum(block, spec)
-    act = _act(block)
-    stride = _stride(block)
-    filters = _pos_int(block, "filters")
-    in_ch = x.shape[-1]
+    name, m, act = block.name, _momentum(spec), block.act
     shortcut = x
-    if block.get("expanded") is not None:
-        x = L.conv_bn_act(x, _pos_int(block, "expanded"), 1, 1, f"{name}_expand", act=act,
-                          bn_momentum=m)
-    x = L.dw_bn_act(x, _pos_int(block, "kernel"), stride, name, act=act, bn_momentum=m)
-    if block.get("se") is not None:
-        x = L.squeeze_excite(x, _pos_int(block, "se"), f"{name}_se")
-    x = L.conv_bn_act(x, filters, 1, 1, f"{name}_project", act=None, bn_momentum=m)
-    if stride == 1 and in_ch == filters:
+    if block.expanded is not None:
+        x = L.conv_bn_act(x, block.expanded, 1, 1, f"{name}_expand", act=act, bn_momentum=m)
+    x = L.dw_bn_act(x, block.kernel, block.stride, name, act=act, bn_momentum=m)
+    if block.se is not None:
+        x = L.squeeze_excite(x, block.se, f"{name}_se")
+    x = L.conv_bn_act(x, block.filters, 1, 1, f"{name}_project", act=None, bn_momentum=m)
+    if block.use_residual:   # the spec checked stride 1 and equal widths
         x = layers.Add(name=f"{name}_add")([shortcut, x])
     return x
 
 
-@register_block("rescale")
 def rescale_block(x, block, spec):
-    return layers.Rescaling(scale=float(block["scale"]), offset=float(block["offset"]),
-                            name=block["name"])(x)
+    return layers.Rescaling(scale=float(block.scale), offset=float(block.offset), name=block.name)(x)
 
 
-@register_block("global_pool")
 def global_pool_block(x, block, spec):
-    mode = block.get("mode", "avg")
-    if mode == "avg":
-        return layers.GlobalAveragePooling2D(name=f"{block['name']}_avg")(x)
-    if mode == "max":
-        return layers.GlobalMaxPooling2D(name=f"{block['name']}_max")(x)
-    raise UserError(f"block {block['name']!r}: mode must be 'avg' or 'max', got {mode!r}")
+    if block.mode == "avg":
+        return layers.GlobalAveragePooling2D(name=f"{block.name}_avg")(x)
+    return layers.GlobalMaxPooling2D(name=f"{block.name}_max")(x)
 
 
-@register_block("classifier")
 def classifier_block(x, block, spec):
     """Global pool -> [hidden 1x1 conv (bias, no BN) + act] -> [dropout] -> logits -> activation.
 
     ``layer`` "conv": 1x1 Conv2D logits on the kept 1x1 map, then a Flatten (V1, V3);
     "dense": Dense logits on the pooled vector (V2). keras.applications uses these same layers,
-    which is what lets its weight files load.
+    which is what lets its weight files load. classes, dropout, activation: the spec's.
     """
-    name = block["name"]
-    classes = _pos_int(block, "classes")
-    kind = block.get("layer", "dense")
-    if kind not in ("conv", "dense"):
-        raise UserError(f"block {name!r}: layer must be 'conv' or 'dense', got {kind!r}")
-    pool = block.get("pool", "avg")
-    keep = kind == "conv"
-    if pool == "avg":
+    name = block.name
+    keep = block.layer == "conv"
+    if block.pool == "avg":
         x = layers.GlobalAveragePooling2D(keepdims=keep, name=f"{name}_pool")(x)
-    elif pool == "max":
-        x = layers.GlobalMaxPooling2D(keepdims=keep, name=f"{name}_pool")(x)
     else:
-        raise UserError(f"block {name!r}: pool must be 'avg' or 'max', got {pool!r}")
-    if block.get("hidden") is not None:
-        if not keep:
-            raise UserError(f"block {name!r}: a hidden layer needs layer='conv'")
-        x = L.conv_bn_act(x, _pos_int(block, "hidden"), 1, 1, f"{name}_hidden",
-                          act=_act(block, "hidden_act"), use_bias=True, bn=False)
-    rate = float(block.get("dropout") or 0.0)
-    if not 0 <= rate < 1:
-        raise UserError(f"block {name!r}: dropout must be in [0, 1), got {rate!r}")
-    if rate > 0:
-        x = layers.Dropout(rate, name=f"{name}_dropout")(x)
+        x = layers.GlobalMaxPooling2D(keepdims=keep, name=f"{name}_pool")(x)
+    if block.hidden is not None:
+        x = L.conv_bn_act(x, block.hidden, 1, 1, f"{name}_hidden", act=block.hidden_act,
+                          use_bias=True, bn=False)
+    if spec.dropout > 0:
+        x = layers.Dropout(spec.dropout, name=f"{name}_dropout")(x)
     if keep:
-        x = layers.Conv2D(classes, 1, padding="same", use_bias=True, name=f"{name}_logits")(x)
+        x = layers.Conv2D(spec.classes, 1, padding="same", use_bias=True, name=f"{name}_logits")(x)
         # Flatten (a constant-shape RESHAPE in TFLite); Reshape((classes,)) would add
         # SHAPE/STRIDED_SLICE/PACK ops for the dynamic batch dimension.
         x = layers.Flatten(name=f"{name}_flatten")(x)
     else:
-        x = layers.Dense(classes, name=f"{name}_logits")(x)
-    act = _act(block, "activation")
-    if act is not None:
-        x = layers.Activation(act, name=f"{name}_{act}")(x)
-    return x
+        x = layers.Dense(spec.classes, name=f"{name}_logits")(x)
+    return L.activation(x, f"{name}_{spec.classifier_activation}", spec.classifier_activation)
 
 
+BUILDERS = {ConvBN: conv_bn_block, DwSeparable: dw_separable_block,
+            InvertedResidual: inverted_residual_block, Rescale: rescale_block,
+            GlobalPool: global_pool_block, Classifier: classifier_block}

@@ -1,71 +1,66 @@
-"""Name -> spec function and block type -> block builder registries, and the generic decoder.
+"""The zoo (model name -> spec function), block type -> builder, and the generic decoder.
 
-Family modules register a spec function (keras-style arguments -> ModelSpec) under each model name
-and a builder per block type. ``build`` decodes any ModelSpec with one loop over its blocks, so a
-spec edited by hand or by NetAdapt builds exactly like a zoo one.
+Both tables list the families explicitly. ``build`` decodes any ModelSpec with one loop over its
+blocks, so a spec edited by hand or by NetAdapt builds exactly like a zoo one. The spec a model was
+built from rides on it through ``attach_spec`` / ``spec_of`` only.
 """
-import math
-
 import tfmobile  # noqa: F401  (legacy Keras)
 import tf_keras as keras
 
 from tfmobile.errors import UserError
+from tfmobile.models import arguments, mobilenet, shufflenet, squeezenet
+from tfmobile.models.blocks import add_block_type
 from tfmobile.models.spec import ModelSpec
 
-_MODELS = {}   # name -> spec function
-_BLOCKS = {}   # block type -> builder(x, block: dict, spec: ModelSpec) -> tensor
+_MODELS = {
+    "mbv1": mobilenet.mbv1_spec,
+    "mbv2": mobilenet.mbv2_spec,
+    "mbv3_small": mobilenet.mbv3_small_spec,
+    "mbv3_large": mobilenet.mbv3_large_spec,
+    "shufflenet_v1": shufflenet.shufflenet_v1_spec,
+    "shufflenet_v2": shufflenet.shufflenet_v2_spec,
+    "squeezenet1_0": squeezenet.squeezenet1_0_spec,
+    "squeezenet1_1": squeezenet.squeezenet1_1_spec,
+}
+_BUILDERS = {**mobilenet.BUILDERS, **shufflenet.BUILDERS, **squeezenet.BUILDERS}
 
-SPEC_ATTR = "_tfmobile_spec_json"
+_SPEC_ATTR = "_tfmobile_spec_json"
 
 
 def register_model(name):
+    """Add a spec function outside the zoo (tests' stand-in families): an explicit call."""
     def deco(fn):
         _MODELS[name] = fn
         return fn
     return deco
 
 
-def register_block(block_type):
+def register_block(block_cls):
+    """Add a block type outside the zoo: its Block dataclass and, decorated, its builder."""
+    add_block_type(block_cls)
+
     def deco(fn):
-        _BLOCKS[block_type] = fn
+        _BUILDERS[block_cls] = fn
         return fn
     return deco
 
 
 def available():
     """Names accepted by ``build`` / ``get_spec``."""
-    _load_families()
     return sorted(_MODELS)
-
-
-def _load_families():
-    # Importing the family modules registers them; done lazily to avoid import cycles.
-    from tfmobile.models import families  # noqa: F401
 
 
 def get_spec(name, **kwargs):
     """The decoded block table of zoo model ``name`` for keras-style arguments."""
-    _load_families()
     if name not in _MODELS:
         raise UserError(f"unknown model {name!r}; known models: {', '.join(sorted(_MODELS))}")
-    alpha = kwargs.get("alpha", 1.0)
-    if alpha is not None and not (isinstance(alpha, (int, float)) and alpha > 0 and math.isfinite(alpha)):
-        raise UserError(f"alpha must be a positive number, got {alpha!r}")
-    classes = kwargs.get("classes", 1000)
-    if not (isinstance(classes, int) and classes >= 1):
-        raise UserError(f"classes must be a positive integer, got {classes!r}")
-    shape = kwargs.get("input_shape")
-    if shape is not None:
-        if len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape):
-            raise UserError(f"input_shape must be (height, width, channels) of positive ints, got {shape!r}")
-    return _MODELS[name](**kwargs)
+    return arguments.call(name, _MODELS[name], kwargs)
 
 
 def total_stride(spec):
     stride = 1
     for b in spec.blocks:
-        s = b.get("stride", 1)
-        stride *= s if isinstance(s, int) else max(s)
+        stride *= b.stride_of
     return stride
 
 
@@ -91,8 +86,8 @@ def build(model, weights=None, **kwargs):
 
 
 def decode(spec):
-    """Build the Keras graph for ``spec``: one generic loop over its blocks."""
-    _load_families()
+    """Build the Keras graph for ``spec``: check its channel flow, then one loop over its blocks."""
+    spec.check()
     h, w, _ = spec.input_shape
     stride = total_stride(spec)
     if h < stride or w < stride:
@@ -102,25 +97,30 @@ def decode(spec):
     inputs = keras.Input(shape=tuple(spec.input_shape), name="input")
     x = inputs
     for block in spec.blocks:
-        builder = _BLOCKS.get(block["type"])
+        builder = _BUILDERS.get(type(block))
         if builder is None:
-            raise UserError(f"block {block['name']!r} has unknown type {block['type']!r}; "
-                            f"known types: {', '.join(sorted(_BLOCKS))}")
+            raise UserError(f"block {block.name!r} has type {block.type!r}, which has no builder")
         try:
             x = builder(x, block, spec)
-        except (KeyError, TypeError) as e:
-            raise UserError(f"block {block['name']!r} ({block['type']}) is malformed: {e}") from None
         except ValueError as e:
             if isinstance(e, UserError):
                 raise
-            raise UserError(f"block {block['name']!r} ({block['type']}) cannot be built: "
+            raise UserError(f"block {block.name!r} ({block.type}) cannot be built: "
                             f"{str(e).splitlines()[0]}") from None
     model = keras.Model(inputs, x, name=spec.name)
-    setattr(model, SPEC_ATTR, spec.to_json(indent=None))
+    attach_spec(model, spec)
+    return model
+
+
+def attach_spec(model, spec):
+    """Let ``spec_of(model)`` return ``spec`` (wrapped, stripped or cut models keep their float spec)."""
+    if not isinstance(spec, ModelSpec):
+        raise UserError(f"attach_spec needs a ModelSpec, got {type(spec).__name__}")
+    setattr(model, _SPEC_ATTR, spec.to_json(indent=None))
     return model
 
 
 def spec_of(model):
-    """The ModelSpec a model was built from, or None for a model not built by tfmobile."""
-    text = getattr(model, SPEC_ATTR, None)
+    """The ModelSpec a model was built from (or attached to it), or None."""
+    text = getattr(model, _SPEC_ATTR, None)
     return ModelSpec.from_json(text) if text else None

@@ -26,15 +26,15 @@ is Reshape -> Permute -> Reshape (RESHAPE, TRANSPOSE, RESHAPE) and V2's channel 
 ``ChannelSlice`` (a weightless layer, STRIDED_SLICE in TFLite, listed in layers.CUSTOM_OBJECTS).
 """
 import tfmobile  # noqa: F401  (legacy Keras)
-import tensorflow as tf
-import tf_keras as keras
 from tf_keras import layers
 
 from tfmobile.errors import UserError
-from tfmobile.models.registry import register_block, register_model
-from tfmobile.models.spec import ModelSpec, require_positive_ints
+from tfmobile.models import layers as L
+from tfmobile.models.blocks import (ShuffleClassifier, ShuffleConv, ShuffleMaxPool, ShuffleV1Unit,
+                                    ShuffleV2Unit)
+from tfmobile.models.layers import ChannelSlice
+from tfmobile.models.spec import ModelSpec
 
-V1_GROUPS = (1, 2, 3, 4, 8)
 V1_STAGE_CHANNELS = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}   # stage 2; stage 3/4 double each time
 V1_REPEATS = (4, 8, 4)
 V1_STEM = {0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
@@ -44,135 +44,70 @@ V2_REPEATS = (4, 8, 4)
 DEFAULT_BN_MOMENTUM = 0.9   # short fine-tuning runs: eval-mode BN statistics must keep up
 
 
-@keras.utils.register_keras_serializable(package="tfmobile")
-class ChannelSlice(layers.Layer):
-    """``x[..., begin:begin + size]``: ShuffleNet V2's channel split (STRIDED_SLICE in TFLite).
-
-    Keras has no layer that selects channels; this one is weightless and only slices, so its int8
-    output keeps its input's quantization parameters.
-    """
-
-    def __init__(self, begin, size, **kwargs):
-        super().__init__(**kwargs)
-        self.begin = int(begin)
-        self.size = int(size)
-
-    def call(self, inputs):
-        return inputs[..., self.begin:self.begin + self.size]
-
-    def compute_output_shape(self, input_shape):
-        shape = tf.TensorShape(input_shape).as_list()
-        return tf.TensorShape(shape[:-1] + [self.size])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(begin=self.begin, size=self.size)
-        return config
-
-
 def _round_to(value, multiple):
     return max(multiple, int(value / multiple + 0.5) * multiple)
 
 
-def _check_options(name, extra, allowed=()):
-    unknown = sorted(k for k in extra if k not in allowed)
-    if unknown:
-        raise UserError(f"{name} does not take option(s): {', '.join(unknown)}")
-
-
-def _input_shape(input_shape):
-    return tuple(input_shape) if input_shape is not None else (224, 224, 3)
-
-
 def _top_fields(classes, include_top, dropout, classifier_activation, pooling):
-    if pooling not in (None, "avg", "max"):
-        raise UserError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-        raise UserError(f"dropout must be in [0, 1), got {dropout!r}")
-    return dict(classes=classes, include_top=bool(include_top), dropout=float(dropout),
+    return dict(classes=classes, include_top=include_top, dropout=dropout,
                 classifier_activation=classifier_activation, pooling=pooling)
 
 
-def _bn_momentum(value):
-    if not (isinstance(value, (int, float)) and 0 < value < 1):
-        raise UserError(f"bn_momentum must be in (0, 1), got {value!r}")
-    return float(value)
-
-
-# --- spec functions ---------------------------------------------------------------------------
-@register_model("shufflenet_v1")
+# --- spec functions (arguments checked by tfmobile.models.arguments) ---------------------------
 def shufflenet_v1_spec(input_shape=None, alpha=1.0, classes=1000, include_top=True, dropout=0.0,
                        classifier_activation="softmax", pooling=None,
-                       bn_momentum=DEFAULT_BN_MOMENTUM, groups=3, **extra):
-    _check_options("shufflenet_v1", extra)
-    if groups not in V1_GROUPS or isinstance(groups, bool):
-        raise UserError(f"shufflenet_v1 groups must be one of {', '.join(map(str, V1_GROUPS))}, "
-                        f"got {groups!r}")
-    alpha = float(alpha)
-    g = int(groups)
+                       bn_momentum=DEFAULT_BN_MOMENTUM, groups=3):
+    g = groups
     # conv1 width of the official code (12/24/24/48 for 0.5/1/1.5/2x), rounded so that the first
     # stride-2 branch (out - in channels, grouped) divides by g.
     stem = _round_to(V1_STEM.get(alpha, 24 * alpha), g)
-    blocks = [
-        dict(type="shufflenet_conv", name="conv1", filters=stem, kernel=3, stride=2),
-        dict(type="shufflenet_maxpool", name="pool1", pool=3, stride=2),
-    ]
+    blocks = [ShuffleConv(name="conv1", filters=stem, kernel=3, stride=2),
+              ShuffleMaxPool(name="pool1", pool=3, stride=2)]
     for s, repeats in enumerate(V1_REPEATS):
         out = _round_to(V1_STAGE_CHANNELS[g] * (2 ** s) * alpha, 4 * g)
         for i in range(repeats):
-            blocks.append(dict(
-                type="shufflenet_v1_unit", name=f"stage{s + 2}_unit{i + 1}",
-                mid=out // 4, out=out, groups=g,
-                first_groups=1 if (s == 0 and i == 0) else g,
-                stride=2 if i == 0 else 1))
-    blocks.append(dict(type="shufflenet_classifier", name="classifier"))
+            blocks.append(ShuffleV1Unit(
+                name=f"stage{s + 2}_unit{i + 1}", mid=out // 4, out=out, groups=g,
+                first_groups=1 if (s == 0 and i == 0) else g, stride=2 if i == 0 else 1))
+    blocks.append(ShuffleClassifier(name="classifier"))
     return ModelSpec(
-        family="shufflenet_v1", name=f"shufflenet_v1_g{g}_{alpha:.2f}_{_input_shape(input_shape)[0]}",
-        input_shape=_input_shape(input_shape), blocks=blocks,
-        options=dict(groups=g, alpha=alpha, bn_momentum=_bn_momentum(bn_momentum)),
+        family="shufflenet_v1", name=f"shufflenet_v1_g{g}_{alpha:.2f}_{input_shape[0]}",
+        input_shape=input_shape, blocks=blocks,
+        options=dict(groups=g, alpha=alpha, bn_momentum=bn_momentum),
         **_top_fields(classes, include_top, dropout, classifier_activation, pooling))
 
 
-@register_model("shufflenet_v2")
 def shufflenet_v2_spec(input_shape=None, alpha=1.0, classes=1000, include_top=True, dropout=0.0,
                        classifier_activation="softmax", pooling=None,
-                       bn_momentum=DEFAULT_BN_MOMENTUM, **extra):
-    _check_options("shufflenet_v2", extra)
-    alpha = float(alpha)
+                       bn_momentum=DEFAULT_BN_MOMENTUM):
     if alpha in V2_STAGE_CHANNELS:
         stages = V2_STAGE_CHANNELS[alpha]
     else:   # not in the paper: scale the 1x widths, even per half so the split is exact
         stages = tuple(_round_to(c * alpha, 4) for c in V2_STAGE_CHANNELS[1.0])
     conv5 = 2048 if alpha >= 2.0 else 1024
-    blocks = [
-        dict(type="shufflenet_conv", name="conv1", filters=24, kernel=3, stride=2),
-        dict(type="shufflenet_maxpool", name="pool1", pool=3, stride=2),
-    ]
+    blocks = [ShuffleConv(name="conv1", filters=24, kernel=3, stride=2),
+              ShuffleMaxPool(name="pool1", pool=3, stride=2)]
     cin = 24
     for s, (out, repeats) in enumerate(zip(stages, V2_REPEATS)):
         for i in range(repeats):
-            unit = dict(type="shufflenet_v2_unit", name=f"stage{s + 2}_unit{i + 1}",
-                        mid=out // 2, out=out, stride=2 if i == 0 else 1)
-            if i == 0:
-                unit["left"] = cin   # the official code's stride-2 left branch keeps its width
-            blocks.append(unit)
+            # the official code's stride-2 left branch keeps its input width
+            blocks.append(ShuffleV2Unit(name=f"stage{s + 2}_unit{i + 1}", mid=out // 2, out=out,
+                                        stride=2 if i == 0 else 1, left=cin if i == 0 else None))
             cin = out
-    blocks.append(dict(type="shufflenet_conv", name="conv5", filters=conv5, kernel=1, stride=1))
-    blocks.append(dict(type="shufflenet_classifier", name="classifier"))
+    blocks.append(ShuffleConv(name="conv5", filters=conv5, kernel=1, stride=1))
+    blocks.append(ShuffleClassifier(name="classifier"))
     return ModelSpec(
-        family="shufflenet_v2", name=f"shufflenet_v2_{alpha:.2f}_{_input_shape(input_shape)[0]}",
-        input_shape=_input_shape(input_shape), blocks=blocks,
-        options=dict(alpha=alpha, bn_momentum=_bn_momentum(bn_momentum)),
+        family="shufflenet_v2", name=f"shufflenet_v2_{alpha:.2f}_{input_shape[0]}",
+        input_shape=input_shape, blocks=blocks,
+        options=dict(alpha=alpha, bn_momentum=bn_momentum),
         **_top_fields(classes, include_top, dropout, classifier_activation, pooling))
 
 
-# --- block builders ---------------------------------------------------------------------------
-def _momentum(spec):
-    return spec.options.get("bn_momentum", DEFAULT_BN_MOMENTUM)
-
-
+# --- block builders (fields and channel ties checked by the spec) ------------------------------
 def _bn(x, name, spec):
-    return layers.BatchNormalization(epsilon=_shared.BN_EPSILON, momentum=_momentum(spec), name=name)(x)
+    return layers.BatchNormalization(epsilon=L.BN_EPSILON,
+                                     momentum=spec.options.get("bn_momentum", DEFAULT_BN_MOMENTUM),
+                                     name=name)(x)
 
 
 def channel_shuffle(x, groups, name):
@@ -187,85 +122,54 @@ def channel_shuffle(x, groups, name):
     return layers.Reshape((h, w, c), name=f"{name}_reshape2")(x)
 
 
-@register_block("shufflenet_conv")
 def conv_block(x, block, spec):
     """Conv -> BN -> ReLU (conv1, and V2's conv5)."""
-    require_positive_ints(block, "filters", "kernel", "stride")
-    name = block["name"]
-    x = layers.Conv2D(block["filters"], block["kernel"], strides=block["stride"], padding="same",
+    name = block.name
+    x = layers.Conv2D(block.filters, block.kernel, strides=block.stride, padding="same",
                       use_bias=False, name=f"{name}_conv")(x)
     x = _bn(x, f"{name}_bn", spec)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-@register_block("shufflenet_maxpool")
 def maxpool_block(x, block, spec):
-    require_positive_ints(block, "pool", "stride")
-    return layers.MaxPooling2D(block["pool"], strides=block["stride"], padding="same",
-                               name=f"{block['name']}_maxpool")(x)
+    return layers.MaxPooling2D(block.pool, strides=block.stride, padding="same",
+                               name=f"{block.name}_maxpool")(x)
 
 
-@register_block("shufflenet_v1_unit")
 def v1_unit(x, block, spec):
-    """Grouped 1x1 -> shuffle -> 3x3 depthwise -> grouped 1x1; add (stride 1) or concat avg-pool (2)."""
-    require_positive_ints(block, "mid", "out", "groups", "first_groups", "stride")
-    name, stride, out = block["name"], block["stride"], block["out"]
-    cin = x.shape[-1]
-    if stride == 1:
-        if out != cin:
-            raise UserError(f"block {name!r}: a stride-1 unit adds its input, so out must equal "
-                            f"its {cin} input channels, got {out}")
-        branch_out = out
-    else:
-        branch_out = out - cin
-        if branch_out <= 0:
-            raise UserError(f"block {name!r}: a stride-2 unit concatenates its {cin} input "
-                            f"channels, so out must exceed {cin}, got {out}")
+    """Grouped 1x1 -> shuffle -> 3x3 depthwise -> grouped 1x1; add (use_residual) or concat avg-pool (2)."""
+    name, stride = block.name, block.stride
     shortcut = x
-    y = layers.Conv2D(block["mid"], 1, groups=block["first_groups"], use_bias=False,
+    y = layers.Conv2D(block.mid, 1, groups=block.first_groups, use_bias=False,
                       name=f"{name}_gconv1")(x)
     y = _bn(y, f"{name}_gconv1_bn", spec)
     y = layers.ReLU(name=f"{name}_gconv1_relu")(y)
-    if block["first_groups"] > 1:
-        y = channel_shuffle(y, block["first_groups"], f"{name}_shuffle")
+    if block.first_groups > 1:
+        y = channel_shuffle(y, block.first_groups, f"{name}_shuffle")
     y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
                                name=f"{name}_dw")(y)
     y = _bn(y, f"{name}_dw_bn", spec)
-    y = layers.Conv2D(branch_out, 1, groups=block["groups"], use_bias=False,
+    y = layers.Conv2D(block.branch_out(x.shape[-1]), 1, groups=block.groups, use_bias=False,
                       name=f"{name}_gconv2")(y)
     y = _bn(y, f"{name}_gconv2_bn", spec)
-    if stride == 1:
-        y = layers.Add(name=f"{name}_add")([shortcut, y])
-    else:
+    if stride == 2:
         shortcut = layers.AveragePooling2D(3, strides=stride, padding="same",
                                            name=f"{name}_shortcut_avgpool")(shortcut)
         y = layers.Concatenate(name=f"{name}_concat")([shortcut, y])
+    elif block.use_residual:
+        y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(name=f"{name}_relu")(y)
 
 
-@register_block("shufflenet_v2_unit")
 def v2_unit(x, block, spec):
     """Channel split (stride 1) or two stride-2 branches, 1x1 -> 3x3 dw -> 1x1, concat, shuffle."""
-    require_positive_ints(block, "mid", "out", "stride")
-    name, stride, out, mid = block["name"], block["stride"], block["out"], block["mid"]
+    name, stride, out, mid = block.name, block.stride, block.out, block.mid
     cin = x.shape[-1]
+    left_out = block.left_width(cin)
     if stride == 1:
-        if cin % 2:
-            raise UserError(f"block {name!r}: a stride-1 unit splits its input in half, "
-                            f"{cin} channels is odd")
-        half = cin // 2
-        left = ChannelSlice(0, half, name=f"{name}_split_left")(x)
-        right_in = ChannelSlice(half, cin - half, name=f"{name}_split_right")(x)
-        right_out = out - half
-        if right_out <= 0:
-            raise UserError(f"block {name!r}: out must exceed the {half} channels passed through, "
-                            f"got {out}")
+        left = ChannelSlice(0, left_out, name=f"{name}_split_left")(x)
+        right_in = ChannelSlice(left_out, cin - left_out, name=f"{name}_split_right")(x)
     else:
-        left_out = block.get("left", cin)
-        require_positive_ints(dict(name=name, left=left_out), "left")
-        right_out = out - left_out
-        if right_out <= 0:
-            raise UserError(f"block {name!r}: out must exceed left ({left_out}), got {out}")
         left = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
                                       name=f"{name}_left_dw")(x)
         left = _bn(left, f"{name}_left_dw_bn", spec)
@@ -279,31 +183,25 @@ def v2_unit(x, block, spec):
     y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
                                name=f"{name}_dw")(y)
     y = _bn(y, f"{name}_dw_bn", spec)
-    y = layers.Conv2D(right_out, 1, use_bias=False, name=f"{name}_conv2")(y)
+    y = layers.Conv2D(out - left_out, 1, use_bias=False, name=f"{name}_conv2")(y)
     y = _bn(y, f"{name}_conv2_bn", spec)
     y = layers.ReLU(name=f"{name}_conv2_relu")(y)
     y = layers.Concatenate(name=f"{name}_concat")([left, y])
     return channel_shuffle(y, 2, f"{name}_shuffle")
 
 
-@register_block("shufflenet_classifier")
 def classifier_block(x, block, spec):
     """Global pool -> dropout -> FC -> activation (include_top), else the keras-style ``pooling``."""
-    name = block["name"]
+    name = block.name
     if spec.include_top:
         x = layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
         if spec.dropout:
             x = layers.Dropout(spec.dropout, name=f"{name}_dropout")(x)
         x = layers.Dense(spec.classes, name=f"{name}_fc")(x)
         act = spec.classifier_activation
-        if act not in (None, "linear"):
-            x = layers.Activation(act, name=f"{name}_{act}")(x)
-        return x
-    return _shared.global_pool(x, spec.pooling, name)
+        return L.activation(x, f"{name}_{act}", act)
+    return L.global_pool(x, spec.pooling, name)
 
 
-# Listed beside HardSwish/HardSigmoid so compress gives it a QuantizeConfig. Imported at the bottom
-# (and used only at call time above) so that layers.py may import ChannelSlice from here as well.
-from tfmobile.models import layers as _shared  # noqa: E402
-
-_shared.CUSTOM_OBJECTS.setdefault("ChannelSlice", ChannelSlice)
+BUILDERS = {ShuffleConv: conv_block, ShuffleMaxPool: maxpool_block, ShuffleV1Unit: v1_unit,
+            ShuffleV2Unit: v2_unit, ShuffleClassifier: classifier_block}

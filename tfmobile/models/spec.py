@@ -8,19 +8,36 @@ serialized to JSON, stored beside every artifact, and built again.
 """
 import copy
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import NamedTuple
 
 from tfmobile.errors import UserError
+from tfmobile.models import arguments
+from tfmobile.models.blocks import Block, block_from_dict
 
 SPEC_VERSION = 1
+
+# Before classes/dropout/activation lived only on the spec, MobileNet's classifier block repeated
+# them; spec files written then still load (the copies must agree with the spec's own fields).
+_LEGACY_CLASSIFIER_FIELDS = {"classes": "classes", "dropout": "dropout",
+                             "activation": "classifier_activation"}
+_TOP_FIELDS = ("classes", "include_top", "dropout", "classifier_activation", "pooling")
+
+
+class BlockFlow(NamedTuple):
+    """The channels one block of a spec sees: computed from the spec alone (no Keras)."""
+    name: str
+    in_channels: int
+    out_channels: int
+    producer: str     # the block whose output is this block's input ("input" for the first)
 
 
 @dataclass
 class ModelSpec:
     """One network: family, I/O and top options, family options, and the ordered block list.
 
-    ``blocks`` is a list of dicts; each has a ``type`` (a key of the block-builder registry) and a
-    unique ``name`` (the prefix of the Keras layer names it creates), plus the block's own fields.
+    ``blocks`` are typed (tfmobile.models.blocks); JSON objects given here are decoded. A block
+    that can add its input (``use_residual``) and does not say so gets the zoo rule once, here.
     """
 
     family: str
@@ -34,10 +51,47 @@ class ModelSpec:
     pooling: object = None
     options: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        self.blocks = [b if isinstance(b, Block) else block_from_dict(b, i)
+                       for i, b in enumerate(self.blocks)]
+        names = [b.name for b in self.blocks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise UserError(f"model spec {self.name} has duplicate block name(s): {', '.join(dup)}")
+        self._derive_residuals()
+
+    def _derive_residuals(self):
+        channels = self.input_shape[-1]
+        for i, b in enumerate(self.blocks):
+            if b.has_residual and b.use_residual is None:
+                self.blocks[i] = b = replace(b, use_residual=b.derive_residual(channels))
+            channels = b.out_channels(channels)
+
+    # --- checks --------------------------------------------------------------------------------
+    def channel_flow(self):
+        """Each block's input and output channels, checking every block's fields and ties."""
+        self._derive_residuals()
+        for key in _TOP_FIELDS:
+            arguments.check(key, getattr(self, key))
+        arguments.check("input_shape", self.input_shape)
+        flow, channels, producer = [], self.input_shape[-1], "input"
+        for b in self.blocks:
+            b.check_fields()
+            b.check_flow(channels, producer)
+            out = b.out_channels(channels)
+            flow.append(BlockFlow(b.name, channels, out, producer))
+            channels, producer = out, b.name
+        return flow
+
+    def check(self):
+        self.channel_flow()
+        return self
+
     # --- serialization -------------------------------------------------------------------------
     def to_dict(self):
-        d = asdict(self)
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
         d["input_shape"] = list(self.input_shape)
+        d["blocks"] = [b.to_dict() for b in self.blocks]
         d["spec_version"] = SPEC_VERSION
         return d
 
@@ -53,21 +107,35 @@ class ModelSpec:
         missing = [k for k in ("family", "name", "input_shape", "blocks") if k not in d]
         if missing:
             raise UserError(f"model spec is missing field(s): {', '.join(missing)}")
-        known = set(cls.__dataclass_fields__)
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise UserError(f"model spec has unknown field(s): {', '.join(unknown)}")
         if not isinstance(d["blocks"], list) or not all(isinstance(b, dict) for b in d["blocks"]):
             raise UserError("model spec 'blocks' must be a list of objects")
-        for i, b in enumerate(d["blocks"]):
-            if "type" not in b or "name" not in b:
-                raise UserError(f"model spec block {i} needs a 'type' and a 'name'")
         shape = d["input_shape"]
         if (not isinstance(shape, (list, tuple)) or len(shape) != 3
                 or not all(isinstance(v, int) and v > 0 for v in shape)):
             raise UserError(f"model spec input_shape must be [height, width, channels], got {shape!r}")
         d["input_shape"] = tuple(shape)
+        for key in _TOP_FIELDS:
+            if key in d:
+                d[key] = arguments.check(key, d[key])
+        d["blocks"] = [cls._drop_legacy_fields(b, d) for b in d["blocks"]]
         return cls(**d)
+
+    @staticmethod
+    def _drop_legacy_fields(block, spec_dict):
+        if block.get("type") != "classifier":
+            return block
+        block = dict(block)
+        for old, top in _LEGACY_CLASSIFIER_FIELDS.items():
+            if old in block:
+                value = block.pop(old)
+                if value != spec_dict.get(top, getattr(ModelSpec, top)):
+                    raise UserError(f"block {block.get('name')!r}: {old}={value!r} disagrees with "
+                                    f"the spec's {top}={spec_dict.get(top)!r}")
+        return block
 
     @classmethod
     def from_json(cls, text):
@@ -92,20 +160,26 @@ class ModelSpec:
 
     def block_index(self, name):
         for i, b in enumerate(self.blocks):
-            if b["name"] == name:
+            if b.name == name:
                 return i
         raise UserError(f"spec {self.name} has no block named {name!r}")
 
+    def block(self, name):
+        return self.blocks[self.block_index(name)]
+
     def with_block(self, name, **changes):
-        """A copy with one block's fields changed, e.g. ``spec.with_block('block_3', expanded=64)``."""
+        """A copy with one block's fields changed, e.g. ``spec.with_block('block_3', expanded=64)``.
+
+        A field the block does not have is a UserError naming the block's fields; the new values
+        are checked by the fields' rules.
+        """
         new = self.copy()
-        new.blocks[new.block_index(name)].update(changes)
+        i = new.block_index(name)
+        block = new.blocks[i]
+        valid = block.field_names()
+        unknown = sorted(set(changes) - set(valid))
+        if unknown:
+            raise UserError(f"block {name!r} ({block.type}) has no field(s) {', '.join(unknown)}; "
+                            f"its fields are {', '.join(valid)}")
+        new.blocks[i] = replace(block, **changes).check_fields()
         return new
-
-
-def require_positive_ints(block, *keys):
-    """Check that a block's fields (channel counts, kernel, stride, ...) are positive ints."""
-    for k in keys:
-        v = block[k]
-        if not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
-            raise UserError(f"block {block['name']!r}: {k} must be a positive integer, got {v!r}")

@@ -8,8 +8,9 @@ softmax. Convolutions have biases and no batch norm, as in the paper (1,248,424 
 
 ``bypass`` (paper section 6): ``none``; ``simple`` adds the identity around every fire module whose
 input and output channel counts are equal (fire3, 5, 7, 9 with the paper's widths); ``complex``
-also adds a 1x1 convolution on the bypass of the remaining fire modules. The decision is made when
-the block is built from the actual channel counts, so a spec whose widths were edited still builds.
+also adds a 1x1 convolution on the bypass of the remaining fire modules. Which fires add their
+input is decided once, when the spec is made (the fire's ``use_residual``); an edit that breaks
+those widths is refused by the spec check, never built without the bypass.
 
 alpha (not in the paper) scales every fire module's squeeze/expand widths (rounded to multiples of
 8); the stem keeps its width.
@@ -19,10 +20,8 @@ from tf_keras import layers
 
 from tfmobile.errors import UserError
 from tfmobile.models import layers as L
-from tfmobile.models.registry import register_block, register_model
-from tfmobile.models.spec import ModelSpec, require_positive_ints
-
-BYPASS = ("none", "simple", "complex")
+from tfmobile.models.blocks import Fire, SqueezeClassifier, SqueezeMaxPool, SqueezeStem
+from tfmobile.models.spec import ModelSpec
 
 # (squeeze, expand1x1, expand3x3) for fire2..fire9 -- paper Table 1 / torchvision.
 FIRES = [(16, 64, 64), (16, 64, 64), (32, 128, 128), (32, 128, 128),
@@ -40,117 +39,91 @@ def _scale(c, alpha):
 
 
 def _spec(name, input_shape, alpha, classes, include_top, dropout, classifier_activation, pooling,
-          bypass, extra, bn_momentum=None):
-    if extra:
-        raise UserError(f"{name} does not take option(s): {', '.join(sorted(extra))}")
-    if bypass not in BYPASS:
-        raise UserError(f"{name} bypass must be one of {', '.join(BYPASS)}, got {bypass!r}")
-    if pooling not in (None, "avg", "max"):
-        raise UserError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-        raise UserError(f"dropout must be in [0, 1), got {dropout!r}")
-    shape = tuple(input_shape) if input_shape is not None else (224, 224, 3)
-    if min(shape[:2]) < MIN_SIZE[name]:
-        raise UserError(f"input {shape[0]}x{shape[1]} is too small for {name}: "
+          bypass, bn_momentum):
+    if min(input_shape[:2]) < MIN_SIZE[name]:
+        raise UserError(f"input {input_shape[0]}x{input_shape[1]} is too small for {name}: "
                         f"the resolution must be at least {MIN_SIZE[name]}")
-    alpha = float(alpha)
     stem_filters, stem_kernel = STEM[name]
-    blocks = [dict(type="squeezenet_stem", name="conv1", filters=stem_filters, kernel=stem_kernel,
-                   stride=2),
-              dict(type="squeezenet_maxpool", name="pool1", pool=3, stride=2)]
+    blocks = [SqueezeStem(name="conv1", filters=stem_filters, kernel=stem_kernel, stride=2),
+              SqueezeMaxPool(name="pool1", pool=3, stride=2)]
     for i, (sq, e1, e3) in enumerate(FIRES):
         fire = f"fire{i + 2}"
-        blocks.append(dict(type="squeezenet_fire", name=fire, squeeze=_scale(sq, alpha),
-                           expand1x1=_scale(e1, alpha), expand3x3=_scale(e3, alpha), bypass=bypass))
+        blocks.append(Fire(name=fire, squeeze=_scale(sq, alpha), expand1x1=_scale(e1, alpha),
+                           expand3x3=_scale(e3, alpha), bypass=bypass))
         if fire in POOL_AFTER[name]:
-            blocks.append(dict(type="squeezenet_maxpool", name=f"pool_{fire}", pool=3, stride=2))
-    blocks.append(dict(type="squeezenet_classifier", name="classifier"))
+            blocks.append(SqueezeMaxPool(name=f"pool_{fire}", pool=3, stride=2))
+    blocks.append(SqueezeClassifier(name="classifier"))
     options = dict(bypass=bypass, alpha=alpha)
     if bn_momentum is not None:   # accepted for a uniform interface; SqueezeNet has no batch norm
         options["bn_momentum"] = bn_momentum
-    return ModelSpec(family=name, name=f"{name}_{alpha:.2f}_{shape[0]}", input_shape=shape,
-                     blocks=blocks, classes=classes, include_top=bool(include_top),
-                     dropout=float(dropout), classifier_activation=classifier_activation,
-                     pooling=pooling, options=options)
+    return ModelSpec(family=name, name=f"{name}_{alpha:.2f}_{input_shape[0]}",
+                     input_shape=input_shape, blocks=blocks, classes=classes,
+                     include_top=include_top, dropout=dropout,
+                     classifier_activation=classifier_activation, pooling=pooling, options=options)
 
 
-@register_model("squeezenet1_0")
 def squeezenet1_0_spec(input_shape=None, alpha=1.0, classes=1000, include_top=True, dropout=0.5,
                        classifier_activation="softmax", pooling=None, bypass="none",
-                       bn_momentum=None, **extra):
+                       bn_momentum=None):
     return _spec("squeezenet1_0", input_shape, alpha, classes, include_top, dropout,
-                 classifier_activation, pooling, bypass, extra, bn_momentum)
+                 classifier_activation, pooling, bypass, bn_momentum)
 
 
-@register_model("squeezenet1_1")
 def squeezenet1_1_spec(input_shape=None, alpha=1.0, classes=1000, include_top=True, dropout=0.5,
                        classifier_activation="softmax", pooling=None, bypass="none",
-                       bn_momentum=None, **extra):
+                       bn_momentum=None):
     return _spec("squeezenet1_1", input_shape, alpha, classes, include_top, dropout,
-                 classifier_activation, pooling, bypass, extra, bn_momentum)
+                 classifier_activation, pooling, bypass, bn_momentum)
 
 
-@register_block("squeezenet_stem")
 def stem_block(x, block, spec):
     """Conv (valid padding, bias) -> ReLU, as the paper's conv1."""
-    require_positive_ints(block, "filters", "kernel", "stride")
-    name = block["name"]
-    if min(x.shape[1], x.shape[2]) < block["kernel"]:
-        raise UserError(f"input is too small for {name}'s {block['kernel']}x{block['kernel']} kernel")
-    x = layers.Conv2D(block["filters"], block["kernel"], strides=block["stride"], padding="valid",
+    name = block.name
+    if min(x.shape[1], x.shape[2]) < block.kernel:
+        raise UserError(f"input is too small for {name}'s {block.kernel}x{block.kernel} kernel")
+    x = layers.Conv2D(block.filters, block.kernel, strides=block.stride, padding="valid",
                       name=f"{name}_conv")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-@register_block("squeezenet_maxpool")
 def maxpool_block(x, block, spec):
     """Max-pool with the reference (Caffe / torchvision ceil_mode) output size ceil((n-k)/s)+1.
 
     TFLite has no ceil mode; 'valid' gives that size when (n - k) divides by s, 'same' otherwise
     (for k=3, s=2 both are then ceil(n/2)), so the padding is chosen from the actual input size.
     """
-    require_positive_ints(block, "pool", "stride")
-    k, s = block["pool"], block["stride"]
+    k, s = block.pool, block.stride
     h, w = x.shape[1], x.shape[2]
 
     def fits_valid(n):
         return n >= k and (n - k) % s == 0
 
     padding = "valid" if fits_valid(h) and fits_valid(w) else "same"
-    return layers.MaxPooling2D(k, strides=s, padding=padding, name=f"{block['name']}_maxpool")(x)
+    return layers.MaxPooling2D(k, strides=s, padding=padding, name=f"{block.name}_maxpool")(x)
 
 
-@register_block("squeezenet_fire")
 def fire_block(x, block, spec):
     """squeeze 1x1 -> ReLU -> [expand 1x1 -> ReLU, expand 3x3 -> ReLU] -> concat (+ bypass)."""
-    require_positive_ints(block, "squeeze", "expand1x1", "expand3x3")
-    name = block["name"]
-    bypass = block.get("bypass", "none")
-    if bypass not in BYPASS:
-        raise UserError(f"block {name!r}: bypass must be one of {', '.join(BYPASS)}, got {bypass!r}")
+    name = block.name
     inputs = x
-    s = layers.Conv2D(block["squeeze"], 1, name=f"{name}_squeeze")(x)
+    s = layers.Conv2D(block.squeeze, 1, name=f"{name}_squeeze")(x)
     s = layers.ReLU(name=f"{name}_squeeze_relu")(s)
-    e1 = layers.Conv2D(block["expand1x1"], 1, name=f"{name}_expand1x1")(s)
+    e1 = layers.Conv2D(block.expand1x1, 1, name=f"{name}_expand1x1")(s)
     e1 = layers.ReLU(name=f"{name}_expand1x1_relu")(e1)
-    e3 = layers.Conv2D(block["expand3x3"], 3, padding="same", name=f"{name}_expand3x3")(s)
+    e3 = layers.Conv2D(block.expand3x3, 3, padding="same", name=f"{name}_expand3x3")(s)
     e3 = layers.ReLU(name=f"{name}_expand3x3_relu")(e3)
     y = layers.Concatenate(name=f"{name}_concat")([e1, e3])
-    cin, cout = inputs.shape[-1], y.shape[-1]
-    if bypass == "none":
-        return y
-    if cin == cout:
+    if block.use_residual:   # the spec checked equal widths
         return layers.Add(name=f"{name}_bypass_add")([inputs, y])
-    if bypass == "complex":
-        b = layers.Conv2D(cout, 1, name=f"{name}_bypass_conv")(inputs)
+    if block.bypass == "complex":
+        b = layers.Conv2D(y.shape[-1], 1, name=f"{name}_bypass_conv")(inputs)
         return layers.Add(name=f"{name}_bypass_add")([b, y])
     return y
 
 
-@register_block("squeezenet_classifier")
 def classifier_block(x, block, spec):
     """dropout -> 1x1 conv to classes -> ReLU -> global average pool -> softmax (include_top)."""
-    name = block["name"]
+    name = block.name
     if spec.include_top:
         if spec.dropout:
             x = layers.Dropout(spec.dropout, name=f"{name}_dropout")(x)
@@ -158,7 +131,9 @@ def classifier_block(x, block, spec):
         x = layers.ReLU(name=f"{name}_relu")(x)
         x = layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
         act = spec.classifier_activation
-        if act not in (None, "linear"):
-            x = layers.Activation(act, name=f"{name}_{act}")(x)
-        return x
+        return L.activation(x, f"{name}_{act}", act)
     return L.global_pool(x, spec.pooling, name)
+
+
+BUILDERS = {SqueezeStem: stem_block, SqueezeMaxPool: maxpool_block, Fire: fire_block,
+            SqueezeClassifier: classifier_block}

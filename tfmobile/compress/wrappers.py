@@ -1,23 +1,8 @@
-"""Compression with tfmot: quantization-aware training (QAT), magnitude pruning, 2:4 structured
-sparsity and pruning-preserving QAT (PQAT), plus the size / sparsity measurements around them.
-
-    from tfmobile import compress
-    q = compress.qat(model)                               # fake-quant model, train a few epochs
-    p = compress.prune(model, 0.5, begin_step=0, end_step=steps)
-    p.fit(..., callbacks=compress.pruning_callbacks())
-    s = compress.strip(p)                                 # plain Keras model with zeros in it
-    pq = compress.pqat(s)                                 # QAT that keeps those zeros
-    compress.sparsity_report(s); compress.tflite_sparsity(tflite_bytes); compress.gzip_size(path)
-
-What tfmot 0.8's default 8-bit registry already covers, and what this module adds, is listed in
-docs/compression.md. In short: tfmot quantizes Conv2D / DepthwiseConv2D / Dense (folding a following
-BatchNorm), ReLU, Add, Concatenate, pooling, and passes Reshape / Permute / Flatten / Dropout /
-ZeroPadding through. It has no entry for Multiply (the SE gate), Rescaling, tfmobile's HardSwish
-and HardSigmoid, or any other custom layer; those get the QuantizeConfigs below, made only of
-tfmot quantizers (no hand-written fake-quant ops).
+"""The tfmot wrappers: quantization-aware training (QAT), magnitude pruning (optionally 2:4),
+strip, pruning-preserving QAT (PQAT), re-applying them for a checkpoint, and the zero weights of
+the Keras models they produce.
 """
-import contextlib
-import gzip
+import json
 import os
 
 import tfmobile  # noqa: F401  (legacy Keras before TensorFlow)
@@ -25,13 +10,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.quantization.keras import (
-    quantize_aware_activation as _qaa, utils as _qutils)
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-    default_8bit_quantize_layout_transform as _layout, default_8bit_transforms as _t8)
-from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
-    model_transformer as _model_transformer, transforms as _transforms)
+from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapper
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
+from tfmobile.compress.schemes import (LAYER_CONFIGS, PrunePreserveQuantizeScheme, QuantizeScheme,
+                                       quantize_scope)
 from tfmobile.errors import UserError
 
 _qk = tfmot.quantization.keras
@@ -40,184 +23,12 @@ _sk = tfmot.sparsity.keras
 COMPRESSIONS = (None, "qat", "prune", "pqat")
 
 
-# --------------------------------------------------------------------------- QuantizeConfigs
-@keras.utils.register_keras_serializable(package="tfmobile")
-class OutputQuantizeConfig(_qk.QuantizeConfig):
-    """A weightless elementwise layer whose output needs its own int8 range.
-
-    Used for HardSwish (one HARD_SWISH op in TFLite), HardSigmoid, Multiply (the SE gate, MUL)
-    and Rescaling. The quantizer is tfmot's
-    MovingAverageQuantizer with the settings tfmot uses for activations (8 bit, per tensor,
-    asymmetric), i.e. the same as its Default8BitOutputQuantizeConfig.
-    """
-
-    def get_weights_and_quantizers(self, layer):
-        return []
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        pass
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
-
-    def get_output_quantizers(self, layer):
-        return [_qk.quantizers.MovingAverageQuantizer(
-            num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
-
-    def get_config(self):
-        return {}
-
-
-@keras.utils.register_keras_serializable(package="tfmobile")
-class PassThroughQuantizeConfig(OutputQuantizeConfig):
-    """A layer that only moves or selects values (channel split, shuffle): no new range.
-
-    Its int8 output reuses the input's scale and zero point, as tfmot does for Reshape/Permute.
-    """
-
-    def get_output_quantizers(self, layer):
-        return []
-
-
-# Layer class name -> QuantizeConfig class for layers tfmot's default registry does not cover.
-# A class is looked up by name so that zoo layers added later (tfmobile.models.layers) only need
-# an entry here. Anything not in tfmot's registry and not in this table is refused with its name.
-LAYER_CONFIGS = {
-    "HardSwish": OutputQuantizeConfig,
-    "HardSigmoid": OutputQuantizeConfig,
-    "Multiply": OutputQuantizeConfig,
-    "Rescaling": OutputQuantizeConfig,
-    "ChannelSlice": PassThroughQuantizeConfig,     # ShuffleNet V2 channel split (STRIDED_SLICE)
-    "ChannelSplit": PassThroughQuantizeConfig,
-    "ChannelShuffle": PassThroughQuantizeConfig,
-    "Split": PassThroughQuantizeConfig,
-}
-
-
-def _custom_objects():
-    from tfmobile.models import available, layers as zoo_layers
-    available()   # importing the families registers their custom layers (e.g. ChannelSlice)
-    objs = dict(getattr(zoo_layers, "CUSTOM_OBJECTS", {}))
-    objs.update(OutputQuantizeConfig=OutputQuantizeConfig,
-                PassThroughQuantizeConfig=PassThroughQuantizeConfig)
-    return objs
-
-
-@contextlib.contextmanager
-def quantize_scope():
-    """Custom objects needed to clone / deserialize a QAT or PQAT model (zoo layers + configs)."""
-    with _qk.quantize_scope(_custom_objects()):
-        yield
-
-
-# --------------------------------------------------------------------------- layout transform
-# tfmot 0.8's LayerReLUQuantize gives a Conv2D / DepthwiseConv2D / Dense that feeds a ReLU with no
-# BatchNorm in between a NoOpQuantizeConfig: the ReLU output gets its fake-quant, but the kernel
-# gets none, so QAT never sees the int8 rounding of those weights (SqueezeNet's convs, the SE
-# squeeze conv of MobileNetV3). The transforms below do for Conv->ReLU what tfmot already does
-# for Conv->BN->ReLU: the kernel keeps the registry's (per-channel) weight quantizer, the conv's
-# own output quantizer is dropped (NoOpActivation), the ReLU quantizes the fused output.
-class _KernelLayerReLUQuantize(_transforms.Transform):
-    """Conv2D | DepthwiseConv2D | Dense (linear) -> ReLU: fake-quant the kernel, not the
-    pre-ReLU output."""
-
-    def pattern(self):
-        return _transforms.LayerPattern(
-            "ReLU", inputs=[_transforms.LayerPattern("Conv2D|DepthwiseConv2D|Dense",
-                                                     config={"activation": "linear"})])
-
-    def replacement(self, match_layer):
-        kernel_node = match_layer.input_layers[0]
-        if any(_t8._get_quantize_config(n) is not None for n in (match_layer, kernel_node)):
-            return match_layer          # a user's own QuantizeConfig wins
-        kernel_node.layer["config"]["activation"] = _qutils.serialize_activation(
-            _qaa.NoOpActivation(), use_legacy_format=True)
-        return match_layer
-
-    def custom_objects(self):
-        return {"NoOpActivation": _qaa.NoOpActivation}
-
-
-class _KernelLayerReluActivationQuantize(_KernelLayerReLUQuantize):
-    def pattern(self):
-        return _transforms.LayerPattern(
-            "Activation", config={"activation": "relu"},
-            inputs=[_transforms.LayerPattern("Conv2D|DepthwiseConv2D|Dense",
-                                             config={"activation": "linear"})])
-
-
-class _AddReLUQuantize(_t8.LayerReLUQuantize):
-    """tfmot's transform, kept for the case it was written for: Add -> ReLU."""
-
-    def pattern(self):
-        return _transforms.LayerPattern("ReLU", inputs=[_transforms.LayerPattern("Add")])
-
-
-class _AddReluActivationQuantize(_t8.LayerReLUQuantize):
-    def pattern(self):
-        return _transforms.LayerPattern("Activation", config={"activation": "relu"},
-                                        inputs=[_transforms.LayerPattern("Add")])
-
-
-class _LayoutTransform(_layout.Default8BitQuantizeLayoutTransform):
-    """tfmot 0.8's default 8-bit transform list, its LayerReLU pair split as above."""
-
-    def apply(self, model, layer_quantize_map):
-        transforms = [
-            _t8.InputLayerQuantize(),
-            _t8.SeparableConv1DQuantize(),
-            _t8.SeparableConvQuantize(),
-            _t8.Conv2DReshapeBatchNormReLUQuantize(),
-            _t8.Conv2DReshapeBatchNormActivationQuantize(),
-            _t8.Conv2DBatchNormReLUQuantize(),
-            _t8.Conv2DBatchNormActivationQuantize(),
-            _t8.Conv2DReshapeBatchNormQuantize(),
-            _t8.Conv2DBatchNormQuantize(),
-            _t8.ConcatTransform6Inputs(),
-            _t8.ConcatTransform5Inputs(),
-            _t8.ConcatTransform4Inputs(),
-            _t8.ConcatTransform3Inputs(),
-            _t8.ConcatTransform(),
-            _t8.DenseBatchNormQuantize(),
-            _t8.DenseBatchNormReLUQuantize(),
-            _t8.DenseBatchNormActivationQuantize(),
-            _KernelLayerReLUQuantize(),
-            _KernelLayerReluActivationQuantize(),
-            _AddReLUQuantize(),
-            _AddReluActivationQuantize(),
-        ]
-        return _model_transformer.ModelTransformer(
-            model, transforms, set(layer_quantize_map.keys()), layer_quantize_map).transform()
-
-
-class QuantizeScheme(_qk.default_8bit.Default8BitQuantizeScheme):
-    """tfmot's default 8-bit scheme with the Conv->ReLU kernel quantization fixed."""
-
-    def get_layout_transformer(self):
-        return _LayoutTransform()
-
-
-class PrunePreserveQuantizeScheme(tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme):
-    """tfmot's pruning-preserving scheme (collaborative optimisation), same layout fix."""
-
-    def get_layout_transformer(self):
-        return _LayoutTransform()
-
-
 # --------------------------------------------------------------------------- helpers
-def _spec_json(model):
-    from tfmobile.models.registry import SPEC_ATTR
-    return getattr(model, SPEC_ATTR, None)
-
-
 def _keep_spec(src, dst):
-    from tfmobile.models.registry import SPEC_ATTR
-    text = _spec_json(src)
-    if text:
-        setattr(dst, SPEC_ATTR, text)
+    from tfmobile import models
+    spec = models.spec_of(src)
+    if spec is not None:
+        models.attach_spec(dst, spec)
     return dst
 
 
@@ -229,12 +40,6 @@ def _check_model(model, what):
 
 def _is_wrapped(model, wrapper_cls):
     return any(isinstance(layer, wrapper_cls) for layer in model.layers)
-
-
-def _quantize_wrapper_cls():
-    from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import (
-        QuantizeWrapper)
-    return QuantizeWrapper
 
 
 _BN_TYPES = (keras.layers.BatchNormalization,)
@@ -284,9 +89,9 @@ def qat(model):
     registry does not know with tfmobile's QuantizeConfigs.
     """
     _check_model(model, "qat()")
-    if _is_wrapped(model, _quantize_wrapper_cls()):
+    if _is_wrapped(model, QuantizeWrapper):
         raise UserError("model is already quantization-aware")
-    if _is_wrapped(model, _prune_wrapper_cls()):
+    if _is_wrapped(model, PruneLowMagnitude):
         raise UserError("strip pruning wrappers (compress.strip) before QAT; use pqat() for "
                         "sparsity-preserving QAT")
     annotated = _annotate(model)
@@ -308,9 +113,9 @@ def pqat(pruned_stripped_model):
     model stay exactly zero in the fake-quantized (and hence the int8) weights."""
     model = pruned_stripped_model
     _check_model(model, "pqat()")
-    if _is_wrapped(model, _prune_wrapper_cls()):
+    if _is_wrapped(model, PruneLowMagnitude):
         raise UserError("pqat() needs a stripped model: call compress.strip(model) first")
-    if _is_wrapped(model, _quantize_wrapper_cls()):
+    if _is_wrapped(model, QuantizeWrapper):
         raise UserError("model is already quantization-aware")
     annotated = _annotate(model)
     scheme = PrunePreserveQuantizeScheme()
@@ -320,12 +125,6 @@ def pqat(pruned_stripped_model):
 
 
 # --------------------------------------------------------------------------- pruning
-def _prune_wrapper_cls():
-    from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
-        PruneLowMagnitude)
-    return PruneLowMagnitude
-
-
 def prunable_layers(model, structured_2_4=False):
     """Names of the layers ``prune`` wraps.
 
@@ -378,9 +177,9 @@ def prune(model, target_sparsity, begin_step, end_step, structured_2_4=False,
         raise UserError("begin_step and end_step must be integers")
     if begin_step < 0 or end_step <= begin_step:
         raise UserError(f"need 0 <= begin_step < end_step, got {begin_step}, {end_step}")
-    if _is_wrapped(model, _quantize_wrapper_cls()):
+    if _is_wrapped(model, QuantizeWrapper):
         raise UserError("prune the float model, then strip and use pqat()")
-    if _is_wrapped(model, _prune_wrapper_cls()):
+    if _is_wrapped(model, PruneLowMagnitude):
         raise UserError("model is already wrapped for pruning")
     span = int(end_step - begin_step)
     schedule = _sk.PolynomialDecay(initial_sparsity=float(initial_sparsity),
@@ -415,7 +214,6 @@ class SparsityLog(keras.callbacks.Callback):
         self.path = os.path.join(os.fspath(log_dir), "sparsity.jsonl")
 
     def on_epoch_end(self, epoch, logs=None):
-        import json
         rep = sparsity_report(self.model)
         rep["epoch"] = int(epoch) + 1
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -504,7 +302,7 @@ def _reloadable_pqat(model):
     return model
 
 
-# --------------------------------------------------------------------------- measurements
+# --------------------------------------------------------------------------- zero weights of Keras models
 def _kernels(layer):
     """(inner layer, [(attr, variable)]) for the kernel that pruning / int8 matter for, looking
     through pruning / quantization wrappers (whose inner ``kernel`` attribute may be replaced by a
@@ -534,12 +332,12 @@ def sparsity_report(model):
         inner, kernels = _kernels(layer)
         for attr, var in kernels:
             w = np.asarray(var.numpy())
-            if isinstance(layer, _prune_wrapper_cls()):
+            if isinstance(layer, PruneLowMagnitude):
                 for weight, mask, _ in layer.pruning_vars:
                     if weight is var:
                         w = w * mask.numpy()
             n, z = int(w.size), int(np.sum(w == 0))
-            pruned = isinstance(layer, _prune_wrapper_cls()) or z > 0
+            pruned = isinstance(layer, PruneLowMagnitude) or z > 0
             layers_out[inner.name] = {"type": type(inner).__name__, "weight": attr, "params": n,
                                       "zeros": z, "sparsity": round(z / n, 4) if n else 0.0}
             total += n
@@ -581,89 +379,3 @@ def _rows_are_2_4(rows):
     padded = np.pad(rows, ((0, 0), (0, pad)))
     groups = padded.reshape(rows.shape[0], -1, 4)
     return bool(np.all(np.sum(groups != 0, axis=-1) <= 2))
-
-
-def gzip_size(path_or_bytes):
-    """Bytes after gzip -9 of a file or a bytes object: how well its weights would compress."""
-    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        data = bytes(path_or_bytes)
-    else:
-        path = os.fspath(path_or_bytes)
-        if not os.path.isfile(path):
-            raise UserError(f"no such file: {path}")
-        with open(path, "rb") as f:
-            data = f.read()
-    return len(gzip.compress(data, compresslevel=9, mtime=0))
-
-
-def _interpreter(tflite):
-    from ai_edge_litert.interpreter import Interpreter
-    if isinstance(tflite, (bytes, bytearray)):
-        it = Interpreter(model_content=bytes(tflite))
-    else:
-        path = os.fspath(tflite)
-        if not os.path.isfile(path):
-            raise UserError(f"no such file: {path}")
-        it = Interpreter(model_path=path)
-    it.allocate_tensors()
-    return it
-
-
-_WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}
-
-
-def tflite_sparsity(tflite):
-    """Sparsity of the weight tensors inside a .tflite (bytes or path), read back through the
-    LiteRT interpreter: per weight tensor and totals, with their dtype (int8 after QAT)."""
-    it = _interpreter(tflite)
-    details = {t["index"]: t for t in it.get_tensor_details()}
-    tensors = {}
-    for op in it._get_ops_details():
-        pos = _WEIGHT_OPS.get(op["op_name"])
-        if pos is None or len(op["inputs"]) <= pos:
-            continue
-        idx = int(op["inputs"][pos])
-        if idx < 0 or idx in tensors:
-            continue
-        try:
-            w = it.get_tensor(idx)
-        except ValueError:
-            continue
-        d = details[idx]
-        zp = d["quantization_parameters"]["zero_points"]
-        zero = int(zp[0]) if len(zp) == 1 else 0      # per-channel weights are symmetric (zp 0)
-        n, z = int(w.size), int(np.sum(w == zero))
-        tensors[d["name"]] = {"op": op["op_name"], "dtype": np.dtype(w.dtype).name,
-                              "shape": list(w.shape), "params": n, "zeros": z,
-                              "sparsity": round(z / n, 4) if n else 0.0}
-    total = sum(t["params"] for t in tensors.values())
-    zeros = sum(t["zeros"] for t in tensors.values())
-    conv_fc = [t for t in tensors.values() if t["op"] != "DEPTHWISE_CONV_2D"]
-    ct = sum(t["params"] for t in conv_fc)
-    cz = sum(t["zeros"] for t in conv_fc)
-    return {"tensors": tensors, "params": total, "zeros": zeros,
-            "sparsity": round(zeros / total, 4) if total else 0.0,
-            "conv_fc_params": ct, "conv_fc_sparsity": round(cz / ct, 4) if ct else 0.0}
-
-
-def float_ops(tflite, allow_io=True):
-    """Ops of a .tflite that compute in float: any input/output tensor float32/float16 (bias int32
-    is fine). With ``allow_io`` a QUANTIZE on a graph input / DEQUANTIZE on a graph output (float
-    model I/O around an int8 body) is not counted. Returns ["OP(tensor)", ...], [] = all-int8."""
-    it = _interpreter(tflite)
-    details = {t["index"]: t for t in it.get_tensor_details()}
-    graph_in = {d["index"] for d in it.get_input_details()}
-    graph_out = {d["index"] for d in it.get_output_details()}
-    bad = []
-    for op in it._get_ops_details():
-        ins = [int(i) for i in op["inputs"] if int(i) >= 0]
-        outs = [int(i) for i in op["outputs"]]
-        if allow_io and op["op_name"] == "QUANTIZE" and set(ins) <= graph_in:
-            continue
-        if allow_io and op["op_name"] == "DEQUANTIZE" and set(outs) <= graph_out:
-            continue
-        for i in ins + outs:
-            if np.dtype(details[i]["dtype"]) in (np.float32, np.float16):
-                bad.append(f"{op['op_name']}({details[i]['name']})")
-                break
-    return bad
