@@ -37,9 +37,8 @@ flags.DEFINE_integer("limit", None, "use only this many training images (stratif
 flags.DEFINE_float("val_fraction", 0.1, "fraction of train held out for validation.")
 flags.DEFINE_float("bn_momentum", 0.9, "BatchNorm moving-average momentum (0.9 suits short runs).")
 flags.DEFINE_boolean("resume", False, "continue OUTPUT_DIR/checkpoint.")
-flags.DEFINE_string("augment", None, "training augmentations, comma-separated: flip, shift, or none "
-                    "(default: shift, plus flip for the built-in Fashion-MNIST only: flips change the "
-                    "label of digits, letters, arrows).")
+flags.DEFINE_string("augment", None, "flip, shift (comma-separated) or none; default: label-safe for the data "
+                    "(tfmobile.data.default_augment: flips only on the built-in Fashion-MNIST).")
 flags.DEFINE_float("shift", None, "random shift augmentation, fraction of the side (0: none; "
                    "default tfmobile.data.DEFAULT_SHIFT = 1/8).")
 flags.DEFINE_integer("steps_per_epoch", None, "cap steps per epoch (quick runs).")
