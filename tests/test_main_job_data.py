@@ -245,5 +245,6 @@ def test_run_on_a_folder_reports_schedule_augment_and_chance(cli, tmp_path):
     md = (out / "report.md").read_text()
     assert "near chance" in md and "3 optimizer steps = 1 epochs x 3 steps of batch 16" in md
     assert "warning: validation accuracy" in r.stderr
-    noise = [ln for ln in r.stderr.splitlines() if ln.startswith(("I0000", "W0000", "E0000", "WARNING: All"))]
+    noise = [ln for ln in r.stderr.splitlines()
+             if ln.startswith(("I0000", "W0000", "E0000", "WARNING: All", "INFO: Created TensorFlow Lite"))]
     assert noise == []
