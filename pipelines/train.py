@@ -21,8 +21,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mbv2", "zoo model name (tfmobile.models.available()).")
 flags.DEFINE_float("alpha", 0.35, "width multiplier.")
 flags.DEFINE_integer("resolution", 32, "input resolution (square).", upper_bound=_cli.MAX_RESOLUTION)
-flags.DEFINE_integer("epochs", 10, "epochs (total, including resumed ones).")
-flags.DEFINE_integer("batch_size", 128, "batch size.")
+flags.DEFINE_integer("epochs", None, "epochs (total, including resumed ones; default: enough optimizer "
+                     "steps for the amount of data and the stage, tfmobile.data.default_schedule).")
+flags.DEFINE_integer("batch_size", None, "batch size (default: chosen for the amount of data, 16-128).")
 flags.DEFINE_float("lr", None, "peak learning rate of the cosine schedule (Adam); default 2e-3 float, "
                    "1e-4 QAT/PQAT, 5e-4 pruning.")
 flags.DEFINE_string("output_dir", None, "where the checkpoint, metrics and logs go.")
@@ -36,8 +37,9 @@ flags.DEFINE_integer("limit", None, "use only this many training images (stratif
 flags.DEFINE_float("val_fraction", 0.1, "fraction of train held out for validation.")
 flags.DEFINE_float("bn_momentum", 0.9, "BatchNorm moving-average momentum (0.9 suits short runs).")
 flags.DEFINE_boolean("resume", False, "continue OUTPUT_DIR/checkpoint.")
-flags.DEFINE_boolean("augment", True, "random flip + shift on training images.")
-flags.DEFINE_float("shift", None, "random shift augmentation, fraction of the side (0: flip only; "
+flags.DEFINE_string("augment", None, "flip, shift (comma-separated) or none; default: label-safe for the data "
+                    "(tfmobile.data.default_augment: flips only on the built-in Fashion-MNIST).")
+flags.DEFINE_float("shift", None, "random shift augmentation, fraction of the side (0: none; "
                    "default tfmobile.data.DEFAULT_SHIFT = 1/8).")
 flags.DEFINE_integer("steps_per_epoch", None, "cap steps per epoch (quick runs).")
 flags.DEFINE_integer("seed", 0, "random seed.")
@@ -70,10 +72,9 @@ def main(argv):
         raise UserError("--output_dir is required")
     _cli.check_output(FLAGS.output_dir, directory=True, flag="output_dir")
     compression = _compression()
-    if FLAGS.epochs < 1:
-        raise UserError(f"--epochs must be >= 1, got {FLAGS.epochs}")
-    if FLAGS.batch_size < 1:
-        raise UserError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+    for name in ("epochs", "batch_size"):
+        if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}")
     if FLAGS.resolution < 8:
         raise UserError(f"--resolution must be >= 8, got {FLAGS.resolution}")
     if not 0.0 < FLAGS.bn_momentum < 1.0:
@@ -93,7 +94,7 @@ def main(argv):
                                    compression=compression, dataset=dataset)
     splits = data.train_val_split(dataset, FLAGS.val_fraction, seed=FLAGS.seed, limit=FLAGS.limit)
     _cli.progress(f"{spec.name}: {len(splits.x_train)} train / {len(splits.x_val)} val images from "
-                  f"{splits.source}; {FLAGS.epochs} epochs, compression={compression or 'none'}")
+                  f"{splits.source}; compression={compression or 'none'}")
 
     base = train.starting_model(spec, FLAGS.from_checkpoint, FLAGS.resume)
     model, metrics = train.fit(base, splits, FLAGS.output_dir, epochs=FLAGS.epochs,

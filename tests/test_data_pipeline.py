@@ -114,7 +114,8 @@ def test_representative_dataset_real_images():
 def test_shift_zero_keeps_only_the_flip():
     d = data.load_fashion_mnist(subset=True)
     x, y = d.x_train[:32], np.arange(32)           # labels = index, to find each image again
-    tr = list(data.make_dataset(x, y, (32, 32, 3), batch_size=32, training=True, seed=2, shift=0.0))[0]
+    tr = list(data.make_dataset(x, y, (32, 32, 3), batch_size=32, training=True, seed=2, shift=0.0,
+                                augment="flip,shift"))[0]
     plain = data.preprocess(x, (32, 32, 3))
     flipped = 0
     for img, i in zip(tr[0].numpy(), tr[1].numpy()):

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from tfmobile import convert
+from tfmobile import convert, quiet_startup
 from tfmobile.bench import measure
 from tfmobile.data import preprocess
 from tfmobile.errors import UserError
@@ -33,7 +33,8 @@ def evaluate_tflite(tflite, images, labels, batch_size=250, num_threads=None):
     bs = batch_size
     try:
         interp.resize_tensor_input(inp["index"], [bs, *shape])
-        interp.allocate_tensors()
+        with quiet_startup():  # LiteRT announces its XNNPACK delegate on stderr here
+            interp.allocate_tensors()
     except (RuntimeError, ValueError):
         bs = 1
         interp = Interpreter(model_content=bytes(tflite), num_threads=num_threads or os.cpu_count())

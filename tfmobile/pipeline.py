@@ -3,8 +3,8 @@
 TFLite-Micro arena) -> report (report.json, report.md, accuracy_latency_size.png).
 
     job = pipeline.Job(output_dir, splits, progress=print)
-    fmodel = job.train_float(spec, epochs=40)
-    rows = job.measure(job.compressed_variants(fmodel, qat_epochs=2, prune=0.5))
+    fmodel = job.train_float(spec)                 # epochs=None: the step-based default schedule
+    rows = job.measure(job.compressed_variants(fmodel, prune=0.5))
     report = job.report(spec, rows, ...)
 
 ``run`` strings them together for ``python -m pipelines.run``; NetAdapt's final stage and the
@@ -17,19 +17,29 @@ import time
 import numpy as np
 
 from tfmobile import compress, convert, data, evaluation, models, train
+from tfmobile.data import DEFAULT_SHIFT
 from tfmobile.errors import UserError
 from tfmobile.io import atomic_path, check_writable, write_json, write_text
 
 PLOT_NAME = "accuracy_latency_size.png"
+# The main job's float recipe (pipelines.train keeps 2e-3 and a 1/8 shift, the full-data table's):
+# in the step budget of the default schedule the short runs under-fit, and 1e-2 with a 1/16 shift
+# reached what 2e-3 with 1/8 needed 1.5x the steps for (docs/training.md, "Training length").
+MAIN_JOB_LR = 1e-2
+MAIN_JOB_SHIFT = 0.0625
 
 
-def check_options(epochs=1, qat_epochs=1, prune_epochs=1, batch_size=1, bench_runs=1, bench_threads=1,
-                  prune=None, structured_2_4=False):
-    """UserError for option values the job cannot run with (before anything slow starts)."""
+def check_options(epochs=None, qat_epochs=None, prune_epochs=None, batch_size=None, bench_runs=1,
+                  bench_threads=1, prune=None, structured_2_4=False, augment=None, shift=DEFAULT_SHIFT):
+    """UserError for option values the job cannot run with (before anything slow starts);
+    ``None`` lengths mean the default schedule."""
+    data.parse_augment(augment)
+    if not 0.0 <= shift < 0.5:
+        raise UserError(f"--shift must be in [0, 0.5), got {shift}")
     for name, value in (("epochs", epochs), ("qat_epochs", qat_epochs), ("prune_epochs", prune_epochs),
                         ("batch_size", batch_size), ("bench_runs", bench_runs),
                         ("bench_threads", bench_threads)):
-        if value < 1:
+        if value is not None and value < 1:
             raise UserError(f"--{name} must be >= 1, got {value}")
     if prune is not None and not 0.0 < prune < 1.0:
         raise UserError(f"--prune must be in (0, 1), got {prune}")
@@ -58,10 +68,13 @@ def check_new_output_dir(output_dir):
 class Job:
     """One run's output directory, data and timings; each method is one stage."""
 
-    def __init__(self, output_dir, splits, batch_size=128, steps_per_epoch=None, progress=None):
+    def __init__(self, output_dir, splits, batch_size=None, steps_per_epoch=None, progress=None, augment=None,
+                 shift=DEFAULT_SHIFT):
         check_new_output_dir(output_dir)
         self.output_dir, self.splits = output_dir, splits
-        self.fit_options = dict(batch_size=batch_size, steps_per_epoch=steps_per_epoch, verbose=2)
+        self.augment = data.parse_augment(augment, splits.source)  # label-safe default for the data
+        self.fit_options = dict(batch_size=batch_size, steps_per_epoch=steps_per_epoch, augment=self.augment,
+                                shift=shift)
         self.progress = progress or (lambda message: None)
         self.timings, self.metrics = {}, {}
         self.started = time.time()
@@ -81,7 +94,7 @@ class Job:
         self.metrics[key] = met
         return out
 
-    def train_float(self, spec, epochs, lr=None):
+    def train_float(self, spec, epochs=None, lr=None):
         return self._fit("float training", "float", models.build(spec), epochs=epochs, lr=lr)
 
     def calibration_images(self, input_shape, n=200):
@@ -89,7 +102,7 @@ class Job:
         calib = data.representative_dataset(self.splits.x_train, input_shape, n=n)
         return np.concatenate([batch[0] for batch in calib()])
 
-    def compressed_variants(self, float_model, qat_epochs=2, prune=None, prune_epochs=3,
+    def compressed_variants(self, float_model, qat_epochs=None, prune=None, prune_epochs=None,
                             structured_2_4=False):
         """[(name, .tflite bytes, is_int8)]: float32, PTQ int8, QAT int8 and, with ``prune``, the
         pruned + PQAT int8 model; the QAT / pruning runs fine-tune ``float_model``."""
@@ -121,9 +134,10 @@ class Job:
     def report(self, spec, rows, bench_runs=50, bench_threads=1, **settings):
         """report.json, report.md and the plot in the output directory; returns the report dict.
 
-        settings: the job's options to record (alpha, epochs, qat_epochs, prune, structured_2_4).
+        settings: the job's options to record (alpha, prune, structured_2_4, lr, shift, classes).
         """
-        notes = []
+        stages = {key: self.metrics[key] for key in ("float", "qat", "prune", "pqat") if key in self.metrics}
+        notes = [w for m in stages.values() for w in m.get("warnings", [])]  # e.g. accuracy near chance
         for r in rows:
             if r.get("float_ops"):
                 notes.append(f"{r['variant']}: ops left in float: {', '.join(r['float_ops'])}")
@@ -136,8 +150,12 @@ class Job:
             "model": spec.name, "family": spec.family, "input_shape": list(spec.input_shape),
             "alpha": settings.get("alpha"), "data_source": splits.source,
             "train_images": len(splits.x_train), "val_images": len(splits.x_val),
-            "test_images": len(splits.x_test), "epochs": settings.get("epochs"),
-            "qat_epochs": settings.get("qat_epochs"), "prune": settings.get("prune"),
+            "test_images": len(splits.x_test), "classes": splits.num_classes,
+            "epochs": stages["float"]["epochs"] if "float" in stages else None,
+            "qat_epochs": stages["qat"]["epochs"] if "qat" in stages else None,
+            "training": {key: dict(m["schedule"], steps_run=m["steps"]) for key, m in stages.items()},
+            "augment": list(self.augment), "lr": settings.get("lr"), "shift": settings.get("shift"),
+            "prune": settings.get("prune"),
             "structured_2_4": settings.get("structured_2_4", False), **keras_val,
             "variants": rows, "timings_s": self.timings, "total_seconds": round(time.time() - self.started, 1),
             "latency_note": f"LiteRT, {bench_threads} thread(s), {bench_runs} runs, this host's CPU",
@@ -147,18 +165,27 @@ class Job:
         return report
 
 
-def run(model="mbv2", alpha=0.35, resolution=32, epochs=40, qat_epochs=2, prune_epochs=3, prune=None,
-        structured_2_4=False, batch_size=128, lr=2e-3, full_data=False, data_dir=None, limit=None,
+def run(model="mbv2", alpha=0.35, resolution=32, epochs=None, qat_epochs=None, prune_epochs=None, prune=None,
+        structured_2_4=False, batch_size=None, lr=None, augment=None, shift=None,
+        full_data=False, data_dir=None, limit=None,
         bn_momentum=0.9, bench_runs=50, bench_threads=1, tflm=True, steps_per_epoch=None,
         output_dir=None, progress=None):
-    """The whole main job (``python -m pipelines.run``); returns the report dict."""
+    """The whole main job (``python -m pipelines.run``); returns the report dict.
+
+    Lengths left at ``None`` follow ``tfmobile.data.default_schedule`` (step-based, for the amount
+    of data); ``augment=None`` is the label-safe default for the data (``data.default_augment``);
+    ``lr`` / ``shift`` default to ``MAIN_JOB_LR`` / ``MAIN_JOB_SHIFT``.
+    """
+    lr = MAIN_JOB_LR if lr is None else lr
+    shift = MAIN_JOB_SHIFT if shift is None else shift
     check_options(epochs, qat_epochs, prune_epochs, batch_size, bench_runs, bench_threads, prune,
-                  structured_2_4)
+                  structured_2_4, augment, shift)
     output_dir = output_dir or os.path.join("runs", time.strftime("run-%Y%m%d-%H%M%S"))
     check_writable(output_dir, directory=True, what="--output_dir")
     check_new_output_dir(output_dir)
     dataset, splits = load_splits(resolution, data_dir, full_data, limit)
-    job = Job(output_dir, splits, batch_size=batch_size, steps_per_epoch=steps_per_epoch, progress=progress)
+    job = Job(output_dir, splits, batch_size=batch_size, steps_per_epoch=steps_per_epoch, progress=progress,
+              augment=augment, shift=shift)
     spec = models.get_spec(model, input_shape=(resolution, resolution, 3), alpha=alpha,
                            classes=dataset.num_classes, bn_momentum=bn_momentum)
     job.progress(f"{spec.name} on {splits.source}: {len(splits.x_train)} train / {len(splits.x_val)} val / "
@@ -166,8 +193,8 @@ def run(model="mbv2", alpha=0.35, resolution=32, epochs=40, qat_epochs=2, prune_
     fmodel = job.train_float(spec, epochs, lr=lr)
     variants = job.compressed_variants(fmodel, qat_epochs, prune, prune_epochs, structured_2_4)
     rows = job.measure(variants, bench_runs, bench_threads, tflm)
-    return job.report(spec, rows, bench_runs, bench_threads, alpha=alpha, epochs=epochs,
-                      qat_epochs=qat_epochs, prune=prune, structured_2_4=structured_2_4)
+    return job.report(spec, rows, bench_runs, bench_threads, alpha=alpha, prune=prune,
+                      structured_2_4=structured_2_4, lr=lr, shift=shift)
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +223,10 @@ def render_markdown(report):
         lines.append(f"| {r['variant']} | {100 * r['accuracy']:.2f} % | {r['size_bytes']} | {r['gzip_bytes']} "
                      f"| {100 * r['weight_sparsity']:.1f} % | {_fmt(lat.get('median_ms'))} "
                      f"| {_fmt(lat.get('p90_ms'))} | {arena} |")
-    lines += ["", "Training (seconds of wall time on this host):", ""]
+    if report.get("training"):
+        lines += ["", f"Training length (augmentation: {', '.join(report['augment']) or 'none'}):", ""]
+        lines += [f"- {key}: {t['text']}" for key, t in report["training"].items()]
+    lines += ["", "Wall time on this host (seconds):", ""]
     for k, v in report["timings_s"].items():
         lines.append(f"- {k}: {v}")
     lines += ["", f"![accuracy vs latency vs size]({PLOT_NAME})", ""]

@@ -16,6 +16,7 @@ tuned rate; the cosine tail anneals to 1 % of the peak rate so the last epoch is
 """
 import contextlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -365,38 +366,47 @@ def prepare_model(model, compression=None, target_sparsity=0.5, structured_2_4=F
     return _tag_spec(out, spec), cbs
 
 
-def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compression=None,
+def fit(model, splits, output_dir, epochs=None, batch_size=None, lr=None, compression=None,
         resume=False, target_sparsity=0.5, structured_2_4=False, steps_per_epoch=None,
-        augment=True, verbose=1, warmup_epochs=None, seed=0, tensorboard=True, on_epoch=None,
+        augment=None, verbose=1, warmup_epochs=None, seed=0, tensorboard=True, on_epoch=None,
         shift=None):
     """Train ``model`` (float, or wrapped here for ``compression``) on ``splits``.
 
+    Length: ``epochs`` / ``batch_size`` when given, else ``tfmobile.data.default_schedule`` for the
+    number of training images and the stage (a step-based default; fine-tuning for a compression
+    needs fewer steps than training). augment: ``None`` = label-safe default for the data
+    (``tfmobile.data.default_augment``), else names / a flag value (``parse_augment``).
     Saves ``output_dir/checkpoint`` after every epoch (validation accuracy measured in eval mode
-    first), ``history.json``, ``metrics.json`` and TensorBoard logs under ``output_dir/logs``.
+    first), ``history.json``, ``metrics.json`` and TensorBoard logs under ``output_dir/logs``. Stderr
+    gets one line per epoch (ours; Keras' own progress output is off) and, unless ``verbose=0``, a
+    first line with the schedule and augmentation.
     resume: continue from ``output_dir/checkpoint`` (same architecture and compression required).
-    Returns (trained model, metrics dict).
+    Returns (trained model, metrics dict); ``metrics["warnings"]`` lists problems such as a
+    validation accuracy near chance (also written to stderr).
     """
-    if epochs < 1:
-        raise UserError(f"epochs must be >= 1, got {epochs}")
     keras.utils.set_random_seed(seed)
     spec = _spec_json(model)
     input_shape = tuple(spec.input_shape)
     lr = DEFAULT_LR[compression] if lr is None else float(lr)
-    from tfmobile.data import DEFAULT_SHIFT, make_dataset
+    from tfmobile import data as tdata
 
-    shift = DEFAULT_SHIFT if shift is None else shift
+    schedule = tdata.default_schedule(len(splits.x_train), batch_size=batch_size, epochs=epochs,
+                                      steps_per_epoch=steps_per_epoch, stage=compression or "train")
+    batch_size, epochs, steps = schedule.batch_size, schedule.epochs, schedule.steps_per_epoch
+    augment = tdata.parse_augment(augment, splits.source)
+    shift = tdata.DEFAULT_SHIFT if shift is None else shift
 
-    train_ds = make_dataset(splits.x_train, splits.y_train, input_shape, batch_size,
-                            training=True, augment=augment, seed=seed, shift=shift)
-    val_ds = make_dataset(splits.x_val, splits.y_val, input_shape, max(batch_size, 256))
-    n_batches = int(np.ceil(len(splits.x_train) / batch_size))
-    steps = min(n_batches, steps_per_epoch) if steps_per_epoch else n_batches
-    if steps_per_epoch:
+    train_ds = tdata.make_dataset(splits.x_train, splits.y_train, input_shape, batch_size,
+                                  training=True, augment=augment, seed=seed, shift=shift)
+    val_ds = tdata.make_dataset(splits.x_val, splits.y_val, input_shape, max(batch_size, 256))
+    if steps != int(np.ceil(len(splits.x_train) / batch_size)):  # capped, or several passes per epoch
         train_ds = train_ds.repeat()
-    total_steps = steps * epochs
+    total_steps = schedule.total_steps
     if warmup_epochs is None:
         warmup_epochs = 1 if (compression is None and epochs >= 4) else 0
-    optimizer = make_optimizer(lr, total_steps, warmup_steps=warmup_epochs * steps)
+    # at least 2 % of the run: one epoch of a tiny set is a handful of steps
+    warmup_steps = max(warmup_epochs * steps, total_steps // 50) if warmup_epochs else 0
+    optimizer = make_optimizer(lr, total_steps, warmup_steps=warmup_steps)
 
     ckpt_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     initial_epoch, history = 0, []
@@ -438,29 +448,62 @@ def fit(model, splits, output_dir, epochs=10, batch_size=128, lr=None, compressi
         callbacks.append(ScalarLogger(os.path.join(output_dir, "logs")))
     callbacks.append(_EpochCheckpoint(output_dir, compression, spec, history, time.time(), on_epoch))
     t0 = time.time()
+    if initial_epoch < epochs and verbose:
+        sys.stderr.write(f"[tfmobile] {spec.name} {compression or 'float'}: {schedule.describe()}; "
+                         f"augment: {', '.join(augment) or 'none'}\n")
     if initial_epoch < epochs:
-        with contextlib.redirect_stdout(sys.stderr):  # progress bars never pollute --json stdout
+        with contextlib.redirect_stdout(sys.stderr):  # stdout stays one JSON object with --json
             model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                      validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+                      validation_data=val_ds, callbacks=callbacks, verbose=0)  # our line, not Keras'
     seconds = time.time() - t0
+    val_acc = history[-1].get("val_accuracy") if history else None
+    warnings = []
+    chance = near_chance(val_acc, splits.y_val, len(splits.class_names))
+    if chance:
+        warnings.append(chance_message(val_acc, chance, schedule, len(splits.x_train), splits.source))
+        sys.stderr.write(f"[tfmobile] warning: {warnings[-1]}\n")
     metrics = {
         "model": spec.name, "family": spec.family, "input_shape": list(input_shape),
         "compression": compression, "epochs": epochs, "resumed_from_epoch": initial_epoch,
-        "batch_size": batch_size, "lr": lr, "optimizer": "adam+cosine",
-        "augment": bool(augment), "shift": float(shift) if augment else 0.0,
+        "batch_size": batch_size, "steps_per_epoch": steps, "steps": int(optimizer.iterations.numpy()),
+        "schedule": schedule.to_dict(), "lr": lr, "optimizer": "adam+cosine",
+        "augment": list(augment), "shift": float(shift) if "shift" in augment else 0.0,
         "train_images": int(len(splits.x_train)), "val_images": int(len(splits.x_val)),
         "data_source": splits.source, "params": int(model.count_params()),
-        "val_accuracy": history[-1].get("val_accuracy") if history else None,
+        "val_accuracy": val_acc,
         "train_accuracy": history[-1].get("accuracy") if history else None,
         "train_seconds": round(seconds, 1),
         "total_train_seconds": round(sum(h["seconds"] for h in history), 1),
-        "checkpoint": os.path.abspath(ckpt_dir), "history": history,
+        "checkpoint": os.path.abspath(ckpt_dir), "history": history, "warnings": warnings,
     }
     if compression == "prune":
         metrics["target_sparsity"] = target_sparsity
         metrics["structured_2_4"] = bool(structured_2_4)
     write_json(os.path.join(output_dir, "metrics.json"), metrics)
     return model, metrics
+
+
+def near_chance(val_accuracy, y_val, num_classes):
+    """The chance accuracy when ``val_accuracy`` is within a quarter of the way from it to 100 %.
+
+    Chance is the larger of 1/classes and the most frequent validation class (always guessing it).
+    Returns None when the model learnt something (or there is no validation accuracy).
+    """
+    if val_accuracy is None or len(y_val) == 0:
+        return None
+    counts = np.bincount(np.asarray(y_val, np.int64), minlength=num_classes)
+    chance = max(1.0 / max(num_classes, 1), counts.max() / counts.sum())
+    return chance if val_accuracy < chance + 0.25 * (1.0 - chance) else None
+
+
+def chance_message(val_accuracy, chance, schedule, n_train, source):
+    """What a near-chance run means and what to try, in one line."""
+    return (f"validation accuracy {100 * val_accuracy:.1f} % is near chance ({100 * chance:.1f} %): the "
+            f"model has not learnt the classes of {source}. It ran {schedule.total_steps} optimizer steps "
+            f"({schedule.passes:g} passes over {n_train} training images at batch {schedule.batch_size}). "
+            f"Try more steps (--epochs {max(2, math.ceil(2 * schedule.passes))}), a smaller "
+            f"--batch_size, a lower --lr, --augment none, more images per class, and check that the "
+            f"class folders hold different images.")
 
 
 def evaluate(model, images, labels, batch_size=256):

@@ -1,22 +1,31 @@
-"""tf.data input pipelines: one dataset choice, a validation split carved from train, augmentation.
+"""tf.data input pipelines: one dataset choice, a validation split carved from train, augmentation,
+and the default training length.
 
     data = load_dataset(data_dir=None)                 # Fashion-MNIST: --data_dir, Debian, subset
     splits = train_val_split(data, val_fraction=0.1)   # the test set is never used for choices
-    ds = make_dataset(splits.x_train, splits.y_train, (32, 32, 3), batch_size=128, training=True)
+    sched = default_schedule(len(splits.x_train))      # batch size, epochs, steps for this much data
+    ds = make_dataset(splits.x_train, splits.y_train, (32, 32, 3), sched.batch_size, training=True,
+                      augment=default_augment(splits.source))
 
 Every image goes through the ``tfmobile.data.preprocess`` convention: resize to the model
 resolution (bilinear), grey repeated to 3 channels when the model wants RGB, float32 in [-1, 1].
-Images are resized once (uint8, cached in memory) and augmented per batch: random horizontal flip
-and a random shift (pad by ``shift`` = 1/8 of the side with zeros, random crop back), which suits
-Fashion-MNIST's centred garments (left/right flips are label-preserving; vertical ones are not).
-Small models in short runs under-fit rather than over-fit: ``shift=0`` keeps only the flip.
+Images are resized once (uint8, cached in memory) and augmented per batch. Augmentations are named
+(``AUGMENTATIONS``): ``shift`` (pad by ``shift`` = 1/8 of the side with zeros, random crop back)
+keeps any label; ``flip`` (random left-right mirror) changes the label of digits, letters, arrows
+and anything else whose orientation matters, so it is on by default only for the built-in
+Fashion-MNIST (garments are left/right symmetric) and otherwise only when asked for.
+
+Training length is defined in optimizer steps, not epochs: 40 epochs are 80 steps on 200 images at
+batch 128 (nothing learnt) and 17,000 on 54,000. ``default_schedule`` picks a batch size that gives
+enough steps per epoch and enough epochs for at least ``MIN_STEPS`` steps.
 """
+import math
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from tfmobile.data.fashion_mnist import ImageData, load_fashion_mnist
+from tfmobile.data.fashion_mnist import DEBIAN_DIR, SUBSET_DIR, ImageData, load_fashion_mnist
 from tfmobile.data.image_dir import load_image_dir, stratified_split
 from tfmobile.errors import UserError
 
@@ -127,21 +136,60 @@ def resize_uint8(images, input_shape):
 
 # Random shift, as a fraction of the side (4 px at 32x32). Long runs; short ones may want 0.
 DEFAULT_SHIFT = 0.125
+AUGMENTATIONS = ("flip", "shift")
+# Sources whose classes survive a left-right flip: the built-in Fashion-MNIST copies.
+FLIP_SAFE_SOURCES = ("keras.datasets",)
 
 
-def augment_fn(input_shape, seed=None, shift=DEFAULT_SHIFT):
-    """Per-image augmentation on uint8/float [h,w,c]: random left-right flip + random shift of up
-    to ``shift`` of the side (0: flip only)."""
+def flips_are_safe(source):
+    """True for the built-in Fashion-MNIST (shipped subset, Debian package, keras.datasets) only:
+    a user's IDX directory or image folders may hold digits, letters or arrows."""
+    if source in FLIP_SAFE_SOURCES:
+        return True
+    path = os.path.realpath(os.fspath(source))
+    return path in (os.path.realpath(SUBSET_DIR), os.path.realpath(DEBIAN_DIR))
+
+
+def default_augment(source):
+    """The augmentations that keep every label of ``source`` (a Splits/ImageData ``source``)."""
+    return ("flip", "shift") if flips_are_safe(source) else ("shift",)
+
+
+def parse_augment(value, source=None):
+    """Augmentation names from a flag value or argument.
+
+    ``None``/``True``: ``default_augment(source)``; ``False``, ``""``, ``"none"``: none;
+    ``"flip,shift"`` or a sequence of names: those. Returns a tuple in ``AUGMENTATIONS`` order.
+    """
+    if value is None or value is True:
+        return default_augment(source) if source is not None else ("shift",)
+    if value is False:
+        return ()
+    names = value.split(",") if isinstance(value, str) else list(value)
+    names = {str(n).strip().lower() for n in names} - {"", "none"}
+    unknown = sorted(names - set(AUGMENTATIONS))
+    if unknown:
+        raise UserError(f"unknown augmentation {', '.join(unknown)}; choose from "
+                        f"{', '.join(AUGMENTATIONS)} (comma-separated) or none")
+    return tuple(a for a in AUGMENTATIONS if a in names)
+
+
+def augment_fn(input_shape, augment=AUGMENTATIONS, seed=None, shift=DEFAULT_SHIFT):
+    """Per-image augmentation on uint8/float [h,w,c]: the named ``augment`` ops (see
+    ``parse_augment``): random left-right flip, random shift of up to ``shift`` of the side."""
     import tfmobile  # noqa: F401
     import tensorflow as tf
 
     if not (0.0 <= shift < 0.5):
         raise UserError(f"shift must be in [0, 0.5), got {shift}")
+    augment = parse_augment(augment)
     h, w, c = input_shape
-    ph, pw = int(round(h * shift)), int(round(w * shift))
+    ph, pw = (int(round(h * shift)), int(round(w * shift))) if "shift" in augment else (0, 0)
+    flip = "flip" in augment
 
     def fn(img):
-        img = tf.image.random_flip_left_right(img, seed=seed)
+        if flip:
+            img = tf.image.random_flip_left_right(img, seed=seed)
         if ph == 0 and pw == 0:
             return img
         img = tf.pad(img, [[ph, ph], [pw, pw], [0, 0]])
@@ -154,7 +202,9 @@ def make_dataset(images, labels, input_shape, batch_size=128, training=False, au
                  seed=0, shift=DEFAULT_SHIFT):
     """A batched tf.data.Dataset of (float32 [-1,1] images, int labels) for ``input_shape``.
 
-    training: shuffle every epoch (and augment unless ``augment=False``); otherwise fixed order.
+    training: shuffle every epoch; otherwise fixed order. augment: names or a flag value
+    (``parse_augment``); by default training batches are shifted, never flipped (label-safe for
+    any data: pass ``default_augment(source)`` for the flips that suit the built-in data).
     """
     import tfmobile  # noqa: F401
     import tensorflow as tf
@@ -167,12 +217,12 @@ def make_dataset(images, labels, input_shape, batch_size=128, training=False, au
         raise UserError(f"{len(x)} images but {len(y)} labels")
     if len(x) == 0:
         raise UserError("no images to make a dataset from")
-    augment = training if augment is None else augment
+    augment = parse_augment(augment if augment is not None else training)
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if augment:
-        aug = augment_fn(input_shape, shift=shift)
+        aug = augment_fn(input_shape, augment, shift=shift)
         ds = ds.map(lambda a, b: (aug(a), b), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size)
     ds = ds.map(lambda a, b: (tf.cast(a, tf.float32) / 127.5 - 1.0, b),
@@ -191,3 +241,86 @@ def representative_dataset(images, input_shape, n=100, seed=0):
             yield [x[i:i + 1]]
 
     return gen
+
+
+# Default training length (see the module docstring). Measured on the shipped Fashion-MNIST
+# subset and on small generated class-folder sets: docs/training.md, "Training length".
+MIN_STEPS = 2500
+MIN_EPOCHS = 15
+BATCH_SIZES = (16, 32, 64, 128)
+MIN_STEPS_PER_EPOCH = 64
+# (min steps, min passes over the data) per stage: fine-tuning a trained model (QAT, pruning, PQAT) needs far
+# fewer steps than training, but a tiny set still needs more than 2 epochs of 11 steps.
+STAGE_FLOORS = {"train": (MIN_STEPS, MIN_EPOCHS), "qat": (200, 2), "pqat": (200, 2), "prune": (300, 3)}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a training run is: ``epochs`` x ``steps_per_epoch`` optimizer steps of ``batch_size``.
+
+    An epoch is one validation + checkpoint round (one progress line): one pass over the data, or
+    ``passes_per_epoch`` whole passes for a set too small for ``MIN_STEPS_PER_EPOCH`` steps per
+    pass (174 images at batch 16 are 11 steps: a round every 11 steps would spend more time on
+    checkpoints than on training).
+    """
+
+    batch_size: int
+    epochs: int
+    steps_per_epoch: int
+    n_train: int
+    rule: str  # how it was chosen, for the report
+    passes_per_epoch: int = 1
+
+    @property
+    def total_steps(self):
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def passes(self):
+        """Passes over the training images (fractional when steps_per_epoch caps an epoch)."""
+        return round(self.total_steps * self.batch_size / self.n_train, 1)
+
+    def describe(self):
+        extra = f", {self.passes_per_epoch} passes per epoch" if self.passes_per_epoch > 1 else ""
+        return (f"{self.total_steps} optimizer steps = {self.epochs} epochs x {self.steps_per_epoch} steps of "
+                f"batch {self.batch_size} ({self.passes:g} passes over {self.n_train} images{extra}; "
+                f"{self.rule})")
+
+    def to_dict(self):
+        return {"batch_size": self.batch_size, "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch,
+                "total_steps": self.total_steps, "passes": self.passes,
+                "passes_per_epoch": self.passes_per_epoch, "train_images": self.n_train, "rule": self.rule,
+                "text": self.describe()}
+
+
+def default_schedule(n_train, batch_size=None, epochs=None, steps_per_epoch=None, stage="train"):
+    """The training length for ``n_train`` images; explicit arguments win.
+
+    batch_size: the largest of ``BATCH_SIZES`` that still gives ``MIN_STEPS_PER_EPOCH`` steps per
+    pass (16 for tiny sets). epochs: enough for the stage's minimum of optimizer steps and at
+    least its minimum of passes (``STAGE_FLOORS``; stage is "train" or a compression: "qat",
+    "prune", "pqat"); an epoch of a tiny set is several passes (see ``Schedule``). Given
+    ``epochs`` are passes. steps_per_epoch caps an epoch (quick runs; it then repeats the data).
+    """
+    if stage not in STAGE_FLOORS:
+        raise UserError(f"unknown training stage {stage!r}; one of {', '.join(STAGE_FLOORS)}")
+    min_steps, min_passes = STAGE_FLOORS[stage]
+    if n_train < 1:
+        raise UserError("no training images")
+    for name, v in (("batch_size", batch_size), ("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
+        if v is not None and v < 1:
+            raise UserError(f"{name} must be >= 1, got {v}")
+    if batch_size is None:
+        fits = [b for b in BATCH_SIZES if n_train / b >= MIN_STEPS_PER_EPOCH]
+        batch_size = max(fits) if fits else BATCH_SIZES[0]
+    batch_size, n_train = int(batch_size), int(n_train)
+    batches = math.ceil(n_train / batch_size)
+    if steps_per_epoch:
+        return Schedule(batch_size, int(epochs or max(min_passes, math.ceil(min_steps / steps_per_epoch))),
+                        min(batches, int(steps_per_epoch)), n_train, "steps per epoch capped")
+    if epochs is not None:
+        return Schedule(batch_size, int(epochs), batches, n_train, "epochs given")
+    per = math.ceil(MIN_STEPS_PER_EPOCH / batches)
+    spe = per * batches
+    epochs = max(math.ceil(min_passes / per), math.ceil(min_steps / spe))
+    return Schedule(batch_size, epochs, spe, n_train, f"at least {min_steps} steps and {min_passes} passes", per)

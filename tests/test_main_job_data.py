@@ -1,0 +1,250 @@
+"""The main job on a user's own data (issue 12): a step-based training length, label-safe
+augmentation, a warning when validation accuracy ends near chance, a quiet TensorFlow start-up.
+
+A tiny two-conv model (registered through the real registry) keeps each fit to seconds.
+"""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+import tfmobile  # noqa: F401
+import tf_keras as keras
+
+from tfmobile import data, models, train
+from tfmobile.data import pipeline
+from tfmobile.errors import UserError
+from tfmobile.models import registry
+from tfmobile.models.blocks import Block
+from tfmobile.models.layers import conv_bn_act
+from tfmobile.models.spec import ModelSpec
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass(kw_only=True)
+class _UserdataNet(Block):
+    type: ClassVar[str] = "userdata_net"
+
+
+@registry.register_block(_UserdataNet)
+def _net(x, b, spec):
+    """conv-BN-ReLU, pool, softmax: enough to learn bar widths in a few dozen steps."""
+    x = conv_bn_act(x, 8, 3, 2, b.name + "_conv", bn_momentum=0.9)
+    x = keras.layers.GlobalAveragePooling2D(name=b.name + "_pool")(x)
+    return keras.layers.Dense(spec.classes, activation="softmax", name=b.name + "_fc")(x)
+
+
+@registry.register_model("userdata_tiny")
+def _tiny(input_shape=(16, 16, 3), classes=3, **kw):
+    return ModelSpec("userdata", "userdata_tiny", tuple(input_shape), [{"type": "userdata_net", "name": "net"}],
+                     classes=classes)
+
+
+def _folder_splits(tmp_path, n_per_class=20, classes=3, random_labels=False, seed=0):
+    """A class-folder set of asymmetric patterns (a bright left half, top half, ...), loaded
+    through the real image-folder loader so ``splits.source`` is a user's directory."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    root = tmp_path / "imgs"
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(n_per_class):
+            img = rng.integers(0, 40, (16, 16, 3)).astype(np.uint8)
+            k = int(rng.integers(classes)) if random_labels else c
+            img[:, : 8 * (k + 1) // classes + 2] += 150  # a left-aligned bar whose width is the class
+            (root / f"class{c}" / f"{i}.png").write_bytes(tf.io.encode_png(img).numpy())
+    ds = data.load_dataset(str(root), image_size=(16, 16), channels=3)
+    return data.train_val_split(ds, 0.2)
+
+
+# --------------------------------------------------------------------------------------------
+# training length
+# --------------------------------------------------------------------------------------------
+def test_default_schedule_is_step_based_with_floors():
+    tiny = data.default_schedule(174)  # the issue's 3-class shapes set after the splits
+    # batch 16 is 11 steps per pass: an epoch (validation + checkpoint round) is 6 whole passes
+    assert tiny.batch_size == 16 and tiny.passes_per_epoch == 6 and tiny.steps_per_epoch == 66
+    assert tiny.total_steps >= pipeline.MIN_STEPS and tiny.epochs == -(-pipeline.MIN_STEPS // 66)
+    assert tiny.passes == round(tiny.total_steps * 16 / 174, 1) and "passes over 174 images" in tiny.describe()
+    subset = data.default_schedule(2700)
+    assert subset.batch_size == 32 and subset.total_steps >= pipeline.MIN_STEPS
+    full = data.default_schedule(54000)  # big data: the epoch floor, at batch 128
+    assert full.batch_size == 128 and full.epochs == pipeline.MIN_EPOCHS
+    assert full.total_steps == pipeline.MIN_EPOCHS * 422
+    # explicit values win; --epochs keeps its meaning
+    assert data.default_schedule(174, batch_size=128, epochs=40).total_steps == 80
+    given = data.default_schedule(174, epochs=3)
+    assert (given.epochs, given.steps_per_epoch, given.passes_per_epoch) == (3, 11, 1)
+    # fine-tuning floors are smaller but still more than 2 epochs of a tiny set
+    qat = data.default_schedule(174, stage="qat")
+    assert qat.total_steps >= pipeline.STAGE_FLOORS["qat"][0] > 22
+    assert qat.total_steps < tiny.total_steps
+    capped = data.default_schedule(2700, epochs=2, steps_per_epoch=3)
+    assert (capped.epochs, capped.steps_per_epoch) == (2, 3)
+    for bad in (dict(n_train=0), dict(n_train=10, epochs=0), dict(n_train=10, stage="distill")):
+        with pytest.raises(UserError):
+            data.default_schedule(**bad)
+
+
+def test_fit_follows_the_step_schedule_on_tiny_data(tmp_path, monkeypatch):
+    splits = _folder_splits(tmp_path)
+    monkeypatch.setitem(pipeline.STAGE_FLOORS, "train", (60, 2))
+    monkeypatch.setattr(pipeline, "MIN_STEPS_PER_EPOCH", 6)
+    model, m = train.fit(models.build("userdata_tiny", classes=3), splits, str(tmp_path / "run"),
+                         lr=1e-2, tensorboard=False)
+    n = len(splits.x_train)
+    # 39 images at batch 16: 3 steps per pass, 2 passes per epoch, 10 epochs for 60 steps
+    assert n == 39 and m["batch_size"] == 16 and m["steps_per_epoch"] == 6
+    assert m["epochs"] == 10 and m["steps"] == 60 and len(m["history"]) == 10
+    assert m["schedule"]["total_steps"] == 60 and m["schedule"]["passes"] == round(60 * 16 / 39, 1)
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert on_disk["steps"] == 60 and on_disk["epochs"] == 10
+    # --epochs overrides the schedule (batch still chosen for the data)
+    _, m2 = train.fit(models.build("userdata_tiny", classes=3), splits, str(tmp_path / "run2"),
+                      epochs=2, tensorboard=False)
+    assert m2["epochs"] == 2 and m2["steps"] == 6
+
+
+# --------------------------------------------------------------------------------------------
+# label-safe augmentation
+# --------------------------------------------------------------------------------------------
+def test_augment_names_and_defaults(tmp_path):
+    assert data.parse_augment("flip,shift") == ("flip", "shift")
+    assert data.parse_augment(" Shift ") == ("shift",)
+    assert data.parse_augment("none") == () and data.parse_augment(False) == ()
+    with pytest.raises(UserError, match="unknown augmentation rotate"):
+        data.parse_augment("flip,rotate")
+    # built-in Fashion-MNIST: flips are label-safe; anything else, including an IDX dir: no flips
+    assert data.default_augment(data.SUBSET_DIR) == ("flip", "shift")
+    assert data.default_augment(data.DEBIAN_DIR) == ("flip", "shift")
+    assert data.default_augment("keras.datasets") == ("flip", "shift")
+    assert data.default_augment(str(tmp_path)) == ("shift",)
+    assert data.parse_augment(None, str(tmp_path)) == ("shift",)
+    assert data.parse_augment(True, data.SUBSET_DIR) == ("flip", "shift")
+
+
+def _mirrored_count(batches, originals):
+    """How many augmented images equal a mirrored original and no original (shift off)."""
+    orig = {o.tobytes() for o in originals}
+    mirrored = {o[:, ::-1].tobytes() for o in originals}
+    n = 0
+    for x, _ in batches:
+        for img in np.round((x.numpy() + 1.0) * 127.5).astype(np.uint8):
+            b = img.tobytes()
+            n += b in mirrored and b not in orig
+    return n
+
+
+def test_no_flip_by_default_for_folder_data(tmp_path):
+    splits = _folder_splits(tmp_path)
+    x = data.resize_uint8(splits.x_train, (16, 16, 3))
+    # what fit uses for this source: shift only; with the shift at 0 every image is untouched
+    aug = data.parse_augment(None, splits.source)
+    assert aug == ("shift",)
+    for seed in range(3):
+        ds = data.make_dataset(x, splits.y_train, (16, 16, 3), 8, training=True, augment=aug,
+                               seed=seed, shift=0.0)
+        assert _mirrored_count(ds, x) == 0
+    # make_dataset's own default is label-safe too
+    assert _mirrored_count(data.make_dataset(x, splits.y_train, (16, 16, 3), 8, training=True,
+                                             shift=0.0), x) == 0
+    # asked for: flips happen (the test can see them)
+    flipped = sum(_mirrored_count(data.make_dataset(x, splits.y_train, (16, 16, 3), 8, training=True,
+                                                    augment="flip", seed=s, shift=0.0), x)
+                  for s in range(3))
+    assert flipped > 10
+
+
+def test_fit_records_the_augmentation(tmp_path):
+    splits = _folder_splits(tmp_path)
+    _, m = train.fit(models.build("userdata_tiny", classes=3), splits, str(tmp_path / "a"), epochs=1,
+                     tensorboard=False, verbose=0)
+    assert m["augment"] == ["shift"]
+    _, m = train.fit(models.build("userdata_tiny", classes=3), splits, str(tmp_path / "b"), epochs=1,
+                     tensorboard=False, verbose=0, augment="flip,shift")
+    assert m["augment"] == ["flip", "shift"]
+
+
+# --------------------------------------------------------------------------------------------
+# chance-level warning
+# --------------------------------------------------------------------------------------------
+def test_near_chance_threshold():
+    y = np.repeat(np.arange(3), 10)
+    assert train.near_chance(0.34, y, 3) == pytest.approx(1 / 3)
+    assert train.near_chance(0.45, y, 3) == pytest.approx(1 / 3)  # < 1/3 + (2/3)/4 = 0.5
+    assert train.near_chance(0.55, y, 3) is None
+    assert train.near_chance(None, y, 3) is None
+    skewed = np.array([0] * 8 + [1] * 2)  # always guessing class 0 scores 80 %
+    assert train.near_chance(0.82, skewed, 2) == pytest.approx(0.8)
+    assert train.near_chance(0.97, skewed, 2) is None
+
+
+def test_chance_level_run_warns_on_stderr_and_in_metrics(tmp_path, capfd):
+    splits = _folder_splits(tmp_path, random_labels=True)
+    _, m = train.fit(models.build("userdata_tiny", classes=3), splits, str(tmp_path / "run"), epochs=1,
+                     batch_size=16, lr=1e-6, tensorboard=False)
+    err = capfd.readouterr().err
+    assert len(m["warnings"]) == 1 and "near chance" in m["warnings"][0]
+    assert "3 optimizer steps" in m["warnings"][0] and "--epochs 3" in m["warnings"][0]  # 2 x 1.2 passes
+    assert "[tfmobile] warning: validation accuracy" in err and "near chance" in err
+    # one progress line per epoch: ours, no Keras progress line
+    assert err.count("[tfmobile] epoch 1") == 1 and "/step" not in err and "ETA" not in err
+
+
+def test_learnt_run_has_no_warning(tmp_path):
+    splits = _folder_splits(tmp_path)
+    _, m = train.fit(models.build("userdata_tiny", classes=3), splits, str(tmp_path / "run"), epochs=30,
+                     lr=2e-2, tensorboard=False, verbose=0)
+    assert m["val_accuracy"] >= 0.75 and m["warnings"] == []
+
+
+# --------------------------------------------------------------------------------------------
+# quiet start-up, flags
+# --------------------------------------------------------------------------------------------
+def test_tensorflow_start_up_is_quiet_but_real_errors_are_not():
+    code = ("import tfmobile, sys, tensorflow as tf; tf.constant(1.0) + 1.0; "
+            "print('ours', file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == "ours\n", r.stderr[-2000:]
+    env = dict(os.environ, TFMOBILE_STARTUP_LOG="1")  # the escape hatch shows what was filtered
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env=env)
+    assert r.returncode == 0 and "ours" in r.stderr
+    assert tfmobile.STARTUP_NOISE.match(
+        "I0000 00:00:1795927435.537948   17386 port.cc:153] oneDNN custom operations are on. You may see")
+    assert not tfmobile.STARTUP_NOISE.match("E0000 00:00:1.2   1 some_op.cc:12] a real error")
+
+
+def test_run_rejects_unknown_augmentation(cli, tmp_path):
+    r = cli("pipelines.run", "--augment", "flip,rotate", "--output_dir", tmp_path / "o", timeout=300)
+    assert r.returncode == 2 and "unknown augmentation rotate" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_run_on_a_folder_reports_schedule_augment_and_chance(cli, tmp_path):
+    """The main job on a 3-class folder with almost no training: the report says what ran and
+    that the accuracy is chance."""
+    _folder_splits(tmp_path, random_labels=True)
+    out = tmp_path / "run"
+    r = cli("pipelines.run", "--data_dir", tmp_path / "imgs", "--output_dir", out, "--epochs", "1",
+            "--qat_epochs", "1", "--lr", "1e-6", "--bench_runs", "2", "--notflm", "--json", timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout)
+    assert rep["augment"] == ["shift"] and rep["classes"] == 3
+    assert rep["training"]["float"]["epochs"] == 1 and rep["training"]["float"]["steps_run"] == 3
+    assert rep["training"]["qat"]["steps_run"] == 3
+    assert any("near chance" in n for n in rep["notes"])
+    md = (out / "report.md").read_text()
+    assert "near chance" in md and "3 optimizer steps = 1 epochs x 3 steps of batch 16" in md
+    assert "warning: validation accuracy" in r.stderr
+    noise = [ln for ln in r.stderr.splitlines()
+             if ln.startswith(("I0000", "W0000", "E0000", "WARNING: All", "INFO: Created TensorFlow Lite"))]
+    assert noise == []
