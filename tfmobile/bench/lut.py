@@ -381,8 +381,7 @@ def predict_ops(layers_, lut, backend="litert", threads=1, clock=None, measure=N
         raise UserError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     if clock == "cpu" and threads != 1:
         raise UserError("clock='cpu' predicts 1-thread latency only (other threads' CPU time is not latency)")
-    layers_, data = lut_layers(model)
-    if not isinstance(lut, dict) and not measure_missing and not os.path.isfile(os.fspath(lut)):
+    if not isinstance(lut, dict) and measure is None and not os.path.isfile(os.fspath(lut)):
         raise UserError(f"LUT file not found: {os.fspath(lut)}")
     table = load_lut(lut)
     device = _device(backend, threads)
