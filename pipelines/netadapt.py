@@ -20,6 +20,7 @@ flags.DEFINE_string("model", "mbv2", "zoo model trained first when no --checkpoi
 flags.DEFINE_float("alpha", 1.0, "width multiplier of --model.")
 flags.DEFINE_integer("resolution", 32, "input resolution of --model.")
 flags.DEFINE_integer("epochs", 10, "training epochs of --model before the loop.")
+flags.DEFINE_float("bn_momentum", 0.9, "BatchNorm momentum of --model (Keras' 0.999 lags in short runs).")
 flags.DEFINE_float("lr", None, "peak learning rate of the start training and the baselines (default train's).")
 flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX dir or class-subfolder image dir (default: the "
                     "Debian package, else the shipped subset).")
@@ -89,7 +90,8 @@ def config_from_flags():
         opts["serial"] = FLAGS.serial
     return LoopConfig(
         checkpoint=FLAGS.checkpoint, model=FLAGS.model, alpha=FLAGS.alpha, resolution=FLAGS.resolution,
-        epochs=FLAGS.epochs, lr=FLAGS.lr, data_dir=FLAGS.data_dir, subset=FLAGS.subset, limit=FLAGS.limit,
+        epochs=FLAGS.epochs, lr=FLAGS.lr, bn_momentum=FLAGS.bn_momentum, data_dir=FLAGS.data_dir, subset=FLAGS.subset,
+        limit=FLAGS.limit,
         val_fraction=FLAGS.val_fraction, resource=FLAGS.resource, target=fraction, target_value=value,
         delta0=FLAGS.delta0, decay=FLAGS.decay, max_iterations=FLAGS.max_iterations, select=FLAGS.select,
         short_steps=FLAGS.short_steps, short_lr=FLAGS.short_lr, batch_size=FLAGS.batch_size, seed=FLAGS.seed,

@@ -80,7 +80,9 @@ def baseline(run, name, alpha):
     cfg = run.cfg
     epochs = int(run.start.get("train_epochs") or cfg.epochs) + cfg.long_epochs
     h, w, c = run.input_shape
-    spec = models.get_spec(name, input_shape=(h, w, c), alpha=alpha, classes=run.splits.num_classes)
+    bn_momentum = run.start["spec"]["options"].get("bn_momentum", cfg.bn_momentum)   # as the start model's
+    spec = models.get_spec(name, input_shape=(h, w, c), alpha=alpha, classes=run.splits.num_classes,
+                           bn_momentum=bn_momentum)
     setting = {"spec": spec.to_dict(), "epochs": epochs, "qat_epochs": cfg.qat_epochs, "lr": cfg.lr,
                "batch_size": cfg.batch_size, "seed": cfg.seed, "data": run.data_config, "tflm": cfg.tflm}
     digest = hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]

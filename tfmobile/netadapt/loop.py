@@ -50,6 +50,7 @@ class LoopConfig:
     resolution: int = 32
     epochs: int = 10
     lr: float = None
+    bn_momentum: float = 0.9      # of a zoo start (Keras' 0.999 leaves eval-mode BN statistics behind)
     # data (validation is carved from the training images; the test set is used once, at the end)
     data_dir: str = None
     subset: bool = False
@@ -101,7 +102,7 @@ class LoopConfig:
         d["baselines"] = list(d["baselines"] or ())
         if d["checkpoint"]:
             d["checkpoint"] = os.path.abspath(d["checkpoint"])
-            for k in ("model", "alpha", "resolution", "epochs", "lr"):
+            for k in ("model", "alpha", "resolution", "epochs", "lr", "bn_momentum"):
                 d.pop(k)
         if d["lut"]:
             d["lut"] = os.path.abspath(d["lut"])
@@ -193,6 +194,8 @@ def check_config(cfg):
         raise UserError(f"target fraction must be in (0, 1), got {cfg.target}")
     if cfg.target_value is not None and not cfg.target_value > 0:
         raise UserError(f"target value must be > 0, got {cfg.target_value}")
+    if not 0.0 < cfg.bn_momentum < 1.0:
+        raise UserError(f"--bn_momentum must be in (0, 1), got {cfg.bn_momentum}")
     if not 0.0 < cfg.delta0 < 1.0 or not 0.0 < cfg.decay <= 1.0:
         raise UserError(f"need 0 < delta0 < 1 and 0 < decay <= 1, got {cfg.delta0}, {cfg.decay}")
     for name in ("short_steps", "batch_size", "bench_runs", "worker_threads", "workers", "max_iterations",
@@ -276,13 +279,14 @@ class Run:
         self.manifest = self.dir.open(self.cfg.fingerprint(), self.resume)
 
     # --- setup ----------------------------------------------------------------------------------
-    def start_spec(self):
+    def start_spec(self, classes=10):
         from tfmobile import models, train
 
         if self.cfg.checkpoint:
             return train.checkpoint_spec(self.cfg.checkpoint)
         r = self.cfg.resolution
-        return models.get_spec(self.cfg.model, input_shape=(r, r, 3), alpha=self.cfg.alpha, classes=10)
+        return models.get_spec(self.cfg.model, input_shape=(r, r, 3), alpha=self.cfg.alpha, classes=classes,
+                               bn_momentum=self.cfg.bn_momentum)
 
     def open_workers(self):
         cfg = self.cfg
@@ -358,6 +362,8 @@ class Run:
         self.splits = load_splits(self.data_config)
         if isinstance(self.pool, RayPool):
             self.pool.put_splits(self.splits)
+        if not cfg.checkpoint and self.splits.num_classes != spec.classes:   # a zoo start fits the data
+            spec = self.start_spec(self.splits.num_classes)
         if self.splits.num_classes != spec.classes:
             raise UserError(f"the start model has {spec.classes} classes but the data has {self.splits.num_classes}")
         self.calib = calibration_images(self.splits, self.input_shape, seed=cfg.seed)
