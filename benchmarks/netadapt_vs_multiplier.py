@@ -86,8 +86,7 @@ def _netadapt(resource):
 
 def _scratch(rep):
     """Train the found architecture from scratch with the baselines' budget; LiteRT int8 test accuracy."""
-    from tfmobile import convert, evaluation, models, train
-    from tfmobile.netadapt.loop import calibration_images
+    from tfmobile import convert, data, evaluation, models, train
     from tfmobile.netadapt.workers import load_splits
 
     cfg = _config("latency")
@@ -101,7 +100,7 @@ def _scratch(rep):
     if cfg.qat_epochs:
         model, _ = train.fit(model, splits, os.path.join(d, "qat"), epochs=cfg.qat_epochs, compression="qat",
                              batch_size=cfg.batch_size, seed=cfg.seed, resume=True, verbose=2)
-    tfl = convert.to_tflite(model, "int8", representative_data=calibration_images(splits, spec.input_shape))
+    tfl = convert.to_tflite(model, "int8", representative_data=data.sample_images(splits.x_train, spec.input_shape))
     acc = evaluation.evaluate_tflite(tfl, splits.x_test, splits.y_test)["accuracy"]
     return {"epochs": epochs, "qat_epochs": cfg.qat_epochs, "accuracy": acc, "seconds": round(time.time() - t, 1),
             "netadapt_fine_tuned_accuracy": rep["final"]["accuracy"]}
