@@ -85,15 +85,21 @@ def _netadapt(resource):
 
 
 def _scratch(rep):
-    """Train the found architecture from scratch with the baselines' budget; LiteRT int8 test accuracy."""
-    from tfmobile import convert, evaluation, models, train
-    from tfmobile.netadapt.loop import calibration_images
+    """Train the found architecture from scratch with the baselines' budget; LiteRT int8 test accuracy, and its
+    latency measured interleaved with the fine-tuned NetAdapt model and the baselines (cached in scratch/result.json)."""
+    from tfmobile import convert, data, evaluation, models, train
+    from tfmobile.io import write_bytes, write_json
+    from tfmobile.netadapt.final import compare
+    from tfmobile.netadapt.measure import LocalMeasurer
     from tfmobile.netadapt.workers import load_splits
 
     cfg = _config("latency")
+    d = os.path.join(FLAGS.work_dir, "scratch")
+    if os.path.isfile(os.path.join(d, "result.json")):
+        with open(os.path.join(d, "result.json")) as f:
+            return json.load(f)
     spec = models.ModelSpec.from_dict(rep["final"]["spec"])
     splits = load_splits(cfg.data_config(spec.input_shape))
-    d = os.path.join(FLAGS.work_dir, "scratch")
     epochs = int(rep["start"]["train_epochs"]) + cfg.long_epochs
     t = time.time()
     model, _ = train.fit(models.build(spec), splits, os.path.join(d, "float"), epochs=epochs, batch_size=cfg.batch_size,
@@ -101,10 +107,27 @@ def _scratch(rep):
     if cfg.qat_epochs:
         model, _ = train.fit(model, splits, os.path.join(d, "qat"), epochs=cfg.qat_epochs, compression="qat",
                              batch_size=cfg.batch_size, seed=cfg.seed, resume=True, verbose=2)
-    tfl = convert.to_tflite(model, "int8", representative_data=calibration_images(splits, spec.input_shape))
+    tfl = convert.to_tflite(model, "int8", representative_data=data.sample_images(splits.x_train, spec.input_shape))
+    write_bytes(os.path.join(d, "scratch_int8.tflite"), tfl)
     acc = evaluation.evaluate_tflite(tfl, splits.x_test, splits.y_test)["accuracy"]
-    return {"epochs": epochs, "qat_epochs": cfg.qat_epochs, "accuracy": acc, "seconds": round(time.time() - t, 1),
-            "netadapt_fine_tuned_accuracy": rep["final"]["accuracy"]}
+    seconds = round(time.time() - t, 1)
+    tflites = {"scratch": tfl}
+    for key, row in [("netadapt", rep["final"])] + [(f"a{b['alpha']:g}", b) for b in rep["baselines"]]:
+        with open(row["path"], "rb") as f:
+            tflites[key] = f.read()
+    meas = LocalMeasurer(cfg.bench_settings()).measure_many(tflites, cfg.baseline_rounds)
+    baselines = [dict(b, measured=meas[f"a{b['alpha']:g}"]["value"]) for b in rep["baselines"]]
+    out = {"epochs": epochs, "qat_epochs": cfg.qat_epochs, "accuracy": acc, "seconds": seconds,
+           "netadapt_fine_tuned_accuracy": rep["final"]["accuracy"],
+           "measured_interleaved": {k: m["value"] for k, m in meas.items()},
+           "cpu_cv": {k: m.get("cpu_cv", m.get("cv")) for k, m in meas.items()},
+           "comparison": compare({"accuracy": acc, "measured": meas["scratch"]["value"]}, baselines, "latency",
+                                 rep["target_value"]),
+           "comparison_fine_tuned": compare({"accuracy": rep["final"]["accuracy"],
+                                             "measured": meas["netadapt"]["value"]}, baselines, "latency",
+                                            rep["target_value"])}
+    write_json(os.path.join(d, "result.json"), out)
+    return out
 
 
 def _summary(rep):

@@ -144,3 +144,21 @@ def test_calibration_images_from_a_directory_match_training_images(tmp_path):
     assert calib.shape == (5, 7, 5, 3) and calib.dtype == np.float32
     np.testing.assert_array_equal(calib, data.preprocess(train_images, (7, 5, 3)))
     assert len(data.image_dir_sample(tmp_path, (7, 5, 3), n=2, seed=1)) == 2
+
+
+def test_sample_images_is_a_seeded_choice_of_the_given_images_preprocessed():
+    from tfmobile import data
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
+    every = data.preprocess(images, (32, 32, 3))
+    a = data.sample_images(images, (32, 32, 3), n=10, seed=3)
+    assert a.shape == (10, 32, 32, 3) and a.dtype == np.float32
+    picked = [int(np.argmin(np.abs(every - x).reshape(40, -1).max(axis=1))) for x in a]
+    assert all(np.array_equal(a[i], every[j]) for i, j in enumerate(picked))
+    assert len(set(picked)) == 10                                  # without replacement
+    assert np.array_equal(a, data.sample_images(images, (32, 32, 3), n=10, seed=3))
+    assert not np.array_equal(a, data.sample_images(images, (32, 32, 3), n=10, seed=4))
+    assert data.sample_images(images, (32, 32, 3), n=100).shape[0] == 40
+    gen = data.representative_dataset(images, (32, 32, 3), n=10, seed=3)
+    assert np.array_equal(np.concatenate([b[0] for b in gen()]), a)

@@ -14,7 +14,6 @@ themselves. Every accuracy reported is the exported .tflite's in LiteRT, not Ker
 import os
 import time
 
-import numpy as np
 
 from tfmobile import compress, convert, data, evaluation, models, train
 from tfmobile.data import DEFAULT_SHIFT
@@ -99,8 +98,7 @@ class Job:
 
     def calibration_images(self, input_shape, n=200):
         """``n`` real training images for int8 calibration, preprocessed like training images."""
-        calib = data.representative_dataset(self.splits.x_train, input_shape, n=n)
-        return np.concatenate([batch[0] for batch in calib()])
+        return data.sample_images(self.splits.x_train, input_shape, n=n)
 
     def compressed_variants(self, float_model, qat_epochs=None, prune=None, prune_epochs=None,
                             structured_2_4=False):

@@ -24,12 +24,17 @@ def preprocess(images, input_shape):
     return (resize_uint8(images, input_shape).astype(np.float32) / 127.5 - 1.0).astype(np.float32)
 
 
+def sample_images(images, input_shape, n=100, seed=0):
+    """A seeded random choice of ``n`` uint8 ``images`` (all if fewer), preprocessed for ``input_shape``:
+    the calibration and verification images of every int8 export."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(images), size=min(n, len(images)), replace=False)
+    return preprocess(np.asarray(images)[idx], input_shape)
+
+
 def calibration_images(input_shape, n=100, data_dir=None, seed=0):
     """``n`` real Fashion-MNIST training images preprocessed for ``input_shape`` (calibration/verify)."""
-    data = load_fashion_mnist(data_dir, subset=data_dir is None)
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(data.x_train), size=min(n, len(data.x_train)), replace=False)
-    return preprocess(data.x_train[idx], input_shape)
+    return sample_images(load_fashion_mnist(data_dir, subset=data_dir is None).x_train, input_shape, n, seed)
 
 
 def image_dir_sample(directory, input_shape, n, seed=0):

@@ -232,9 +232,9 @@ def make_dataset(images, labels, input_shape, batch_size=128, training=False, au
 
 def representative_dataset(images, input_shape, n=100, seed=0):
     """Generator factory for TFLiteConverter.representative_dataset (n real images, batch 1)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(images), size=min(n, len(images)), replace=False)
-    x = resize_uint8(np.asarray(images)[idx], input_shape).astype(np.float32) / 127.5 - 1.0
+    from tfmobile.data import sample_images
+
+    x = sample_images(images, input_shape, n, seed)
 
     def gen():
         for i in range(len(x)):

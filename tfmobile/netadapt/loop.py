@@ -249,16 +249,6 @@ def log_stderr(message):
     sys.stderr.flush()
 
 
-def calibration_images(splits, input_shape, n=100, seed=0):
-    import numpy as np
-
-    from tfmobile import data
-
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(splits.x_train), size=min(n, len(splits.x_train)), replace=False)
-    return data.preprocess(splits.x_train[np.sort(idx)], input_shape)
-
-
 class Run:
     """State of one run: its directory, data, pools, measurer (see ``run``)."""
 
@@ -353,7 +343,7 @@ class Run:
 
     # --- start --------------------------------------------------------------------------------------
     def prepare_start(self):
-        from tfmobile import models, train
+        from tfmobile import data, models, train
 
         cfg = self.cfg
         spec = self.start_spec()
@@ -366,7 +356,7 @@ class Run:
             spec = self.start_spec(self.splits.num_classes)
         if self.splits.num_classes != spec.classes:
             raise UserError(f"the start model has {spec.classes} classes but the data has {self.splits.num_classes}")
-        self.calib = calibration_images(self.splits, self.input_shape, seed=cfg.seed)
+        self.calib = data.sample_images(self.splits.x_train, self.input_shape, seed=cfg.seed)
         self.check_shrinkable(spec)
         start_ckpt = self.dir.sub("start", train.CHECKPOINT_DIR)
         if not os.path.isfile(os.path.join(start_ckpt, "checkpoint.json")):
