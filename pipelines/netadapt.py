@@ -51,6 +51,8 @@ flags.DEFINE_string("serial", None, "android: adb serial.")
 flags.DEFINE_string("lut", None, "latency LUT JSON (built/extended as needed; must be this device's).")
 flags.DEFINE_integer("long_epochs", 5, "long-term fine-tune epochs after the loop.")
 flags.DEFINE_float("long_lr", 5e-4, "long-term fine-tune peak learning rate.")
+flags.DEFINE_enum("final", "fine_tune", ["fine_tune", "from_scratch"], "final stage: fine-tune the loop's weights "
+                  "(--long_epochs), or train the found architecture from scratch with the baselines' budget.")
 flags.DEFINE_integer("qat_epochs", 1, "QAT epochs of the final model (0: post-training int8).")
 flags.DEFINE_boolean("tflm", True, "export the final int8 model for TFLite-Micro (arena measured).")
 flags.DEFINE_list("baselines", [], "width multipliers trained with the same budget and measured with the "
@@ -97,7 +99,8 @@ def config_from_flags():
         short_steps=FLAGS.short_steps, short_lr=FLAGS.short_lr, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
         worker_threads=FLAGS.worker_threads, backend=FLAGS.backend, threads=FLAGS.threads,
         bench_runs=FLAGS.bench_runs, bench_warmup=FLAGS.bench_warmup, backend_opts=opts, lut=FLAGS.lut,
-        long_epochs=FLAGS.long_epochs, long_lr=FLAGS.long_lr, qat_epochs=FLAGS.qat_epochs, tflm=FLAGS.tflm,
+        long_epochs=FLAGS.long_epochs, long_lr=FLAGS.long_lr, final=FLAGS.final, qat_epochs=FLAGS.qat_epochs,
+        tflm=FLAGS.tflm,
         baselines=baselines, baselines_dir=FLAGS.baselines_dir, workers=FLAGS.workers, ray_address=FLAGS.ray_address,
         proposal_timeout=FLAGS.proposal_timeout)
 

@@ -68,6 +68,28 @@ def test_zoo_start_has_bn_momentum_0_9_and_the_data_classes(tmp_path):
         loop.Run(loop.LoopConfig(model="mbv2", target=0.5, bn_momentum=0.999 + 0.001), str(tmp_path / "p"))
 
 
+def test_final_stage_fine_tunes_or_trains_the_found_architecture_from_scratch(tiny_checkpoint, tmp_path):
+    import types
+
+    import numpy as np
+
+    from tfmobile import models, train
+    from tfmobile.netadapt import final
+
+    ckpt = train.load_checkpoint(tiny_checkpoint)
+    run = types.SimpleNamespace(cfg=_cfg(tiny_checkpoint, long_epochs=3, long_lr=1e-4, lr=2e-3), start={"train_epochs": 2})
+    model, epochs, lr, _ = final.final_training(run, tiny_checkpoint)
+    assert (epochs, lr) == (3, 1e-4)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), ckpt.get_weights()))
+    run.cfg.final = "from_scratch"
+    model, epochs, lr, what = final.final_training(run, tiny_checkpoint)
+    assert (epochs, lr) == (2 + 3, 2e-3) and "from scratch" in what
+    assert models.spec_of(model).to_dict() == models.spec_of(ckpt).to_dict()       # the same architecture,
+    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), ckpt.get_weights()))  # new weights
+    with pytest.raises(UserError, match="--final"):
+        loop.Run(_cfg(tiny_checkpoint, final="scratch"), str(tmp_path / "o"))
+
+
 def test_run_dir_refuses_another_run_and_overwrites_nothing(tmp_path):
     d = RunDir(tmp_path / "run")
     man = d.open({"seed": 0}, resume=False)

@@ -44,9 +44,28 @@ def export_and_evaluate(run, name, spec, float_model, qat_model, directory):
     return row
 
 
+def final_training(run, last_checkpoint):
+    """(starting model, epochs, peak lr, description) of the final stage.
+
+    ``fine_tune`` (NetAdapt's long-term fine-tune): the loop's last weights, ``long_epochs`` at
+    ``long_lr``. ``from_scratch``: the found architecture freshly initialised and trained with the
+    baselines' budget (start training + ``long_epochs``, at ``lr``) — in the benchmark that beat the
+    width-multiplier curve where the fine-tuned weights only reached it (docs/netadapt.md).
+    """
+    from tfmobile import models, train
+    from tfmobile.models import ModelSpec
+
+    cfg = run.cfg
+    if cfg.final == "from_scratch":
+        epochs = int(run.start.get("train_epochs") or cfg.epochs) + cfg.long_epochs
+        spec = ModelSpec.load(os.path.join(last_checkpoint, "spec.json"))
+        return models.build(spec), epochs, cfg.lr, f"{epochs} epoch(s) of the found architecture from scratch"
+    return (train.load_checkpoint(last_checkpoint), cfg.long_epochs, cfg.long_lr,
+            f"{cfg.long_epochs} long-term fine-tune epoch(s)")
+
+
 def final_model(run, last_checkpoint):
     """The NetAdapt model through the final stage (resumable); its row without the measurement."""
-    from tfmobile import train
     from tfmobile.models import ModelSpec
 
     done = run.dir.read("final", "final.json")
@@ -54,12 +73,12 @@ def final_model(run, last_checkpoint):
         return done
     t = time.time()
     cfg = run.cfg
-    run.log(f"final stage: {cfg.long_epochs} long-term fine-tune epoch(s), {cfg.qat_epochs} QAT epoch(s), int8 + TFLM")
+    model, epochs, lr, what = final_training(run, last_checkpoint)
+    run.log(f"final stage: {what}, {cfg.qat_epochs} QAT epoch(s), int8 + TFLM")
     spec = ModelSpec.load(os.path.join(last_checkpoint, "spec.json"))
-    fmodel, qmodel = _train_float_and_qat(run, train.load_checkpoint(last_checkpoint), run.dir.sub("final", "train"),
-                                          cfg.long_epochs, cfg.long_lr)
+    fmodel, qmodel = _train_float_and_qat(run, model, run.dir.sub("final", "train"), epochs, lr)
     row = export_and_evaluate(run, "netadapt_int8", spec, fmodel, qmodel, run.dir.sub("final"))
-    row["seconds"] = round(time.time() - t, 1)
+    row.update(final_stage=cfg.final, epochs=epochs, seconds=round(time.time() - t, 1))
     run.dir.write(row, "final", "final.json")
     return row
 

@@ -37,6 +37,9 @@ SELECTIONS = ("ratio", "accuracy")
 MAX_HALVINGS = 5   # the step is halved at most 5 times (to 1/32) when no group meets the budget
 
 
+FINAL_MODES = ("fine_tune", "from_scratch")
+
+
 class TargetNotMet(UserError):
     """No group can shrink further and the target was never met (the best reached is reported)."""
 
@@ -82,6 +85,7 @@ class LoopConfig:
     # final stage
     long_epochs: int = 5
     long_lr: float = 5e-4
+    final: str = "fine_tune"      # or "from_scratch" (see final.final_training)
     qat_epochs: int = 1
     tflm: bool = True
     baselines: tuple = ()
@@ -202,6 +206,8 @@ def check_config(cfg):
                  "threads", "baseline_rounds"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.final not in FINAL_MODES:
+        raise UserError(f"--final must be one of {', '.join(FINAL_MODES)}, got {cfg.final!r}")
     for name in ("long_epochs", "qat_epochs", "bench_warmup"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
