@@ -78,11 +78,11 @@ def test_final_stage_fine_tunes_or_trains_the_found_architecture_from_scratch(ti
 
     ckpt = train.load_checkpoint(tiny_checkpoint)
     run = types.SimpleNamespace(cfg=_cfg(tiny_checkpoint, long_epochs=3, long_lr=1e-4, lr=2e-3), start={"train_epochs": 2})
-    model, epochs, lr, _ = final.final_training(run, tiny_checkpoint)
+    model, epochs, lr, _ = final.final_training(run, tiny_checkpoint, train.checkpoint_spec(tiny_checkpoint))
     assert (epochs, lr) == (3, 1e-4)
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), ckpt.get_weights()))
     run.cfg.final = "from_scratch"
-    model, epochs, lr, what = final.final_training(run, tiny_checkpoint)
+    model, epochs, lr, what = final.final_training(run, tiny_checkpoint, train.checkpoint_spec(tiny_checkpoint))
     assert (epochs, lr) == (2 + 3, 2e-3) and "from scratch" in what
     assert models.spec_of(model).to_dict() == models.spec_of(ckpt).to_dict()       # the same architecture,
     assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), ckpt.get_weights()))  # new weights

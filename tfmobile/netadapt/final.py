@@ -44,21 +44,25 @@ def export_and_evaluate(run, name, spec, float_model, qat_model, directory):
     return row
 
 
-def final_training(run, last_checkpoint):
+def budget_epochs(run):
+    """The whole training budget of the NetAdapt model: start training + long-term fine-tune epochs
+    (what a baseline, or the found architecture trained from scratch, gets)."""
+    return int(run.start.get("train_epochs") or run.cfg.epochs) + run.cfg.long_epochs
+
+
+def final_training(run, last_checkpoint, spec):
     """(starting model, epochs, peak lr, description) of the final stage.
 
     ``fine_tune`` (NetAdapt's long-term fine-tune): the loop's last weights, ``long_epochs`` at
-    ``long_lr``. ``from_scratch``: the found architecture freshly initialised and trained with the
-    baselines' budget (start training + ``long_epochs``, at ``lr``) — in the benchmark that beat the
+    ``long_lr``. ``from_scratch``: the found architecture ``spec`` freshly initialised and trained with
+    the baselines' budget (``budget_epochs``, at ``lr``) — in the benchmark that beat the
     width-multiplier curve where the fine-tuned weights only reached it (docs/netadapt.md).
     """
     from tfmobile import models, train
-    from tfmobile.models import ModelSpec
 
     cfg = run.cfg
     if cfg.final == "from_scratch":
-        epochs = int(run.start.get("train_epochs") or cfg.epochs) + cfg.long_epochs
-        spec = ModelSpec.load(os.path.join(last_checkpoint, "spec.json"))
+        epochs = budget_epochs(run)
         return models.build(spec), epochs, cfg.lr, f"{epochs} epoch(s) of the found architecture from scratch"
     return (train.load_checkpoint(last_checkpoint), cfg.long_epochs, cfg.long_lr,
             f"{cfg.long_epochs} long-term fine-tune epoch(s)")
@@ -73,9 +77,9 @@ def final_model(run, last_checkpoint):
         return done
     t = time.time()
     cfg = run.cfg
-    model, epochs, lr, what = final_training(run, last_checkpoint)
-    run.log(f"final stage: {what}, {cfg.qat_epochs} QAT epoch(s), int8 + TFLM")
     spec = ModelSpec.load(os.path.join(last_checkpoint, "spec.json"))
+    model, epochs, lr, what = final_training(run, last_checkpoint, spec)
+    run.log(f"final stage: {what}, {cfg.qat_epochs} QAT epoch(s), int8 + TFLM")
     fmodel, qmodel = _train_float_and_qat(run, model, run.dir.sub("final", "train"), epochs, lr)
     row = export_and_evaluate(run, "netadapt_int8", spec, fmodel, qmodel, run.dir.sub("final"))
     row.update(final_stage=cfg.final, epochs=epochs, seconds=round(time.time() - t, 1))
@@ -97,7 +101,7 @@ def baseline(run, name, alpha):
     from tfmobile.io import write_json
 
     cfg = run.cfg
-    epochs = int(run.start.get("train_epochs") or cfg.epochs) + cfg.long_epochs
+    epochs = budget_epochs(run)
     h, w, c = run.input_shape
     bn_momentum = run.start["spec"]["options"].get("bn_momentum", cfg.bn_momentum)   # as the start model's
     spec = models.get_spec(name, input_shape=(h, w, c), alpha=alpha, classes=run.splits.num_classes,
