@@ -59,6 +59,7 @@ def test_run_end_to_end_smoke(cli, tmp_path):
     rep = json.loads(r.stdout)
     names = [v["variant"] for v in rep["variants"]]
     assert names == ["float32", "ptq_int8", "qat_int8", "pruned50_qat_int8"]
+    assert rep["input_shape"] == [48, 48, 3] and rep["clipnorm"] == 1.0 and rep["lr"] == 5e-3  # the recipe
     for v in rep["variants"]:
         assert v["test_images"] == 1000 and 0.0 <= v["accuracy"] <= 1.0
         assert os.path.isfile(v["path"]) and v["size_bytes"] == os.path.getsize(v["path"])

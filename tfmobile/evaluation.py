@@ -77,9 +77,11 @@ def measure_variant(name, tflite_bytes, output_dir, x_test, y_test, bench_runs=5
            "float_ops": convert.float_ops(tflite_bytes) if acc["input_dtype"] != "float32" else None,
            "ops": ops}
     if bench:
-        m = measure(path, backend="litert", threads=threads, runs=bench_runs,
-                           warmup=min(10, bench_runs))
+        # noisy timings are the report's note, not a console line per variant of every default run
+        m = measure(path, backend="litert", threads=threads, runs=bench_runs, warmup=min(10, bench_runs),
+                    warn=False)
         row["latency_ms"] = {k: m.get(k) for k in ("mean_ms", "median_ms", "p90_ms", "std_ms", "min_ms", "cv")}
+        row["latency_warnings"] = list(m.get("warnings") or [])
         row["latency_backend"] = {"backend": m.get("backend"), "threads": threads, "runs": bench_runs,
                                   "device": m.get("device")}
     if tflm:

@@ -228,10 +228,16 @@ def _load_optimizer(optimizer, model, path):
 # --------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------
-def make_optimizer(lr, total_steps, warmup_steps=0):
-    """Adam on a cosine-decayed rate (to 1 % of ``lr``), with an optional linear warm-up."""
+def make_optimizer(lr, total_steps, warmup_steps=0, clipnorm=None):
+    """Adam on a cosine-decayed rate (to 1 % of ``lr``), with an optional linear warm-up.
+
+    clipnorm: clip the global gradient norm (a step at a high rate on a small batch can throw a
+    BN-heavy net back to chance; docs/training.md, "Training length and the main job's recipe").
+    """
     if not (lr > 0 and np.isfinite(lr)):
         raise UserError(f"learning rate must be a positive number, got {lr}")
+    if clipnorm is not None and not (clipnorm > 0 and np.isfinite(clipnorm)):
+        raise UserError(f"gradient clip norm must be a positive number, got {clipnorm}")
     total_steps = max(1, int(total_steps))
     warmup_steps = min(int(warmup_steps), total_steps // 2)
     if warmup_steps:
@@ -240,7 +246,7 @@ def make_optimizer(lr, total_steps, warmup_steps=0):
             warmup_target=lr, warmup_steps=warmup_steps)
     else:
         schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps, alpha=0.01)
-    return keras.optimizers.Adam(learning_rate=schedule)
+    return keras.optimizers.Adam(learning_rate=schedule, global_clipnorm=clipnorm)
 
 
 def compile_model(model, optimizer):
@@ -369,7 +375,7 @@ def prepare_model(model, compression=None, target_sparsity=0.5, structured_2_4=F
 def fit(model, splits, output_dir, epochs=None, batch_size=None, lr=None, compression=None,
         resume=False, target_sparsity=0.5, structured_2_4=False, steps_per_epoch=None,
         augment=None, verbose=1, warmup_epochs=None, seed=0, tensorboard=True, on_epoch=None,
-        shift=None):
+        shift=None, clipnorm=None):
     """Train ``model`` (float, or wrapped here for ``compression``) on ``splits``.
 
     Length: ``epochs`` / ``batch_size`` when given, else ``tfmobile.data.default_schedule`` for the
@@ -406,7 +412,7 @@ def fit(model, splits, output_dir, epochs=None, batch_size=None, lr=None, compre
         warmup_epochs = 1 if (compression is None and epochs >= 4) else 0
     # at least 2 % of the run: one epoch of a tiny set is a handful of steps
     warmup_steps = max(warmup_epochs * steps, total_steps // 50) if warmup_epochs else 0
-    optimizer = make_optimizer(lr, total_steps, warmup_steps=warmup_steps)
+    optimizer = make_optimizer(lr, total_steps, warmup_steps=warmup_steps, clipnorm=clipnorm)
 
     ckpt_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     initial_epoch, history = 0, []
@@ -467,6 +473,7 @@ def fit(model, splits, output_dir, epochs=None, batch_size=None, lr=None, compre
         "compression": compression, "epochs": epochs, "resumed_from_epoch": initial_epoch,
         "batch_size": batch_size, "steps_per_epoch": steps, "steps": int(optimizer.iterations.numpy()),
         "schedule": schedule.to_dict(), "lr": lr, "optimizer": "adam+cosine",
+        "clipnorm": clipnorm,
         "augment": list(augment), "shift": float(shift) if "shift" in augment else 0.0,
         "train_images": int(len(splits.x_train)), "val_images": int(len(splits.x_val)),
         "data_source": splits.source, "params": int(model.count_params()),
