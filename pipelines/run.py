@@ -27,8 +27,8 @@ from pipelines import _cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mbv2", "zoo model name.")
 flags.DEFINE_float("alpha", 0.35, "width multiplier.")
-flags.DEFINE_integer("resolution", 48, "input resolution (square; default tfmobile.pipeline."
-                     "MAIN_JOB_RESOLUTION: at 32 MobileNetV2's last stages see 1x1 features).",
+flags.DEFINE_integer("resolution", None, "input resolution, square (default tfmobile.pipeline."
+                     "MAIN_JOB_RESOLUTION = 48: at 32 MobileNetV2's last stages see 1x1 features).",
                      upper_bound=_cli.MAX_RESOLUTION)
 flags.DEFINE_integer("epochs", None, "float training epochs (default: enough optimizer steps for the "
                      "amount of data, tfmobile.data.default_schedule; the report says how many ran).")
@@ -44,8 +44,8 @@ flags.DEFINE_string("augment", None, "training augmentations, comma-separated: f
                     "label of digits, letters, arrows).")
 flags.DEFINE_float("lr", None, "peak learning rate of the float run (cosine, Adam; default "
                    "tfmobile.pipeline.MAIN_JOB_LR = 5e-3).")
-flags.DEFINE_float("clipnorm", 1.0, "clip the float run's global gradient norm to this (0: no clipping; "
-                   "default tfmobile.pipeline.MAIN_JOB_CLIPNORM).")
+flags.DEFINE_float("clipnorm", None, "clip the float run's global gradient norm to this (0: no clipping; "
+                   "default tfmobile.pipeline.MAIN_JOB_CLIPNORM = 1.0).")
 flags.DEFINE_float("shift", None, "random shift augmentation, fraction of the side (default "
                    "tfmobile.pipeline.MAIN_JOB_SHIFT = 1/16).")
 flags.DEFINE_boolean("full_data", False, "full Fashion-MNIST (--data_dir or the Debian package).")
@@ -68,7 +68,7 @@ def main(argv):
         model=FLAGS.model, alpha=FLAGS.alpha, resolution=FLAGS.resolution, epochs=FLAGS.epochs,
         qat_epochs=FLAGS.qat_epochs, prune_epochs=FLAGS.prune_epochs, prune=FLAGS.prune,
         structured_2_4=FLAGS.structured_2_4, batch_size=FLAGS.batch_size, lr=FLAGS.lr,
-        augment=FLAGS.augment, shift=FLAGS.shift, clipnorm=FLAGS.clipnorm or None,
+        augment=FLAGS.augment, shift=FLAGS.shift, clipnorm=FLAGS.clipnorm,
         full_data=FLAGS.full_data, data_dir=FLAGS.data_dir, limit=FLAGS.limit, bn_momentum=FLAGS.bn_momentum,
         bench_runs=FLAGS.bench_runs, bench_threads=FLAGS.bench_threads, tflm=FLAGS.tflm,
         steps_per_epoch=FLAGS.steps_per_epoch, output_dir=FLAGS.output_dir, progress=_cli.progress)

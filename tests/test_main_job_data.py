@@ -135,7 +135,7 @@ def test_clipnorm_reaches_the_optimizer_and_is_recorded(tmp_path):
 def test_run_rejects_a_negative_clipnorm(cli, tmp_path):
     r = cli("pipelines.run", "--clipnorm", "-1", "--output_dir", tmp_path / "o", timeout=300)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "error: --clipnorm must be > 0 (or 0 on the command line: no clipping), got -1.0"]
+        "error: --clipnorm must be >= 0 (0: no clipping), got -1.0"]
     assert not (tmp_path / "o" / "train").exists()
 
 

@@ -41,8 +41,8 @@ def check_options(epochs=None, qat_epochs=None, prune_epochs=None, batch_size=No
     data.parse_augment(augment)
     if not 0.0 <= shift < 0.5:
         raise UserError(f"--shift must be in [0, 0.5), got {shift}")
-    if clipnorm is not None and not clipnorm > 0:
-        raise UserError(f"--clipnorm must be > 0 (or 0 on the command line: no clipping), got {clipnorm}")
+    if clipnorm is not None and not clipnorm >= 0:
+        raise UserError(f"--clipnorm must be >= 0 (0: no clipping), got {clipnorm}")
     for name, value in (("epochs", epochs), ("qat_epochs", qat_epochs), ("prune_epochs", prune_epochs),
                         ("batch_size", batch_size), ("bench_runs", bench_runs),
                         ("bench_threads", bench_threads)):
@@ -174,9 +174,9 @@ class Job:
         return report
 
 
-def run(model="mbv2", alpha=0.35, resolution=MAIN_JOB_RESOLUTION, epochs=None, qat_epochs=None,
+def run(model="mbv2", alpha=0.35, resolution=None, epochs=None, qat_epochs=None,
         prune_epochs=None, prune=None, structured_2_4=False, batch_size=None, lr=None, augment=None, shift=None,
-        clipnorm=MAIN_JOB_CLIPNORM,
+        clipnorm=None,
         full_data=False, data_dir=None, limit=None,
         bn_momentum=0.9, bench_runs=50, bench_threads=1, tflm=True, steps_per_epoch=None,
         output_dir=None, progress=None):
@@ -184,11 +184,13 @@ def run(model="mbv2", alpha=0.35, resolution=MAIN_JOB_RESOLUTION, epochs=None, q
 
     Lengths left at ``None`` follow ``tfmobile.data.default_schedule`` (step-based, for the amount
     of data); ``augment=None`` is the label-safe default for the data (``data.default_augment``);
-    ``lr`` / ``shift`` default to ``MAIN_JOB_LR`` / ``MAIN_JOB_SHIFT``; ``clipnorm`` (global
-    gradient-norm clip of the float run; ``None``: no clipping) to ``MAIN_JOB_CLIPNORM``.
+    ``resolution`` / ``lr`` / ``shift`` / ``clipnorm`` (the float run's global gradient-norm clip;
+    0: none) left at ``None`` are the ``MAIN_JOB_*`` recipe.
     """
+    resolution = MAIN_JOB_RESOLUTION if resolution is None else resolution
     lr = MAIN_JOB_LR if lr is None else lr
     shift = MAIN_JOB_SHIFT if shift is None else shift
+    clipnorm = MAIN_JOB_CLIPNORM if clipnorm is None else clipnorm
     check_options(epochs, qat_epochs, prune_epochs, batch_size, bench_runs, bench_threads, prune,
                   structured_2_4, augment, shift, clipnorm)
     output_dir = output_dir or os.path.join("runs", time.strftime("run-%Y%m%d-%H%M%S"))
@@ -201,7 +203,7 @@ def run(model="mbv2", alpha=0.35, resolution=MAIN_JOB_RESOLUTION, epochs=None, q
                            classes=dataset.num_classes, bn_momentum=bn_momentum)
     job.progress(f"{spec.name} on {splits.source}: {len(splits.x_train)} train / {len(splits.x_val)} val / "
                  f"{len(splits.x_test)} test images")
-    fmodel = job.train_float(spec, epochs, lr=lr, clipnorm=clipnorm)
+    fmodel = job.train_float(spec, epochs, lr=lr, clipnorm=clipnorm or None)
     variants = job.compressed_variants(fmodel, qat_epochs, prune, prune_epochs, structured_2_4)
     rows = job.measure(variants, bench_runs, bench_threads, tflm)
     return job.report(spec, rows, bench_runs, bench_threads, alpha=alpha, prune=prune,
