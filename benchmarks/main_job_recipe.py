@@ -1,7 +1,8 @@
 """One float training run of the main job's model on the shipped subset with a given recipe:
 prints one JSON object (Keras top-1 on the 1000 test images, training accuracy per tenth of the run).
 
-    python benchmarks/main_job_recipe.py --resolution 48 --lr 5e-3 --clipnorm 1 --seed 1
+    python benchmarks/main_job_recipe.py                          # the main job's recipe, seed 0
+    python benchmarks/main_job_recipe.py --resolution 32 --lr 1e-2 --clipnorm 0   # the previous one
 
 How the main job's recipe (tfmobile.pipeline.MAIN_JOB_*) was chosen: docs/training.md, "Training
 length and the main job's recipe". Float only (no QAT, no export) so that a comparison costs ~2.5
@@ -19,7 +20,7 @@ def main():
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=2550)
     ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--clipnorm", type=float, default=0.0, help="0: no clipping")
+    ap.add_argument("--clipnorm", type=float, default=1.0, help="0: no clipping")
     ap.add_argument("--shift", type=float, default=0.0625)
     ap.add_argument("--label_smoothing", type=float, default=0.0)
     ap.add_argument("--warmup", type=float, default=0.033, help="warm-up, fraction of the steps")
