@@ -43,7 +43,7 @@ flags.DEFINE_string("augment", None, "training augmentations, comma-separated: f
                     "(default: shift, plus flip for the built-in Fashion-MNIST only: flips change the "
                     "label of digits, letters, arrows).")
 flags.DEFINE_float("lr", None, "peak learning rate of the float run (cosine, Adam; default "
-                   "tfmobile.pipeline.MAIN_JOB_LR = 5e-3).")
+                   "tfmobile.pipeline.main_job_lr: 5e-3 at batch 32 and above, scaled down for smaller batches).")
 flags.DEFINE_float("clipnorm", None, "clip the float run's global gradient norm to this (0: no clipping; "
                    "default tfmobile.pipeline.MAIN_JOB_CLIPNORM = 1.0).")
 flags.DEFINE_float("shift", None, "random shift augmentation, fraction of the side (default "

@@ -132,6 +132,15 @@ def test_clipnorm_reaches_the_optimizer_and_is_recorded(tmp_path):
             train.make_optimizer(1e-3, 100, clipnorm=bad)
 
 
+def test_main_job_rate_scales_down_for_small_batches():
+    from tfmobile import pipeline as job
+
+    assert job.main_job_lr(32) == job.MAIN_JOB_LR == 5e-3
+    assert job.main_job_lr(128) == 5e-3 and job.main_job_lr(16) == pytest.approx(2.5e-3)
+    # the batch the schedule gives a tiny set (16) and the shipped subset (32)
+    assert data.default_schedule(174).batch_size == 16 and data.default_schedule(2700).batch_size == 32
+
+
 def test_run_rejects_a_negative_clipnorm(cli, tmp_path):
     r = cli("pipelines.run", "--clipnorm", "-1", "--output_dir", tmp_path / "o", timeout=300)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
@@ -316,6 +325,7 @@ def test_default_command_learns_a_small_shapes_folder(cli, shapes_dir, tmp_path)
     acc = {v["variant"]: v["accuracy"] for v in rep["variants"]}
     assert rep["test_images"] == 48 and rep["augment"] == ["shift"], rep["augment"]
     assert rep["training"]["float"]["total_steps"] >= 2500 and rep["training"]["float"]["batch_size"] == 16
+    assert rep["lr"] == pytest.approx(2.5e-3)  # main_job_lr(16)
     assert acc["qat_int8"] >= 0.95 and acc["ptq_int8"] >= 0.95, acc
     assert not any("near chance" in n for n in rep["notes"])
     assert [ln for ln in r.stderr.splitlines() if not ln.startswith("[tfmobile]")] == []  # one kind of line
