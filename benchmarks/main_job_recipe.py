@@ -15,13 +15,14 @@ import time
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--resolution", type=int, default=48)
+    # left at None: the main job's recipe (tfmobile.pipeline.MAIN_JOB_*, main_job_lr of the batch)
+    ap.add_argument("--resolution", type=int, default=None)
     ap.add_argument("--alpha", type=float, default=0.35)
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=2550)
-    ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--clipnorm", type=float, default=1.0, help="0: no clipping")
-    ap.add_argument("--shift", type=float, default=0.0625)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--clipnorm", type=float, default=None, help="0: no clipping")
+    ap.add_argument("--shift", type=float, default=None)
     ap.add_argument("--label_smoothing", type=float, default=0.0)
     ap.add_argument("--warmup", type=float, default=0.033, help="warm-up, fraction of the steps")
     ap.add_argument("--seed", type=int, default=0)
@@ -32,6 +33,10 @@ def main():
     import tf_keras as keras
     from tfmobile import data, models, pipeline, train
 
+    for name, value in (("resolution", pipeline.MAIN_JOB_RESOLUTION), ("lr", pipeline.main_job_lr(args.batch_size)),
+                        ("clipnorm", pipeline.MAIN_JOB_CLIPNORM), ("shift", pipeline.MAIN_JOB_SHIFT)):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     keras.utils.set_random_seed(args.seed)
     res = args.resolution
     _, splits = pipeline.load_splits(res)

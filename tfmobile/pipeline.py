@@ -14,7 +14,6 @@ themselves. Every accuracy reported is the exported .tflite's in LiteRT, not Ker
 import os
 import time
 
-
 from tfmobile import compress, convert, data, evaluation, models, train
 from tfmobile.data import DEFAULT_SHIFT
 from tfmobile.errors import UserError
