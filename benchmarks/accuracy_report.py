@@ -37,7 +37,7 @@ flags.DEFINE_list("table", None, "print the Markdown table of these result.json 
 
 
 def run_report():
-    from tfmobile import convert, data, models, pipeline, train
+    from tfmobile import convert, data, main_job, models, train
     from tfmobile.evaluation import measure_variant
     from tfmobile.io import write_json
 
@@ -52,7 +52,7 @@ def run_report():
     if len(ds.x_test) != 10000:
         print(f"warning: test set has {len(ds.x_test)} images (not the full 10k)", file=sys.stderr)
     splits = data.train_val_split(ds, 0.1)
-    job = pipeline.Job(wd, splits, batch_size=FLAGS.batch_size, steps_per_epoch=FLAGS.finetune_steps)
+    job = main_job.Job(wd, splits, batch_size=FLAGS.batch_size, steps_per_epoch=FLAGS.finetune_steps)
     calib = job.calibration_images(res, n=200)
     result_path = os.path.join(wd, "result.json")
     result = json.load(open(result_path)) if os.path.isfile(result_path) else {}

@@ -4,7 +4,7 @@ prints one JSON object (Keras top-1 on the 1000 test images, training accuracy p
     python benchmarks/main_job_recipe.py                          # the main job's recipe, seed 0
     python benchmarks/main_job_recipe.py --resolution 32 --lr 1e-2 --clipnorm 0   # the previous one
 
-How the main job's recipe (tfmobile.pipeline.MAIN_JOB_*) was chosen: docs/training.md, "Training
+How the main job's recipe (tfmobile.main_job.MAIN_JOB_*) was chosen: docs/training.md, "Training
 length and the main job's recipe". Float only (no QAT, no export) so that a comparison costs ~2.5
 minutes a run here; the chosen recipe was then checked end to end with main_job_user_data.py.
 """
@@ -15,7 +15,7 @@ import time
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # left at None: the main job's recipe (tfmobile.pipeline.MAIN_JOB_*, main_job_lr of the batch)
+    # left at None: the main job's recipe (tfmobile.main_job.MAIN_JOB_*, main_job_lr of the batch)
     ap.add_argument("--resolution", type=int, default=None)
     ap.add_argument("--alpha", type=float, default=0.35)
     ap.add_argument("--batch_size", type=int, default=32)
@@ -31,15 +31,15 @@ def main():
     import tfmobile  # noqa: F401
     import tensorflow as tf
     import tf_keras as keras
-    from tfmobile import data, models, pipeline, train
+    from tfmobile import data, main_job, models, train
 
-    for name, value in (("resolution", pipeline.MAIN_JOB_RESOLUTION), ("lr", pipeline.main_job_lr(args.batch_size)),
-                        ("clipnorm", pipeline.MAIN_JOB_CLIPNORM), ("shift", pipeline.MAIN_JOB_SHIFT)):
+    for name, value in (("resolution", main_job.MAIN_JOB_RESOLUTION), ("lr", main_job.main_job_lr(args.batch_size)),
+                        ("clipnorm", main_job.MAIN_JOB_CLIPNORM), ("shift", main_job.MAIN_JOB_SHIFT)):
         if getattr(args, name) is None:
             setattr(args, name, value)
     keras.utils.set_random_seed(args.seed)
     res = args.resolution
-    _, splits = pipeline.load_splits(res)
+    _, splits = main_job.load_splits(res)
     spec = models.get_spec("mbv2", input_shape=(res, res, 3), alpha=args.alpha, classes=splits.num_classes,
                            bn_momentum=0.9)
     model = models.build(spec)

@@ -48,7 +48,7 @@ def main(argv):
     built = L.build_lut(paths, lut_path, threads=FLAGS.threads, runs=FLAGS.runs, rounds=FLAGS.rounds,
                         batch=10 ** 6, companions=paths, calibrate=cal)
     table = L.load_lut(lut_path)
-    clock = L.default_clock(FLAGS.threads)
+    clock = L.latency_clock("litert", FLAGS.threads)
     field = "cpu_times_ms" if clock == "cpu" else "times_ms"
     rows = []
     for (name, res, alpha, opts), path in zip(chosen, paths):

@@ -18,7 +18,7 @@ images); QAT int8 (fine-tuned with tfmot fake-quant from the float model); with 
 pruned to S sparsity, then pruning-preserving QAT int8. The int8 variants are also exported for
 TFLite-Micro (C array, op resolver, measured arena). Latency: tfmobile.bench (LiteRT, 1 thread on
 this host). Writes OUTPUT_DIR/report.md, report.json, accuracy_latency_size.png, tflite/, tflm/.
-The stages are tfmobile.pipeline's; this module only reads the flags.
+The stages are tfmobile.main_job's; this module only reads the flags.
 """
 from absl import flags
 
@@ -27,7 +27,7 @@ from pipelines import _cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mbv2", "zoo model name.")
 flags.DEFINE_float("alpha", 0.35, "width multiplier.")
-flags.DEFINE_integer("resolution", None, "input resolution, square (default tfmobile.pipeline."
+flags.DEFINE_integer("resolution", None, "input resolution, square (default tfmobile.main_job."
                      "MAIN_JOB_RESOLUTION = 48: at 32 MobileNetV2's last stages see 1x1 features).",
                      upper_bound=_cli.MAX_RESOLUTION)
 flags.DEFINE_integer("epochs", None, "float training epochs (default: enough optimizer steps for the "
@@ -43,11 +43,11 @@ flags.DEFINE_string("augment", None, "training augmentations, comma-separated: f
                     "(default: shift, plus flip for the built-in Fashion-MNIST only: flips change the "
                     "label of digits, letters, arrows).")
 flags.DEFINE_float("lr", None, "peak learning rate of the float run (cosine, Adam; default "
-                   "tfmobile.pipeline.main_job_lr: 5e-3 at batch 32 and above, scaled down for smaller batches).")
+                   "tfmobile.main_job.main_job_lr: 5e-3 at batch 32 and above, scaled down for smaller batches).")
 flags.DEFINE_float("clipnorm", None, "clip the float run's global gradient norm to this (0: no clipping; "
-                   "default tfmobile.pipeline.MAIN_JOB_CLIPNORM = 1.0).")
+                   "default tfmobile.main_job.MAIN_JOB_CLIPNORM = 1.0).")
 flags.DEFINE_float("shift", None, "random shift augmentation, fraction of the side (default "
-                   "tfmobile.pipeline.MAIN_JOB_SHIFT = 1/16).")
+                   "tfmobile.main_job.MAIN_JOB_SHIFT = 1/16).")
 flags.DEFINE_boolean("full_data", False, "full Fashion-MNIST (--data_dir or the Debian package).")
 flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX dir or class-subfolder image dir.")
 flags.DEFINE_integer("limit", None, "use only this many training images (stratified).")
@@ -62,9 +62,9 @@ flags.DEFINE_boolean("json", False, "print exactly one JSON object on stdout.")
 
 def main(argv):
     _cli.check_output(FLAGS.output_dir, directory=True, flag="output_dir")   # before the slow imports
-    from tfmobile import pipeline
+    from tfmobile import main_job
 
-    report = pipeline.run(
+    report = main_job.run(
         model=FLAGS.model, alpha=FLAGS.alpha, resolution=FLAGS.resolution, epochs=FLAGS.epochs,
         qat_epochs=FLAGS.qat_epochs, prune_epochs=FLAGS.prune_epochs, prune=FLAGS.prune,
         structured_2_4=FLAGS.structured_2_4, batch_size=FLAGS.batch_size, lr=FLAGS.lr,
@@ -72,7 +72,7 @@ def main(argv):
         full_data=FLAGS.full_data, data_dir=FLAGS.data_dir, limit=FLAGS.limit, bn_momentum=FLAGS.bn_momentum,
         bench_runs=FLAGS.bench_runs, bench_threads=FLAGS.bench_threads, tflm=FLAGS.tflm,
         steps_per_epoch=FLAGS.steps_per_epoch, output_dir=FLAGS.output_dir, progress=_cli.progress)
-    _cli.emit(report, FLAGS.json, lambda r: pipeline.render_markdown(r) + f"\nreport: {r['report_md']}\n")
+    _cli.emit(report, FLAGS.json, lambda r: main_job.render_markdown(r) + f"\nreport: {r['report_md']}\n")
     return 0
 
 

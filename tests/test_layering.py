@@ -21,7 +21,7 @@ LAYERS = (
     ("tfmobile.convert",),
     ("tfmobile.bench",),
     ("tfmobile.evaluation",),
-    ("tfmobile.pipeline",),
+    ("tfmobile.main_job",),
     ("tfmobile.netadapt",),
     ("pipelines", "benchmarks", "android_bench"),
 )
@@ -141,7 +141,7 @@ def test_imports_go_down_and_names_stay_private():
 @pytest.mark.parametrize("source, expected", [
     ("from tfmobile import evaluation\n", "imports tfmobile.evaluation (layer 8)"),
     ("def f():\n    from tfmobile.bench import graph\n", "imports tfmobile.bench.graph (layer 7)"),
-    ("import tfmobile.pipeline\n", "imports tfmobile.pipeline (layer 9)"),
+    ("import tfmobile.main_job\n", "imports tfmobile.main_job (layer 9)"),
     ("from tfmobile.convert.verification import _x\n", "private name tfmobile.convert.verification._x"),
     ("from tfmobile import models\nmodels.registry._y(1)\n", "private name tfmobile.models.registry._y"),
     ("from tfmobile.bench import _worker\n", "private"),

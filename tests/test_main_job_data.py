@@ -17,7 +17,7 @@ import tfmobile  # noqa: F401
 import tf_keras as keras
 
 from tfmobile import data, models, train
-from tfmobile.data import pipeline
+from tfmobile.data import input_pipeline
 from tfmobile.errors import UserError
 from tfmobile.models import registry
 from tfmobile.models.blocks import Block
@@ -71,20 +71,20 @@ def test_default_schedule_is_step_based_with_floors():
     tiny = data.default_schedule(174)  # the 3-class shapes set after the splits
     # batch 16 is 11 steps per pass: an epoch (validation + checkpoint round) is 6 whole passes
     assert tiny.batch_size == 16 and tiny.passes_per_epoch == 6 and tiny.steps_per_epoch == 66
-    assert tiny.total_steps >= pipeline.MIN_STEPS and tiny.epochs == -(-pipeline.MIN_STEPS // 66)
+    assert tiny.total_steps >= input_pipeline.MIN_STEPS and tiny.epochs == -(-input_pipeline.MIN_STEPS // 66)
     assert tiny.passes == round(tiny.total_steps * 16 / 174, 1) and "passes over 174 images" in tiny.describe()
     subset = data.default_schedule(2700)
-    assert subset.batch_size == 32 and subset.total_steps >= pipeline.MIN_STEPS
+    assert subset.batch_size == 32 and subset.total_steps >= input_pipeline.MIN_STEPS
     full = data.default_schedule(54000)  # big data: the epoch floor, at batch 128
-    assert full.batch_size == 128 and full.epochs == pipeline.MIN_EPOCHS
-    assert full.total_steps == pipeline.MIN_EPOCHS * 422
+    assert full.batch_size == 128 and full.epochs == input_pipeline.MIN_EPOCHS
+    assert full.total_steps == input_pipeline.MIN_EPOCHS * 422
     # explicit values win; --epochs keeps its meaning
     assert data.default_schedule(174, batch_size=128, epochs=40).total_steps == 80
     given = data.default_schedule(174, epochs=3)
     assert (given.epochs, given.steps_per_epoch, given.passes_per_epoch) == (3, 11, 1)
     # fine-tuning floors are smaller but still more than 2 epochs of a tiny set
     qat = data.default_schedule(174, stage="qat")
-    assert qat.total_steps >= pipeline.STAGE_FLOORS["qat"][0] > 22
+    assert qat.total_steps >= input_pipeline.STAGE_FLOORS["qat"][0] > 22
     assert qat.total_steps < tiny.total_steps
     capped = data.default_schedule(2700, epochs=2, steps_per_epoch=3)
     assert (capped.epochs, capped.steps_per_epoch) == (2, 3)
@@ -95,8 +95,8 @@ def test_default_schedule_is_step_based_with_floors():
 
 def test_fit_follows_the_step_schedule_on_tiny_data(tmp_path, monkeypatch):
     splits = _folder_splits(tmp_path)
-    monkeypatch.setitem(pipeline.STAGE_FLOORS, "train", (60, 2))
-    monkeypatch.setattr(pipeline, "MIN_STEPS_PER_EPOCH", 6)
+    monkeypatch.setitem(input_pipeline.STAGE_FLOORS, "train", (60, 2))
+    monkeypatch.setattr(input_pipeline, "MIN_STEPS_PER_EPOCH", 6)
     model, m = train.fit(models.build("userdata_tiny", classes=3), splits, str(tmp_path / "run"),
                          lr=1e-2, tensorboard=False)
     n = len(splits.x_train)
@@ -133,7 +133,7 @@ def test_clipnorm_reaches_the_optimizer_and_is_recorded(tmp_path):
 
 
 def test_main_job_rate_scales_down_for_small_batches():
-    from tfmobile import pipeline as job
+    from tfmobile import main_job as job
 
     assert job.main_job_lr(32) == job.MAIN_JOB_LR == 5e-3
     assert job.main_job_lr(128) == 5e-3 and job.main_job_lr(16) == pytest.approx(2.5e-3)

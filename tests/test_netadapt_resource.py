@@ -10,7 +10,7 @@ import tfmobile  # noqa: F401
 from tfmobile import models
 from tfmobile.bench import graph, synth
 from tfmobile.errors import UserError
-from tfmobile.netadapt import RESOURCE_KINDS, resource
+from tfmobile.netadapt import KINDS, resource
 from tfmobile.netadapt.resource import int8_ops
 
 ZOO = [  # (name, alphas, options): every family, two widths each
@@ -153,7 +153,7 @@ def test_bad_input_is_one_line():
         "device": {}, "overhead_ms": 0.01, "entries": {}}}}
     with pytest.raises(UserError, match="thread count must match"):
         resource(spec, "latency", lut=other_device, measure_missing=False)
-    assert RESOURCE_KINDS == ("latency", "macs", "params", "peak_sram", "flash")
+    assert KINDS == ("latency", "macs", "params", "peak_sram", "flash")
 
 
 # --- TFLM arena -------------------------------------------------------------------------------------

@@ -350,8 +350,22 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
 # ---------------------------------------------------------------------------------------------------
 # predict
 
-def default_clock(threads):
-    return "cpu" if threads == 1 else "wall"
+def latency_clock(backend, threads):
+    """The clock a latency is read on: the invoking thread's CPU time for LiteRT at 1 thread (compute
+    without the waits for a CPU another process holds), the wall clock otherwise."""
+    return "cpu" if backend == "litert" and threads == 1 else "wall"
+
+
+def check_device(lut, backend, threads, source="LUT"):
+    """A LUT measured on another device / backend / thread count would rank wrongly: refuse it
+    (UserError). An empty LUT, or one that holds this device, passes."""
+    table = load_lut(lut)
+    mine = device_key(_device(backend, threads))
+    if table["devices"] and mine not in table["devices"]:
+        theirs = "; ".join(sorted(table["devices"]))[:300]
+        raise UserError(f"{source} was measured on another device or thread count ({theirs}), not this one "
+                        f"({mine}); device, backend and thread count must match (use a LUT of this device)")
+    return table
 
 
 def predict_detail(model, lut, backend="litert", threads=1, measure_missing=False, verbose=False, clock=None):
@@ -376,7 +390,7 @@ def predict_ops(layers_, lut, backend="litert", threads=1, clock=None, measure=N
     spec). measure: None (missing entries are a UserError) or ``measure(table, missing_layers)``, which adds
     them to the LUT dict ``table``; the LUT is saved afterwards when ``lut`` is a path.
     """
-    clock = clock or default_clock(threads)
+    clock = clock or latency_clock(backend, threads)
     if clock not in ("wall", "cpu"):
         raise UserError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     if clock == "cpu" and threads != 1:

@@ -5,13 +5,13 @@ Each step leaves a file when it is done (``final/final.json``, ``baselines/aALPH
 training checkpoints resumed by ``train.fit``), so a resumed run skips what is finished.
 
 The stages are tfmobile.train's resumable fit and tfmobile.evaluation.measure_variant (the main
-job's measurement); tfmobile.pipeline.Job is not used because it refuses an existing output directory,
+job's measurement); tfmobile.main_job.Job is not used because it refuses an existing output directory,
 and this stage must resume inside one.
 """
 import os
 import time
 
-from tfmobile.netadapt.measure import UNITS
+from tfmobile.netadapt.config import UNITS
 
 
 def _train_float_and_qat(run, model, directory, epochs, lr):

@@ -30,7 +30,8 @@ import time
 
 from tfmobile.errors import UserError
 from tfmobile.netadapt.history import RunDir
-from tfmobile.netadapt.measure import COUNTED, KINDS, UNITS, LocalMeasurer, RayMeasurer
+from tfmobile.netadapt.config import COUNTED, KINDS, UNITS
+from tfmobile.netadapt.measure import LocalMeasurer, RayMeasurer
 from tfmobile.netadapt.workers import LocalPool, RayPool, load_splits
 
 SELECTIONS = ("ratio", "accuracy")
@@ -233,18 +234,9 @@ def check_config(cfg):
 
 
 def check_lut(path, backend, threads):
-    """A LUT measured on another device / backend / thread count would rank wrongly: refuse it."""
-    if not path or not os.path.exists(path):
-        return
-    from tfmobile import bench
-    from tfmobile.bench.lut import device_key
-
-    lut = bench.load_lut(path)
-    mine = device_key(bench.host_device(backend, threads))
-    if lut["devices"] and mine not in lut["devices"]:
-        theirs = "; ".join(sorted(lut["devices"]))[:300]
-        raise UserError(f"LUT {path} was measured on another device or thread count ({theirs}), "
-                        f"not this one ({mine}); use a LUT of this device (or a new --lut path)")
+    if path and os.path.exists(path):
+        from tfmobile.bench.lut import check_device
+        check_device(path, backend, threads, source=f"LUT {path}")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,15 +16,12 @@ always run on the same machine.
 import os
 import tempfile
 
+from tfmobile.bench.lut import latency_clock
 from tfmobile.errors import UserError
-
-KINDS = ("latency", "macs", "params", "peak_sram", "flash")
-COUNTED = ("macs", "params")   # exact counts of the spec, nothing to convert or time
-UNITS = {"latency": "ms", "macs": "MACs", "params": "params", "peak_sram": "bytes", "flash": "bytes"}
+from tfmobile.netadapt.config import COUNTED, KINDS
 
 
-def latency_clock(backend, threads):
-    return "cpu" if backend == "litert" and threads == 1 else "wall"
+
 
 
 def measure_tflite(tflite_bytes, kind, settings, spec_json=None):

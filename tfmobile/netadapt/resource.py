@@ -22,11 +22,11 @@ initialised Dense), which a trained model does not have.
 """
 import math
 
-from tfmobile.bench import graph, host_device, synth
+from tfmobile.bench import graph, synth
 from tfmobile.bench import lut as lut_mod
 from tfmobile.errors import UserError
+from tfmobile.netadapt.config import KINDS
 
-RESOURCE_KINDS = ("latency", "macs", "params", "peak_sram", "flash")
 
 
 class _Graph:
@@ -352,12 +352,8 @@ def latency(spec, lut, backend="litert", threads=1, clock=None, measure_missing=
     path); a LUT that holds only other devices / thread counts is refused.
     """
     derived = int8_ops(spec)
-    table = lut_mod.load_lut(lut)
-    dkey = lut_mod.device_key(host_device(backend, threads))
-    if table["devices"] and dkey not in table["devices"]:
-        # measuring a whole other device's table on demand would take minutes: almost surely the wrong LUT
-        raise UserError(f"LUT has no entries for this device '{dkey}': it holds "
-                        f"{'; '.join(sorted(table['devices']))} (device, backend and thread count must match)")
+    # measuring a whole other device's table on demand would take minutes: almost surely the wrong LUT
+    table = lut_mod.check_device(lut, backend, threads)
     measured = []
     measure = _measure_synthesized(derived, backend, threads, verbose, measured) if measure_missing else None
     out = lut_mod.predict_ops(_lut_layers(derived), table, backend, threads, clock=clock, measure=measure)
@@ -374,8 +370,8 @@ def macs(spec):
 def resource(spec, kind, lut=None, backend="litert", threads=1, clock=None, measure_missing=True, verbose=False):
     """One resource of ``spec``: latency (ms, needs ``lut``), macs, params, peak_sram (bytes of TFLM tensor
     arena) or flash (bytes of the int8 .tflite)."""
-    if kind not in RESOURCE_KINDS:
-        raise UserError(f"unknown resource kind {kind!r}; choose one of {', '.join(RESOURCE_KINDS)}")
+    if kind not in KINDS:
+        raise UserError(f"unknown resource kind {kind!r}; choose one of {', '.join(KINDS)}")
     if kind == "latency":
         if lut is None:
             raise UserError("latency needs a LUT (lut= a path or a LUT dict)")

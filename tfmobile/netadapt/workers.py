@@ -61,11 +61,11 @@ def load_splits(data_config):
     key = tuple(sorted((k, str(v)) for k, v in data_config.items()))
     if key not in _DATA_CACHE:
         h, w, c = data_config["input_shape"]
-        ds = data.load_dataset(data_config.get("data_dir"), subset=data_config.get("subset", False),
-                               image_size=(h, w), channels=c)
+        _, splits = data.load_splits(data_config.get("data_dir"), subset=data_config.get("subset", False),
+                                     image_size=(h, w), channels=c, val_fraction=data_config["val_fraction"],
+                                     seed=data_config["seed"], limit=data_config.get("limit"))
         _DATA_CACHE.clear()
-        _DATA_CACHE[key] = data.train_val_split(ds, data_config["val_fraction"], seed=data_config["seed"],
-                                                limit=data_config.get("limit"))
+        _DATA_CACHE[key] = splits
     return _DATA_CACHE[key]
 
 

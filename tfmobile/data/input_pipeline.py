@@ -82,6 +82,13 @@ def load_dataset(data_dir=None, subset=False, image_dir=None, keras_datasets=Fal
     return load_fashion_mnist(data_dir, subset=subset)
 
 
+def load_splits(data_dir=None, subset=False, image_size=(32, 32), channels=3, val_fraction=0.1, seed=0,
+                limit=None):
+    """(dataset, train/val/test splits): the one way a run (main job, training, NetAdapt) reads its data."""
+    dataset = load_dataset(data_dir, subset=subset, image_size=image_size, channels=channels)
+    return dataset, train_val_split(dataset, val_fraction, seed=seed, limit=limit)
+
+
 def train_val_split(data, val_fraction=0.1, seed=0, limit=None):
     """Carve a stratified validation split out of the training set; the test set is left alone.
 

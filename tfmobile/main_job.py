@@ -2,7 +2,7 @@
 -> each variant exported and measured (LiteRT accuracy on the test set, sizes, sparsity, latency,
 TFLite-Micro arena) -> report (report.json, report.md, accuracy_latency_size.png).
 
-    job = pipeline.Job(output_dir, splits, progress=print)
+    job = main_job.Job(output_dir, splits, progress=print)
     fmodel = job.train_float(spec)                 # epochs=None: the step-based default schedule
     rows = job.measure(job.compressed_variants(fmodel, prune=0.5))
     report = job.report(spec, rows, ...)
@@ -67,9 +67,8 @@ def load_splits(resolution, data_dir=None, full_data=False, limit=None, val_frac
     if full_data and not data_dir and not os.path.isdir(data.DEBIAN_DIR):
         raise UserError(f"--full_data needs --data_dir or the Debian package dataset-fashion-mnist "
                         f"({data.DEBIAN_DIR}); without them the job runs on the shipped subset")
-    dataset = data.load_dataset(data_dir, subset=not (full_data or data_dir),
-                                image_size=(resolution, resolution), channels=3)
-    return dataset, data.train_val_split(dataset, val_fraction, limit=limit)
+    return data.load_splits(data_dir, subset=not (full_data or data_dir), image_size=(resolution, resolution),
+                            val_fraction=val_fraction, limit=limit)
 
 
 def check_new_output_dir(output_dir):
