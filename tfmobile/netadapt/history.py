@@ -13,6 +13,8 @@
 A kill at any moment leaves every file either complete or absent; an iteration counts as done only
 once its line is in history.jsonl, and a proposal once its JSON exists.
 """
+import contextlib
+import fcntl
 import json
 import os
 import uuid
@@ -22,6 +24,7 @@ from tfmobile.io import write_json, write_text
 
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.jsonl"
+LOCK_FILE = ".lock"
 
 
 def _read_json(path):
@@ -69,6 +72,38 @@ class RunDir:
             raise UserError(f"--resume: {self.path} is another run ({man.get('run_id')}) with different "
                             f"settings: {shown}")
         return man
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run for this driver; a second driver on the same directory is refused (UserError).
+
+        An advisory ``flock`` on OUTPUT_DIR/.lock: the kernel releases it when the holder exits, kill -9
+        included, so a killed driver never leaves it held.
+        """
+        os.makedirs(self.path, exist_ok=True)
+        fd = os.open(self.sub(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                raise UserError(f"{self.path} is in use by another NetAdapt driver (pid {holder}); wait for it "
+                                "to finish or stop it first") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield self
+        finally:
+            os.close(fd)   # releases the lock
+
+    def step(self, relpath, compute):
+        """A resumable step: the JSON at ``relpath`` (relative to the run) if it exists, else ``compute()``
+        written there atomically. Its file existing means the step is done."""
+        done = _read_json(self.sub(relpath))
+        if done is not None:
+            return done
+        result = compute()
+        write_json(self.sub(relpath), result)
+        return result
 
     # --- paths ----------------------------------------------------------------------------------
     def sub(self, *parts):
