@@ -49,19 +49,18 @@ flags.DEFINE_string("plot", "docs/benchmark_data/netadapt_vs_multiplier.png", "p
 
 
 def _config(resource):
-    from tfmobile.netadapt.loop import LoopConfig
+    from tfmobile.netadapt.config import LoopConfig
 
-    cfg = LoopConfig(model=FLAGS.model, alpha=FLAGS.alpha, resolution=FLAGS.resolution, epochs=FLAGS.epochs,
+    cfg = LoopConfig.of(model=FLAGS.model, alpha=FLAGS.alpha, resolution=FLAGS.resolution, epochs=FLAGS.epochs,
                      data_dir=FLAGS.data_dir, resource=resource, target=FLAGS.target, select=FLAGS.select,
                      short_steps=FLAGS.short_steps, long_epochs=FLAGS.long_epochs, qat_epochs=FLAGS.qat_epochs,
                      bench_runs=FLAGS.bench_runs, baselines=tuple(float(a) for a in FLAGS.baselines),
                      workers=FLAGS.workers, lut=os.path.join(FLAGS.work_dir, "lut.json"),
                      baselines_dir=os.path.join(FLAGS.work_dir, "baselines"))
     if FLAGS.smoke:
-        cfg.model, cfg.alpha, cfg.epochs, cfg.subset, cfg.limit = "mbv1", 0.25, 1, True, 300
-        cfg.short_steps, cfg.short_lr, cfg.batch_size, cfg.long_epochs, cfg.qat_epochs = 3, 1e-2, 32, 0, 0
-        cfg.bench_runs, cfg.bench_warmup, cfg.tflm, cfg.target = 100, 10, True, 0.93
-        cfg.baselines = (0.25, 0.5)
+        cfg = cfg.replace(model="mbv1", alpha=0.25, epochs=1, subset=True, limit=300, short_steps=3, short_lr=1e-2,
+                          batch_size=32, long_epochs=0, qat_epochs=0, bench_runs=100, bench_warmup=10, tflm=True,
+                          target=0.93, baselines=(0.25, 0.5))
     return cfg
 
 
@@ -100,13 +99,13 @@ def _scratch(rep):
             return json.load(f)
     spec = models.ModelSpec.from_dict(rep["final"]["spec"])
     splits = load_splits(cfg.data_config(spec.input_shape))
-    epochs = int(rep["start"]["train_epochs"]) + cfg.long_epochs
+    epochs = int(rep["start"]["train_epochs"]) + cfg.final.long_epochs
     t = time.time()
-    model, _ = train.fit(models.build(spec), splits, os.path.join(d, "float"), epochs=epochs, batch_size=cfg.batch_size,
-                         seed=cfg.seed, resume=True, verbose=2)
-    if cfg.qat_epochs:
-        model, _ = train.fit(model, splits, os.path.join(d, "qat"), epochs=cfg.qat_epochs, compression="qat",
-                             batch_size=cfg.batch_size, seed=cfg.seed, resume=True, verbose=2)
+    model, _ = train.fit(models.build(spec), splits, os.path.join(d, "float"), epochs=epochs, batch_size=cfg.fine_tune.batch_size,
+                         seed=cfg.fine_tune.seed, resume=True, verbose=2)
+    if cfg.final.qat_epochs:
+        model, _ = train.fit(model, splits, os.path.join(d, "qat"), epochs=cfg.final.qat_epochs, compression="qat",
+                             batch_size=cfg.fine_tune.batch_size, seed=cfg.fine_tune.seed, resume=True, verbose=2)
     tfl = convert.to_tflite(model, "int8", representative_data=data.sample_images(splits.x_train, spec.input_shape))
     write_bytes(os.path.join(d, "scratch_int8.tflite"), tfl)
     acc = evaluation.evaluate_tflite(tfl, splits.x_test, splits.y_test)["accuracy"]
@@ -115,9 +114,9 @@ def _scratch(rep):
     for key, row in [("netadapt", rep["final"])] + [(f"a{b['alpha']:g}", b) for b in rep["baselines"]]:
         with open(row["path"], "rb") as f:
             tflites[key] = f.read()
-    meas = LocalMeasurer(cfg.bench_settings()).measure_many(tflites, cfg.baseline_rounds)
+    meas = LocalMeasurer(cfg.measurement.bench_settings()).measure_many(tflites, cfg.final.baseline_rounds)
     baselines = [dict(b, measured=meas[f"a{b['alpha']:g}"]["value"]) for b in rep["baselines"]]
-    out = {"epochs": epochs, "qat_epochs": cfg.qat_epochs, "accuracy": acc, "seconds": seconds,
+    out = {"epochs": epochs, "qat_epochs": cfg.final.qat_epochs, "accuracy": acc, "seconds": seconds,
            "netadapt_fine_tuned_accuracy": rep["final"]["accuracy"],
            "measured_interleaved": {k: m["value"] for k, m in meas.items()},
            "cpu_cv": {k: m.get("cpu_cv", m.get("cv")) for k, m in meas.items()},

@@ -24,25 +24,30 @@ from tfmobile.netadapt.workers import LocalPool, WorkerFailure
 # ------------------------------------------------------------------------------------------------
 
 
-def test_default_schedule_reaches_half_within_ten_iterations():
-    cfg = loop.LoopConfig(target=0.5)
-    start = 1.0
-    assert loop.estimate_iterations(cfg, 1, start, start, 0.5 * start) <= 10
-    steps = [loop.delta(cfg, i, start) for i in range(1, 11)]
-    assert sum(steps) >= 0.5 and steps == sorted(steps, reverse=True)
-    # the budget never goes below the target, and starts from the current (measured) value
-    assert loop.budget_for(cfg, 1, 1.0, 0.52, 0.5) == 0.5
-    assert loop.budget_for(cfg, 2, 1.0, 0.9, 0.5) == pytest.approx(0.9 - 0.06 * 0.96)
-    assert loop.budget_for(cfg, 2, 1.0, 0.9, 0.5, halvings=2) == pytest.approx(0.9 - 0.06 * 0.96 / 4)
+def test_the_default_schedule_followed_exactly_reaches_half_within_ten_iterations():
+    # a model that lands exactly on each budget: the defaults must get it from 1.0 to 0.5 in <= 10 iterations,
+    # with every step smaller than the one before and no budget below the target
+    search = loop.LoopConfig.of(target=0.5).search
+    value, budgets = 1.0, []
+    for i in range(1, 11):
+        budgets.append(loop.budget_for(search, i, 1.0, value, 0.5))
+        value = budgets[-1]
+    assert value == 0.5 and min(budgets) == 0.5
+    steps = [a - b for a, b in zip([1.0] + budgets, budgets) if b > 0.5]
+    assert len(steps) >= 5 and all(later < earlier for earlier, later in zip(steps, steps[1:]))
+    assert loop.estimate_iterations(search, 1, 1.0, 1.0, 0.5) == len(budgets) - budgets.count(0.5) + 1
 
 
-def test_selection_ratio_accuracy_and_ties():
-    cur = {"predicted": 10.0, "val_accuracy": 0.90}
-    props = [{"group": "a", "predicted": 9.0, "val_accuracy": 0.88},    # -0.02 per 1.0 saved
-             {"group": "b", "predicted": 6.0, "val_accuracy": 0.86},    # -0.01 per 1.0 saved
-             {"group": "c", "predicted": 9.5, "val_accuracy": 0.895},   # -0.01 per 1.0 saved (tie with b)
-             {"group": "d", "predicted": 10.0, "val_accuracy": 0.95}]   # saves nothing: never picked by ratio
+def test_selection_ratio_accuracy_and_an_exact_tie():
+    # dyadic values: the two ratios are equal exactly, not by floating-point luck
+    cur = {"predicted": 8.0, "val_accuracy": 0.75}
+    props = [{"group": "a", "predicted": 7.0, "val_accuracy": 0.5},     # -0.25 per 1 saved
+             {"group": "b", "predicted": 4.0, "val_accuracy": 0.0},     # -0.75 / 4 = -0.1875
+             {"group": "c", "predicted": 6.0, "val_accuracy": 0.375},   # -0.375 / 2 = -0.1875: tie with b
+             {"group": "d", "predicted": 8.0, "val_accuracy": 1.0}]     # saves nothing: never picked by ratio
+    assert loop.metric("ratio", props[1], cur) == loop.metric("ratio", props[2], cur)
     assert loop.choose("ratio", props, cur)["group"] == "b"             # the tie goes to the earlier group
+    assert loop.choose("ratio", props[2:] + props[:2], cur)["group"] == "c"
     assert loop.choose("accuracy", props, cur)["group"] == "d"
     assert loop.metric("ratio", props[3], cur) == float("-inf")
     assert loop.choose("ratio", [], cur) is None
@@ -58,36 +63,42 @@ def test_parse_target():
             loop.parse_target(bad, kind)
 
 
-def test_zoo_start_has_bn_momentum_0_9_and_the_data_classes(tmp_path):
+def test_zoo_start_model_has_bn_momentum_0_9_and_the_data_classes():
     # Keras' BN momentum 0.999 left the start model at chance in eval mode after an epoch of the full
-    # benchmark (train 0.54, validation 0.10); the zoo start and the baselines use 0.9
-    run = loop.Run(loop.LoopConfig(model="mbv2", alpha=0.35, target=0.5), str(tmp_path / "o"))
-    assert run.start_spec().options["bn_momentum"] == 0.9
-    assert run.start_spec(classes=3).classes == 3
+    # benchmark (train 0.54, validation 0.10): the zoo start's built BatchNorm layers use 0.9
+    import tensorflow as tf
+
+    from tfmobile import models
+    from tfmobile.netadapt.start import start_spec
+
+    cfg = loop.LoopConfig.of(model="mbv1", alpha=0.25, resolution=32, target=0.5)
+    model = models.build(start_spec(cfg.start, classes=3))
+    bns = [ly for ly in model.layers if isinstance(ly, tf.keras.layers.BatchNormalization)]
+    assert bns and {ly.momentum for ly in bns} == {0.9}
+    assert model.output_shape[-1] == 3
     with pytest.raises(UserError, match="bn_momentum"):
-        loop.Run(loop.LoopConfig(model="mbv2", target=0.5, bn_momentum=0.999 + 0.001), str(tmp_path / "p"))
+        loop.LoopConfig.of(target=0.5, bn_momentum=0.999 + 0.001).check()
 
 
 def test_final_stage_fine_tunes_or_trains_the_found_architecture_from_scratch(tiny_checkpoint, tmp_path):
-    import types
-
     import numpy as np
 
     from tfmobile import models, train
     from tfmobile.netadapt import final
 
     ckpt = train.load_checkpoint(tiny_checkpoint)
-    run = types.SimpleNamespace(cfg=_cfg(tiny_checkpoint, long_epochs=3, long_lr=1e-4, lr=2e-3), start={"train_epochs": 2})
-    model, epochs, lr, _ = final.final_training(run, tiny_checkpoint, train.checkpoint_spec(tiny_checkpoint))
+    cfg = _cfg(tiny_checkpoint, long_epochs=3, long_lr=1e-4, lr=2e-3)
+    model, epochs, lr, _ = final.final_training(cfg, 2, tiny_checkpoint, train.checkpoint_spec(tiny_checkpoint))
     assert (epochs, lr) == (3, 1e-4)
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), ckpt.get_weights()))
-    run.cfg.final = "from_scratch"
-    model, epochs, lr, what = final.final_training(run, tiny_checkpoint, train.checkpoint_spec(tiny_checkpoint))
+    cfg = cfg.replace(final="from_scratch")
+    model, epochs, lr, what = final.final_training(cfg, 2, tiny_checkpoint, train.checkpoint_spec(tiny_checkpoint))
     assert (epochs, lr) == (2 + 3, 2e-3) and "from scratch" in what
     assert models.spec_of(model).to_dict() == models.spec_of(ckpt).to_dict()       # the same architecture,
     assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), ckpt.get_weights()))  # new weights
     with pytest.raises(UserError, match="--final"):
-        loop.Run(_cfg(tiny_checkpoint, final="scratch"), str(tmp_path / "o"))
+        loop.run(_cfg(tiny_checkpoint, final="scratch"), str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
 
 
 def test_run_dir_refuses_another_run_and_overwrites_nothing(tmp_path):
@@ -224,7 +235,7 @@ def _cfg(checkpoint, **kw):
     base = dict(checkpoint=checkpoint, subset=True, limit=300, batch_size=32, short_steps=4, short_lr=1e-2,
                 resource="macs", target=0.6, long_epochs=0, qat_epochs=0, tflm=False)
     base.update(kw)
-    return loop.LoopConfig(**base)
+    return loop.LoopConfig.of(**base)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -238,29 +249,26 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_checkpoint):
     lut.write_text(json.dumps({"lut_version": 1, "devices": {"Other CPU | arm64 | litert | 4 | x": {
         "device": {}, "overhead_ms": 0.01, "entries": {}}}}))
     with pytest.raises(UserError, match="another device or thread count"):
-        loop.Run(_cfg(tiny_checkpoint, resource="latency", lut=str(lut)), tmp_path / "o1")
+        loop.run(_cfg(tiny_checkpoint, resource="latency", lut=str(lut)), tmp_path / "o1")
     # a checkpoint without a spec
     nospec = tmp_path / "nospec"
     nospec.mkdir()
     (nospec / "checkpoint.json").write_text(json.dumps({"compression": None, "epoch": 1, "metrics": {}}))
     with pytest.raises(UserError, match="no spec.json"):
-        loop.Run(_cfg(str(nospec)), tmp_path / "o2")
+        loop.run(_cfg(str(nospec)), tmp_path / "o2")
     # an unreachable Ray cluster (port 1: nothing listens)
     with pytest.raises(UserError, match="unreachable"):
-        loop.Run(_cfg(tiny_checkpoint, ray_address="127.0.0.1:1"), tmp_path / "o3")
-    assert not (tmp_path / "o3").exists()
+        loop.run(_cfg(tiny_checkpoint, ray_address="127.0.0.1:1"), tmp_path / "o3")
+    assert not any((tmp_path / d).exists() for d in ("o1", "o2", "o3"))
     # a target above the start
-    r = loop.Run(_cfg(tiny_checkpoint, target=None, target_value=1e12), tmp_path / "o4")
-    r.open()
     with pytest.raises(UserError, match="not below the start"):
-        r.prepare_start()
+        loop.run(_cfg(tiny_checkpoint, target=None, target_value=1e12), tmp_path / "o4")
     # a spec with nothing to shrink (every group at one channel step)
     flat = tmp_path / "flat"
     train.save_checkpoint(models.build(tiny_spec((8, 8, 8))), str(flat))
-    r = loop.Run(_cfg(str(flat)), tmp_path / "o5")
-    r.open()
     with pytest.raises(UserError, match="no shrinkable channel group"):
-        r.prepare_start()
+        loop.run(_cfg(str(flat)), tmp_path / "o5")
+    assert not (tmp_path / "o5" / "iterations").exists()
 
 
 def test_cli_bad_input_exit_2_and_resume_of_another_run_overwrites_nothing(tmp_path, tiny_checkpoint):
@@ -391,23 +399,100 @@ def test_measurements_use_the_cpu_clock_at_one_thread_and_interleave(tmp_path):
     assert measure_tflite(small, "peak_sram", settings)["value"] == convert.measure_arena(small)["arena_bytes"]
 
 
+def _session(tmp_path, checkpoint, measurer=None, **kw):
+    from tfmobile import data
+    from tfmobile.netadapt.state import RunData, Session
+
+    cfg = _cfg(checkpoint, **kw)
+    splits = data.train_val_split(data.load_dataset(None, subset=True), 0.1, limit=300)
+    return Session(cfg, RunDir(tmp_path / "run"), measurer=measurer, log=lambda m: None,
+                   data=RunData(splits, cfg.data_config((32, 32, 3)),
+                                data.sample_images(splits.x_train, (32, 32, 3), n=20)))
+
+
+def test_a_plan_proposes_for_each_group_the_widest_width_meeting_the_budget(tmp_path, tiny_checkpoint):
+    from tfmobile.models.surgery import groups, shrink
+    from tfmobile.netadapt import iteration
+    from tfmobile.netadapt.resource import resource
+    from tfmobile.netadapt.state import Point, Start
+
+    session = _session(tmp_path, tiny_checkpoint)    # macs: counted on the spec
+    spec = tiny_spec()
+    macs = resource(spec, "macs")
+    start = Start(Point(0, spec, tiny_checkpoint, macs, macs, 0.5), {}, 2, 0.6 * macs)
+    plan = iteration.plan_iteration(session, start, start.point, 1)
+    assert plan["budget"] == pytest.approx(0.94 * macs) and plan["current_predicted"] == macs
+    assert plan["proposals"], "no group can meet a 6 % step"
+    by_name = {g.name: g for g in groups(spec)}
+    for p in plan["proposals"]:
+        g = by_name[p["group"]]
+        assert p["width"] < g.width and p["predicted"] == resource(shrink(spec, g, p["width"]), "macs")
+        assert p["predicted"] <= plan["budget"]
+        wider = p["width"] + g.channel_step
+        if wider < g.width:   # one step wider would not meet the budget: the widest that does
+            assert resource(shrink(spec, g, wider), "macs") > plan["budget"]
+
+
 def test_a_latency_above_the_wider_model_is_measured_again(tmp_path, tiny_checkpoint):
-    class Device:   # the measuring device's answers, in order
+    from tfmobile.netadapt import iteration
+
+    class Device:   # the measuring device's answers, in order (the loop's int8 model is real)
         def __init__(self, values):
-            self.values = list(values)
+            self.values, self.models = list(values), []
 
         def measure(self, tflite, kind, spec_json=None):
+            self.models.append(tflite)
             return {"kind": kind, "value": self.values.pop(0)}
 
-    r = loop.Run(_cfg(tiny_checkpoint, resource="latency"), tmp_path / "run")
-    r.int8 = lambda model: b"int8 model"
-    r.predict = lambda spec: 0.5
-    spec = tiny_spec()
-    r.measurer = Device([2.0, 1.2, 1.0])
-    m = r.measure_model(None, spec, "iterations/001", not_above=1.5)
-    assert m["value"] == 1.2 and m["repeats"] == [2.0, 1.2, 1.0] and r.measurer.values == []
-    r.measurer = Device([1.4])
-    assert r.measure_model(None, spec, "iterations/002", not_above=1.5)["value"] == 1.4
-    assert "repeats" not in r.dir.read("iterations/002", "measurement.json")
-    r.measurer = Device([])   # measured once: read back from the run directory, not measured again
-    assert r.measure_model(None, spec, "iterations/001", not_above=1.5)["value"] == 1.2
+    session = _session(tmp_path, tiny_checkpoint, resource="latency")
+    session.measurer = Device([2.0, 1.2, 1.0])
+    m = iteration.measure(session, tiny_checkpoint, "iterations/001", not_above=1.5)
+    assert m["value"] == 1.2 and m["repeats"] == [2.0, 1.2, 1.0] and session.measurer.values == []
+    written = (tmp_path / "run" / "iterations" / "001" / "model_int8.tflite").read_bytes()
+    assert session.measurer.models == [written] * 3 and written[4:8] == b"TFL3"
+    assert m["predicted"] > 0 and os.path.isfile(session.lut)          # predicted by this run's own LUT
+    session.measurer = Device([1.4])
+    assert iteration.measure(session, tiny_checkpoint, "iterations/002", not_above=1.5)["value"] == 1.4
+    assert "repeats" not in session.run_dir.read("iterations/002", "measurement.json")
+    session.measurer = Device([])   # measured once: read back from the run directory, not measured again
+    assert iteration.measure(session, tiny_checkpoint, "iterations/001", not_above=1.5)["value"] == 1.2
+
+
+def test_latency_loop_end_to_end_two_iterations_and_resume_after_kill(tmp_path, tiny_checkpoint):
+    """The real thing on the tiny model: its own LUT built, int8 conversion, LiteRT measurement; killed in
+    iteration 2, resumed; a target it cannot reach in --max_iterations 2, so exactly two iterations run."""
+    args = ["--checkpoint", tiny_checkpoint, "--target", "0.3", "--max_iterations", "2", "--subset", "--limit",
+            "300", "--batch_size", "32", "--short_steps", "4", "--short_lr", "1e-2", "--resource", "latency",
+            "--bench_runs", "20", "--bench_warmup", "2", "--long_epochs", "0", "--qat_epochs", "0", "--notflm"]
+    out = tmp_path / "latency"
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.netadapt", *args, "--output_dir", str(out)],
+                            cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    first, t0 = None, time.time()
+    while first is None:   # kill -9 once the first proposal of iteration 2 is recorded
+        assert proc.poll() is None and time.time() - t0 < 300, "the run ended before iteration 2"
+        d = out / "iterations" / "002" / "proposals"
+        done = sorted(d.glob("*.json")) if d.is_dir() else []
+        first = done[0] if done else None
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    mtime, plan = first.stat().st_mtime_ns, (out / "iterations" / "002" / "plan.json").read_bytes()
+    lut_before = json.loads((out / "lut.json").read_text())
+    assert [json.loads(ln)["iteration"] for ln in (out / "history.jsonl").read_text().splitlines()] == [1]
+    r = run_cli("pipelines.netadapt", *args, "--output_dir", out, "--resume", "--json", timeout=600)
+    assert r.returncode == 2, r.stderr[-3000:]          # target not met in two iterations: the report is written
+    assert re.search(r"iteration 2: \d of \d proposals already done \(resumed\)", r.stderr)
+    assert first.stat().st_mtime_ns == mtime and (out / "iterations" / "002" / "plan.json").read_bytes() == plan
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status"] == "max_iterations" and [h["iteration"] for h in rep["iterations"]] == [1, 2]
+    start = rep["start"]["measured"]
+    for h in rep["iterations"]:
+        m = h["measurement"]
+        assert m["kind"] == "latency" and m["clock"] == "cpu" and m["runs"] == 20 and m["value"] > 0
+        assert h["budget"] < start and h["predicted"] <= h["budget_predicted"]
+        assert (out / "iterations" / f"{h['iteration']:03d}" / "model_int8.tflite").read_bytes()[4:8] == b"TFL3"
+    assert rep["iterations"][1]["budget"] < rep["iterations"][0]["measured"]   # the next budget starts there
+    lut = json.loads((out / "lut.json").read_text())
+    (device,) = lut["devices"].values()
+    assert device["entries"] and set(lut_before["devices"]) == set(lut["devices"])

@@ -1,9 +1,299 @@
 """NetAdapt's settings: the one place each is declared (the CLI's flags are made from it).
 
+    cfg = LoopConfig.of(model="mbv2", resolution=32, target=0.5)     # flat names: the CLI's flags
+    cfg.search.resource, cfg.fine_tune.short_steps, cfg.final.mode   # grouped, as the code reads them
+
+Every setting has one flat name (its ``--flag``, its key in the fingerprint that ``--resume``
+checks, its keyword in ``LoopConfig.of``) and one default, here. ``define_flags`` makes the absl
+flags from these fields and ``from_flags`` builds the config back: plain dataclasses, because the
+settings must stay one flat namespace on the command line (``ml_collections``' config flags would
+make them ``--config.search.delta0``).
+
 Light on purpose (no TensorFlow): ``pipelines.netadapt`` reads it before the slow imports.
 """
+import dataclasses
+import os
+
+from tfmobile.errors import UserError
+
 # The resources NetAdapt can drive down, their units, and those counted on the spec (nothing to
 # convert or time).
 KINDS = ("latency", "macs", "params", "peak_sram", "flash")
 UNITS = {"latency": "ms", "macs": "MACs", "params": "params", "peak_sram": "bytes", "flash": "bytes"}
 COUNTED = ("macs", "params")
+SELECTIONS = ("ratio", "accuracy")
+FINAL_MODES = ("fine_tune", "from_scratch")
+BACKENDS = ("litert", "benchmark_litert", "benchmark_model", "android")
+
+
+def setting(default, help_text, choices=None, flag=True, name=None):
+    """A config field: its default, its ``--help`` line, and how it appears on the command line.
+
+    flag=False: no flag of its own (set from other flags, e.g. ``target`` from ``--target``);
+    name: its flat name when the field's own would read badly in its group (``final.mode`` is ``--final``).
+    """
+    return dataclasses.field(default=default, metadata={"help": help_text, "choices": choices, "flag": flag,
+                                                        "name": name})
+
+
+@dataclasses.dataclass
+class Start:
+    checkpoint: str = setting(None, "start from this float checkpoint (from pipelines.train).")
+    model: str = setting("mbv2", "zoo model trained first when no --checkpoint.")
+    alpha: float = setting(1.0, "width multiplier of --model.")
+    resolution: int = setting(32, "input resolution of --model.")
+    epochs: int = setting(10, "training epochs of --model before the loop.")
+    lr: float = setting(None, "peak learning rate of the start training and the baselines (default train's).")
+    # Keras' 0.999 left the zoo start at chance in eval mode after a short run (train 0.54, val 0.10)
+    bn_momentum: float = setting(0.9, "BatchNorm momentum of --model (Keras' 0.999 lags in short runs).")
+
+
+@dataclasses.dataclass
+class Data:
+    data_dir: str = setting(None, "Fashion-MNIST IDX dir or class-subfolder image dir (default: the Debian "
+                                  "package, else the shipped subset).")
+    subset: bool = setting(False, "use the Fashion-MNIST subset shipped in the repo.")
+    limit: int = setting(None, "use only this many training images (stratified).")
+    val_fraction: float = setting(0.1, "fraction of the training images held out for proposal selection.")
+
+
+@dataclasses.dataclass
+class Search:
+    resource: str = setting("latency", "what to reduce.", choices=KINDS)
+    target: float = setting(None, "fraction of the start's measured value", flag=False)
+    target_value: float = setting(None, "absolute (ms for latency, bytes for memory, count for macs/params)",
+                                  flag=False)
+    delta0: float = setting(0.06, "first step, as a fraction of the start (delta_i = delta0 * decay^(i-1)).")
+    decay: float = setting(0.96, "step decay per iteration.")
+    max_iterations: int = setting(100, "stop after this many iterations.")
+    select: str = setting("ratio", "ratio: max dAcc/|dLatency| (MobileNetV3); accuracy: max accuracy (NetAdapt).",
+                          choices=SELECTIONS)
+
+
+@dataclasses.dataclass
+class FineTune:
+    short_steps: int = setting(200, "short-term fine-tune steps per proposal (T).")
+    short_lr: float = setting(5e-4, "short-term fine-tune peak learning rate.")
+    batch_size: int = setting(64, "batch size of every training step.")
+    seed: int = setting(0, "seed: data split, order, initialisation.")
+    augment: bool = setting(True, "augment the proposals' fine-tuning data", flag=False)
+    shift: float = setting(0.0, "random shift of the proposals' fine-tuning data", flag=False)
+    worker_threads: int = setting(1, "TensorFlow threads per proposal worker (same in every mode, so the chosen "
+                                     "sequence does not depend on --workers / Ray).")
+
+
+@dataclasses.dataclass
+class Measurement:
+    backend: str = setting("litert", "latency backend (as pipelines.benchmark).", choices=BACKENDS)
+    threads: int = setting(1, "interpreter threads of the measurement.")
+    bench_runs: int = setting(300, "timed runs per measurement.")
+    bench_warmup: int = setting(30, "warm-up runs per measurement.")
+    backend_opts: dict = setting(None, "the backend's options (from --binary / --serial)", flag=False)
+    lut: str = setting(None, "latency LUT JSON (built/extended as needed; must be this device's).")
+
+    def bench_settings(self):
+        return {"backend": self.backend, "threads": self.threads, "runs": self.bench_runs,
+                "warmup": self.bench_warmup, "backend_opts": dict(self.backend_opts or {})}
+
+
+@dataclasses.dataclass
+class Final:
+    long_epochs: int = setting(5, "long-term fine-tune epochs after the loop.")
+    long_lr: float = setting(5e-4, "long-term fine-tune peak learning rate.")
+    mode: str = setting("fine_tune", "final stage: fine-tune the loop's weights (--long_epochs), or train the "
+                                     "found architecture from scratch with the baselines' budget.",
+                        choices=FINAL_MODES, name="final")
+    qat_epochs: int = setting(1, "QAT epochs of the final model (0: post-training int8).")
+    tflm: bool = setting(True, "export the final int8 model for TFLite-Micro (arena measured).")
+    baselines: tuple = setting((), "width multipliers trained with the same budget and measured with the "
+                                   "NetAdapt model, e.g. 0.35,0.5,0.75.")
+    baseline_rounds: int = setting(6, "interleaved rounds of the final measurement", flag=False)
+
+
+@dataclasses.dataclass
+class Execution:
+    """How the run is spread and where shared work goes: not part of the result (not in the fingerprint)."""
+    baselines_dir: str = setting(None, "train the baselines here, shared with other runs (once per training "
+                                       "setting); default OUTPUT_DIR/baselines.")
+    workers: int = setting(1, "local proposal worker processes.")
+    ray_address: str = setting(None, "run proposals as Ray tasks: auto, HOST:PORT, or local (start one).")
+    proposal_timeout: float = setting(None, "seconds after which a proposal's worker counts as hung.")
+
+
+GROUPS = {"start": Start, "data": Data, "search": Search, "fine_tune": FineTune, "measurement": Measurement,
+          "final": Final, "execution": Execution}
+
+
+def flat_name(field):
+    return field.metadata.get("name") or field.name
+
+
+def _fields():
+    """(group, field) of every setting, in declaration order."""
+    return [(g, f) for g, cls in GROUPS.items() for f in dataclasses.fields(cls)]
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    start: Start = dataclasses.field(default_factory=Start)
+    data: Data = dataclasses.field(default_factory=Data)
+    search: Search = dataclasses.field(default_factory=Search)
+    fine_tune: FineTune = dataclasses.field(default_factory=FineTune)
+    measurement: Measurement = dataclasses.field(default_factory=Measurement)
+    final: Final = dataclasses.field(default_factory=Final)
+    execution: Execution = dataclasses.field(default_factory=Execution)
+
+    @classmethod
+    def of(cls, **settings):
+        """A config from flat names (``checkpoint=``, ``short_steps=``, ``final=``...), the rest defaults."""
+        return cls().replace(**settings)
+
+    def replace(self, **settings):
+        """A copy with these flat-named settings changed; an unknown name is a TypeError."""
+        groups = {g: {} for g in GROUPS}
+        where = {flat_name(f): (g, f.name) for g, f in _fields()}
+        for key, value in settings.items():
+            if key not in where:
+                raise TypeError(f"LoopConfig has no setting {key!r}")
+            group, attr = where[key]
+            groups[group][attr] = value
+        return dataclasses.replace(self, **{g: dataclasses.replace(getattr(self, g), **kw)
+                                            for g, kw in groups.items() if kw})
+
+    def flat(self):
+        """{flat name: value} of every setting."""
+        return {flat_name(f): getattr(getattr(self, g), f.name) for g, f in _fields()}
+
+    def fingerprint(self):
+        """The settings that decide the result (a resumed run must have the same)."""
+        d = {k: v for k, v in self.flat().items()
+             if k not in {flat_name(f) for f in dataclasses.fields(Execution)}}
+        d["backend_opts"] = dict(d["backend_opts"]) if d["backend_opts"] is not None else None
+        d["baselines"] = list(d["baselines"] or ())
+        if d["checkpoint"]:
+            d["checkpoint"] = os.path.abspath(d["checkpoint"])
+            for k in ("model", "alpha", "resolution", "epochs", "lr", "bn_momentum"):
+                d.pop(k)
+        if d["lut"]:
+            d["lut"] = os.path.abspath(d["lut"])
+        return d
+
+    def data_config(self, input_shape):
+        """What decides the run's data (the workers load the same split from it)."""
+        return {"data_dir": self.data.data_dir, "subset": self.data.subset, "limit": self.data.limit,
+                "val_fraction": self.data.val_fraction, "seed": self.fine_tune.seed,
+                "input_shape": list(input_shape)}
+
+    def target_of(self, start_measured):
+        """The absolute target: the given value, or the fraction of the start's measured one."""
+        s = self.search
+        return s.target_value if s.target_value is not None else s.target * start_measured
+
+    def check(self):
+        """UserError for values the run cannot start with (before anything is written)."""
+        s, ft, m, fin = self.search, self.fine_tune, self.measurement, self.final
+        if s.resource not in KINDS:
+            raise UserError(f"unknown --resource {s.resource!r}; one of {', '.join(KINDS)}")
+        if s.select not in SELECTIONS:
+            raise UserError(f"unknown --select {s.select!r}; one of {', '.join(SELECTIONS)}")
+        if (s.target is None) == (s.target_value is None):
+            raise UserError("give one target: a fraction of the start or an absolute value")
+        if s.target is not None and not 0.0 < s.target < 1.0:
+            raise UserError(f"target fraction must be in (0, 1), got {s.target}")
+        if s.target_value is not None and not s.target_value > 0:
+            raise UserError(f"target value must be > 0, got {s.target_value}")
+        if not 0.0 < self.start.bn_momentum < 1.0:
+            raise UserError(f"--bn_momentum must be in (0, 1), got {self.start.bn_momentum}")
+        if not 0.0 < s.delta0 < 1.0 or not 0.0 < s.decay <= 1.0:
+            raise UserError(f"need 0 < delta0 < 1 and 0 < decay <= 1, got {s.delta0}, {s.decay}")
+        at_least = {"short_steps": (ft.short_steps, 1), "batch_size": (ft.batch_size, 1),
+                    "bench_runs": (m.bench_runs, 1), "worker_threads": (ft.worker_threads, 1),
+                    "workers": (self.execution.workers, 1), "max_iterations": (s.max_iterations, 1),
+                    "threads": (m.threads, 1), "baseline_rounds": (fin.baseline_rounds, 1),
+                    "long_epochs": (fin.long_epochs, 0), "qat_epochs": (fin.qat_epochs, 0),
+                    "bench_warmup": (m.bench_warmup, 0)}
+        for name, (value, low) in at_least.items():
+            if value < low:
+                raise UserError(f"--{name} must be >= {low}, got {value}")
+        if fin.mode not in FINAL_MODES:
+            raise UserError(f"--final must be one of {', '.join(FINAL_MODES)}, got {fin.mode!r}")
+        for a in fin.baselines or ():
+            if not a > 0:
+                raise UserError(f"baseline width multipliers must be > 0, got {a}")
+
+
+def parse_target(text, kind):
+    """'0.5' -> (0.5, None) a fraction; '256KB' / '0.4ms' / '1.5M' -> (None, absolute value)."""
+    s = str(text).strip().replace(" ", "")
+    units = {"KB": 1024, "KIB": 1024, "MB": 1 << 20, "MIB": 1 << 20, "B": 1, "MS": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+    for u in sorted(units, key=len, reverse=True):
+        if s.upper().endswith(u) and s[:-len(u)]:
+            if (u == "MS") != (kind == "latency") and u not in ("K", "M", "G"):
+                raise UserError(f"--target {text}: {u.lower()} is not a unit of {kind}")
+            try:
+                return None, float(s[:-len(u)]) * units[u]
+            except ValueError:
+                break
+    try:
+        v = float(s)
+    except ValueError:
+        raise UserError(f"--target must be a fraction of the start (0.5) or a value with a unit "
+                        f"(0.4ms, 256KB), got {text!r}") from None
+    if not 0.0 < v < 1.0:
+        raise UserError(f"--target {text}: a fraction of the start must be in (0, 1)")
+    return v, None
+
+
+# ------------------------------------------------------------------------------------------------
+# the command line
+# ------------------------------------------------------------------------------------------------
+def define_flags(flag_values):
+    """The absl flags of every setting that has one (type, default, choices from its field), and the
+    command line's own: the target as text, the backend's options, the run directory."""
+    from absl import flags
+
+    kw = dict(flag_values=flag_values)
+    for _, f in _fields():
+        if not f.metadata["flag"]:
+            continue
+        name, help_text, choices = flat_name(f), f.metadata["help"], f.metadata["choices"]
+        if choices:
+            flags.DEFINE_enum(name, f.default, list(choices), help_text, **kw)
+        elif f.type in (bool, "bool"):
+            flags.DEFINE_boolean(name, f.default, help_text, **kw)
+        elif f.type in (int, "int"):
+            flags.DEFINE_integer(name, f.default, help_text, **kw)
+        elif f.type in (float, "float"):
+            flags.DEFINE_float(name, f.default, help_text, **kw)
+        elif f.type in (tuple, "tuple"):
+            flags.DEFINE_list(name, list(f.default), help_text, **kw)
+        else:
+            flags.DEFINE_string(name, f.default, help_text, **kw)
+    flags.DEFINE_string("target", None, "fraction of the start (0.5), or a value with a unit (256KB, 0.4ms).", **kw)
+    flags.DEFINE_float("target_ms", None, "latency target in ms (instead of --target).", **kw)
+    flags.DEFINE_string("binary", None, "benchmark_model binary (backend benchmark_model / android binary mode).",
+                        **kw)
+    flags.DEFINE_string("serial", None, "android: adb serial.", **kw)
+    flags.DEFINE_string("output_dir", None, "run directory (required).", **kw)
+    flags.DEFINE_boolean("resume", False, "continue the run in --output_dir.", **kw)
+
+
+def from_flags(values):
+    """The LoopConfig of parsed flags (``values``: absl FlagValues); UserError on a bad combination."""
+    if not values.output_dir:
+        raise UserError("--output_dir is required")
+    if (values.target is None) == (values.target_ms is None):
+        raise UserError("give one of --target (0.5, 256KB, ...) or --target_ms")
+    if values.target_ms is not None:
+        if values.resource != "latency":
+            raise UserError("--target_ms goes with --resource latency")
+        fraction, value = None, values.target_ms
+    else:
+        fraction, value = parse_target(values.target, values.resource)
+    settings = {flat_name(f): values[flat_name(f)].value for _, f in _fields() if f.metadata["flag"]}
+    try:
+        settings["baselines"] = tuple(float(a) for a in values.baselines)
+    except ValueError:
+        raise UserError(f"--baselines must be width multipliers, got {','.join(values.baselines)}") from None
+    opts = {k: values[k].value for k in ("binary", "serial") if values[k].value}
+    return LoopConfig.of(**settings, target=fraction, target_value=value, backend_opts=opts)

@@ -2,147 +2,147 @@
 the width-multiplier baselines; the comparison; report.json / report.md / netadapt.png.
 
 Each step leaves a file when it is done (``final/final.json``, ``baselines/aALPHA/result.json``,
-training checkpoints resumed by ``train.fit``), so a resumed run skips what is finished.
-
-The stages are tfmobile.train's resumable fit and tfmobile.evaluation.measure_variant (the main
-job's measurement); tfmobile.main_job.Job is not used because it refuses an existing output directory,
-and this stage must resume inside one.
+``final/measurements.json``, training checkpoints resumed by ``train.fit``), so a resumed run skips
+what is finished. Everything here takes its inputs explicitly: the settings, the run directory,
+the start (``state.Start``), the last checkpoint, the data (``state.RunData``) and the measurer.
 """
+import hashlib
+import json
 import os
 import time
 
 from tfmobile.netadapt.config import UNITS
 
 
-def _train_float_and_qat(run, model, directory, epochs, lr):
-    """(float model, QAT model or None) after ``epochs`` float epochs and cfg.qat_epochs of QAT."""
+def _train_float_and_qat(cfg, data, model, directory, epochs, lr):
+    """(float model, QAT model or None) after ``epochs`` float epochs and cfg.final.qat_epochs of QAT."""
     from tfmobile import train
 
-    cfg = run.cfg
+    ft, qat_epochs = cfg.fine_tune, cfg.final.qat_epochs
     if epochs > 0:
-        model, _ = train.fit(model, run.splits, os.path.join(directory, "float"), epochs=epochs, lr=lr,
-                             batch_size=cfg.batch_size, seed=cfg.seed, resume=True, verbose=2)
+        model, _ = train.fit(model, data.splits, os.path.join(directory, "float"), epochs=epochs, lr=lr,
+                             batch_size=ft.batch_size, seed=ft.seed, resume=True, verbose=2)
     qmodel = None
-    if cfg.qat_epochs > 0:
-        qmodel, _ = train.fit(model, run.splits, os.path.join(directory, "qat"), epochs=cfg.qat_epochs,
-                              compression="qat", batch_size=cfg.batch_size, seed=cfg.seed, resume=True, verbose=2)
+    if qat_epochs > 0:
+        qmodel, _ = train.fit(model, data.splits, os.path.join(directory, "qat"), epochs=qat_epochs,
+                              compression="qat", batch_size=ft.batch_size, seed=ft.seed, resume=True, verbose=2)
     return model, qmodel
 
 
-def export_and_evaluate(run, name, spec, float_model, qat_model, directory):
+def export_and_evaluate(cfg, data, name, spec, float_model, qat_model, directory):
     """int8 .tflite (QAT if there is one, else PTQ) + TFLM files, LiteRT test accuracy; the row."""
-    from tfmobile import evaluation, train
+    from tfmobile import convert, evaluation, train
     from tfmobile.io import write_json
 
-    tfl = run.int8(qat_model if qat_model is not None else float_model)
-    row = evaluation.measure_variant(name, tfl, directory, run.splits.x_test, run.splits.y_test, tflm=run.cfg.tflm,
-                                     bench=False)
+    tfl = convert.to_tflite(qat_model if qat_model is not None else float_model, "int8",
+                            representative_data=data.calibration)
+    row = evaluation.measure_variant(name, tfl, directory, data.splits.x_test, data.splits.y_test,
+                                     tflm=cfg.final.tflm, bench=False)
     row["quantization"] = "qat" if qat_model is not None else "ptq"
-    row["val_accuracy_keras"] = train.evaluate(float_model, run.splits.x_val, run.splits.y_val)
+    row["val_accuracy_keras"] = train.evaluate(float_model, data.splits.x_val, data.splits.y_val)
     row["spec"] = spec.to_dict()
     write_json(os.path.join(directory, "spec.json"), spec.to_dict())
     return row
 
 
-def budget_epochs(run):
+def budget_epochs(cfg, start_train_epochs):
     """The whole training budget of the NetAdapt model: start training + long-term fine-tune epochs
     (what a baseline, or the found architecture trained from scratch, gets)."""
-    return int(run.start.get("train_epochs") or run.cfg.epochs) + run.cfg.long_epochs
+    return int(start_train_epochs or cfg.start.epochs) + cfg.final.long_epochs
 
 
-def final_training(run, last_checkpoint, spec):
+def final_training(cfg, start_train_epochs, last_checkpoint, spec):
     """(starting model, epochs, peak lr, description) of the final stage.
 
     ``fine_tune`` (NetAdapt's long-term fine-tune): the loop's last weights, ``long_epochs`` at
     ``long_lr``. ``from_scratch``: the found architecture ``spec`` freshly initialised and trained with
     the baselines' budget (``budget_epochs``, at ``lr``) — in the benchmark that beat the
-    width-multiplier curve where the fine-tuned weights only reached it (docs/netadapt.md).
+    width-multiplier curve where the fine-tuned weights only reached it (docs/netadapt_results.md).
     """
     from tfmobile import models, train
 
-    cfg = run.cfg
-    if cfg.final == "from_scratch":
-        epochs = budget_epochs(run)
-        return models.build(spec), epochs, cfg.lr, f"{epochs} epoch(s) of the found architecture from scratch"
-    return (train.load_checkpoint(last_checkpoint), cfg.long_epochs, cfg.long_lr,
-            f"{cfg.long_epochs} long-term fine-tune epoch(s)")
+    fin = cfg.final
+    if fin.mode == "from_scratch":
+        epochs = budget_epochs(cfg, start_train_epochs)
+        return (models.build(spec), epochs, cfg.start.lr,
+                f"{epochs} epoch(s) of the found architecture from scratch")
+    return (train.load_checkpoint(last_checkpoint), fin.long_epochs, fin.long_lr,
+            f"{fin.long_epochs} long-term fine-tune epoch(s)")
 
 
-def final_model(run, last_checkpoint):
-    """The NetAdapt model through the final stage (resumable); its row without the measurement."""
+def final_model(cfg, run_dir, data, start_train_epochs, last_checkpoint, log):
+    """The NetAdapt model through the final stage (final/final.json); its row without the measurement."""
     from tfmobile.models import ModelSpec
 
-    done = run.dir.read("final", "final.json")
-    if done is not None:
-        return done
-    t = time.time()
-    cfg = run.cfg
-    spec = ModelSpec.load(os.path.join(last_checkpoint, "spec.json"))
-    model, epochs, lr, what = final_training(run, last_checkpoint, spec)
-    run.log(f"final stage: {what}, {cfg.qat_epochs} QAT epoch(s), int8 + TFLM")
-    fmodel, qmodel = _train_float_and_qat(run, model, run.dir.sub("final", "train"), epochs, lr)
-    row = export_and_evaluate(run, "netadapt_int8", spec, fmodel, qmodel, run.dir.sub("final"))
-    row.update(final_stage=cfg.final, epochs=epochs, seconds=round(time.time() - t, 1))
-    run.dir.write(row, "final", "final.json")
-    return row
+    def compute():
+        t = time.time()
+        spec = ModelSpec.load(os.path.join(last_checkpoint, "spec.json"))
+        model, epochs, lr, what = final_training(cfg, start_train_epochs, last_checkpoint, spec)
+        log(f"final stage: {what}, {cfg.final.qat_epochs} QAT epoch(s), int8 + TFLM")
+        fmodel, qmodel = _train_float_and_qat(cfg, data, model, run_dir.sub("final", "train"), epochs, lr)
+        row = export_and_evaluate(cfg, data, "netadapt_int8", spec, fmodel, qmodel, run_dir.sub("final"))
+        row.update(final_stage=cfg.final.mode, epochs=epochs, seconds=round(time.time() - t, 1))
+        return row
+
+    return run_dir.step(os.path.join("final", "final.json"), compute)
 
 
-def baseline(run, name, alpha):
+def baseline(cfg, run_dir, data, start, name, alpha, log):
     """A width-multiplier model trained with the NetAdapt model's whole training budget.
 
     With ``baselines_dir`` (shared by several runs, e.g. the latency and the peak_sram run of the
     benchmark) a baseline is trained once per training setting: its folder name carries a digest
     of everything that decides the trained model.
     """
-    import hashlib
-    import json
-
     from tfmobile import models
-    from tfmobile.io import write_json
 
-    cfg = run.cfg
-    epochs = budget_epochs(run)
-    h, w, c = run.input_shape
-    bn_momentum = run.start["spec"]["options"].get("bn_momentum", cfg.bn_momentum)   # as the start model's
-    spec = models.get_spec(name, input_shape=(h, w, c), alpha=alpha, classes=run.splits.num_classes,
+    fin, ft = cfg.final, cfg.fine_tune
+    epochs = budget_epochs(cfg, start.train_epochs)
+    h, w, c = data.input_shape
+    bn_momentum = start.point.spec.options.get("bn_momentum", cfg.start.bn_momentum)   # as the start model's
+    spec = models.get_spec(name, input_shape=(h, w, c), alpha=alpha, classes=data.splits.num_classes,
                            bn_momentum=bn_momentum)
-    setting = {"spec": spec.to_dict(), "epochs": epochs, "qat_epochs": cfg.qat_epochs, "lr": cfg.lr,
-               "batch_size": cfg.batch_size, "seed": cfg.seed, "data": run.data_config, "tflm": cfg.tflm}
+    setting = {"spec": spec.to_dict(), "epochs": epochs, "qat_epochs": fin.qat_epochs, "lr": cfg.start.lr,
+               "batch_size": ft.batch_size, "seed": ft.seed, "data": data.config, "tflm": fin.tflm}
     digest = hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
-    d = (os.path.join(os.path.abspath(cfg.baselines_dir), f"{spec.name}_{digest}") if cfg.baselines_dir
-         else run.dir.sub("baselines", f"a{alpha:g}"))
-    result = os.path.join(d, "result.json")
-    if os.path.isfile(result):
-        with open(result, encoding="utf-8") as f:
-            return json.load(f)
-    t = time.time()
-    run.log(f"baseline {spec.name}: {epochs} epochs from scratch (= start training + long-term fine-tune), "
-            f"{cfg.qat_epochs} QAT epoch(s)")
-    fmodel, qmodel = _train_float_and_qat(run, models.build(spec), os.path.join(d, "train"), epochs, cfg.lr)
-    row = export_and_evaluate(run, f"{name}_a{alpha:g}_int8", spec, fmodel, qmodel, d)
-    row.update(alpha=alpha, epochs=epochs, seconds=round(time.time() - t, 1), setting_digest=digest)
-    write_json(result, row)
-    return row
+    shared = cfg.execution.baselines_dir
+    d = (os.path.join(os.path.abspath(shared), f"{spec.name}_{digest}") if shared
+         else run_dir.sub("baselines", f"a{alpha:g}"))
+
+    def compute():
+        t = time.time()
+        log(f"baseline {spec.name}: {epochs} epochs from scratch (= start training + long-term fine-tune), "
+            f"{fin.qat_epochs} QAT epoch(s)")
+        fmodel, qmodel = _train_float_and_qat(cfg, data, models.build(spec), os.path.join(d, "train"), epochs,
+                                              cfg.start.lr)
+        row = export_and_evaluate(cfg, data, f"{name}_a{alpha:g}_int8", spec, fmodel, qmodel, d)
+        row.update(alpha=alpha, epochs=epochs, seconds=round(time.time() - t, 1), setting_digest=digest)
+        return row
+
+    return run_dir.step(os.path.join(d, "result.json"), compute)   # an absolute path stays as it is
 
 
-def measure_all(run, rows):
+def measure_all(cfg, run_dir, measurer, rows):
     """Measure the final model and the baselines (latency: interleaved in one session); cached."""
-    done = run.dir.read("final", "measurements.json")
-    if done is not None and set(done) == set(rows):
-        return done
+    path = run_dir.sub("final", "measurements.json")
+    done = run_dir.read("final", "measurements.json")
+    if done is not None and set(done) != set(rows):   # baselines added on --resume: measure all again
+        os.remove(path)
+    return run_dir.step(path, lambda: _measure_now(cfg, measurer, rows))
+
+
+def _measure_now(cfg, measurer, rows):
     models = {}
     for key, row in rows.items():
         with open(row["path"], "rb") as f:
             models[key] = f.read()
-    if run.cfg.resource == "latency":
-        out = run.measurer.measure_many(models, run.cfg.baseline_rounds)
-    else:
-        from tfmobile.models import ModelSpec
+    kind = cfg.search.resource
+    if kind == "latency":
+        return measurer.measure_many(models, cfg.final.baseline_rounds)
+    from tfmobile.models import ModelSpec
 
-        out = {k: run.measurer.measure(b, run.cfg.resource, ModelSpec.from_dict(rows[k]["spec"]).to_json(indent=None))
-               for k, b in models.items()}
-    run.dir.write(out, "final", "measurements.json")
-    return out
+    return {k: measurer.measure(b, kind, ModelSpec.from_dict(rows[k]["spec"]).to_json(indent=None))
+            for k, b in models.items()}
 
 
 def interpolate(points, x_key, y_key, x):
@@ -187,55 +187,66 @@ def reached(history, start):
             "chosen": best["chosen"]}
 
 
-def finish(run, status):
+def finish(cfg, run_dir, status, start, last_checkpoint, data, measurer, log, run_id, workers, started):
+    """The final stage (when the target was met), the report (report.json / .md / netadapt.png); the report dict.
+
+    started: (wall, process CPU) time of this invocation's start, for the report's timings.
+    """
     from tfmobile.io import write_text
     from tfmobile.netadapt import report as report_mod
 
-    cfg = run.cfg
-    hist = run.dir.history()
-    rep = {"status": status, "resource": cfg.resource, "unit": UNITS[cfg.resource],
-           "target_value": run.target_value, "target_fraction": cfg.target, "select": cfg.select,
-           "run_id": run.manifest["run_id"], "workers": run.pool.describe() if run.pool else None,
-           "start": {k: run.start[k] for k in ("measured", "predicted", "val_accuracy", "train_epochs")},
-           "start_measurement": run.start["measurement"], "iterations": hist,
-           "reached": reached(hist, run.start), "config": cfg.fingerprint()}
-    rep["start"]["model"] = run.start["spec"]["name"]
+    hist = run_dir.history()
+    kind = cfg.search.resource
+    rep = {"status": status, "resource": kind, "unit": UNITS[kind], "target_value": start.target,
+           "target_fraction": cfg.search.target, "select": cfg.search.select, "run_id": run_id,
+           "workers": workers, "start": start.summary(), "start_measurement": start.measurement,
+           "iterations": hist, "reached": reached(hist, start.summary()), "config": cfg.fingerprint()}
+    rep["start"]["model"] = start.point.spec.name
     if status == "met":
-        last = run.current()["checkpoint"]
-        fin = final_model(run, last)
-        rows = {"netadapt": fin}
-        base_rows = []
-        if cfg.baselines:
-            name = cfg.model if not cfg.checkpoint else run.start["spec"]["family"]
-            for a in cfg.baselines:
-                b = baseline(run, name, a)
-                rows[f"a{a:g}"] = b
-                base_rows.append(b)
-        meas = measure_all(run, rows)
-        fin = dict(fin, measured=meas["netadapt"]["value"], measurement=meas["netadapt"])
-        rep["final"] = {k: v for k, v in fin.items() if k not in ("spec",)}
-        rep["final"]["spec"] = fin["spec"]
-        rep["baselines"] = []
-        for a, b in zip(cfg.baselines, base_rows):
-            m = meas[f"a{a:g}"]
-            rep["baselines"].append({k: b.get(k) for k in ("alpha", "epochs", "accuracy", "size_bytes", "path",
-                                                           "quantization", "tflm", "seconds")}
-                                    | {"measured": m["value"], "measurement": m})
-        rep["comparison"] = compare(fin, rep["baselines"], cfg.resource, run.target_value) if base_rows else None
-        rep["final_meets_target"] = fin["measured"] <= run.target_value
-    it_wall = sum(h["seconds"] for h in hist)
-    it_cpu = sum(h.get("cpu_seconds", 0.0) for h in hist)
-    rep["timings"] = {"iterations_wall_seconds": round(it_wall, 1), "iterations_cpu_seconds": round(it_cpu, 1),
-                      "final_stage_seconds": (rep.get("final") or {}).get("seconds"),
-                      "baseline_seconds": [b.get("seconds") for b in rep.get("baselines") or []],
-                      "this_invocation_wall_seconds": round(time.time() - run.t0, 1),
-                      "this_invocation_driver_cpu_seconds": round(time.process_time() - run.cpu0, 1)}
+        rep.update(final_and_baselines(cfg, run_dir, start, last_checkpoint, data, measurer, log))
+    rep["timings"] = timings(hist, rep, started)
     rep["prediction_error"] = [{"iteration": h["iteration"], "predicted": h["predicted"], "measured": h["measured"],
                                 "relative_error": h["prediction_error"],
                                 "relative_error_of_step": h["prediction_error_scaled"]} for h in hist]
-    run.dir.write(rep, "report.json")
-    report_mod.plot(rep, run.dir.sub("netadapt.png"))
-    write_text(run.dir.sub("report.md"), report_mod.markdown(rep))
-    rep["report_md"] = run.dir.sub("report.md")
-    rep["output_dir"] = run.dir.path
+    run_dir.write(rep, "report.json")
+    report_mod.plot(rep, run_dir.sub("netadapt.png"))
+    write_text(run_dir.sub("report.md"), report_mod.markdown(rep))
+    rep["report_md"] = run_dir.sub("report.md")
+    rep["output_dir"] = run_dir.path
     return rep
+
+
+def final_and_baselines(cfg, run_dir, start, last_checkpoint, data, measurer, log):
+    """The report's final, baselines, comparison and final_meets_target: trained, exported, measured together."""
+    fin = final_model(cfg, run_dir, data, start.train_epochs, last_checkpoint, log)
+    rows = {"netadapt": fin}
+    base_rows = []
+    if cfg.final.baselines:
+        name = cfg.start.model if not cfg.start.checkpoint else start.point.spec.family
+        for a in cfg.final.baselines:
+            b = baseline(cfg, run_dir, data, start, name, a, log)
+            rows[f"a{a:g}"] = b
+            base_rows.append(b)
+    meas = measure_all(cfg, run_dir, measurer, rows)
+    fin = dict(fin, measured=meas["netadapt"]["value"], measurement=meas["netadapt"])
+    out = {"final": {k: v for k, v in fin.items() if k not in ("spec",)}, "baselines": []}
+    out["final"]["spec"] = fin["spec"]
+    for a, b in zip(cfg.final.baselines, base_rows):
+        m = meas[f"a{a:g}"]
+        out["baselines"].append({k: b.get(k) for k in ("alpha", "epochs", "accuracy", "size_bytes", "path",
+                                                       "quantization", "tflm", "seconds")}
+                                | {"measured": m["value"], "measurement": m})
+    out["comparison"] = (compare(fin, out["baselines"], cfg.search.resource, start.target) if base_rows
+                         else None)
+    out["final_meets_target"] = fin["measured"] <= start.target
+    return out
+
+
+def timings(hist, rep, started):
+    t0, cpu0 = started
+    return {"iterations_wall_seconds": round(sum(h["seconds"] for h in hist), 1),
+            "iterations_cpu_seconds": round(sum(h.get("cpu_seconds", 0.0) for h in hist), 1),
+            "final_stage_seconds": (rep.get("final") or {}).get("seconds"),
+            "baseline_seconds": [b.get("seconds") for b in rep.get("baselines") or []],
+            "this_invocation_wall_seconds": round(time.time() - t0, 1),
+            "this_invocation_driver_cpu_seconds": round(time.process_time() - cpu0, 1)}

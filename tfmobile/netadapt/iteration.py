@@ -1,0 +1,257 @@
+"""The steps of one NetAdapt iteration: budget -> proposals -> pick -> measure (``loop.search`` strings them).
+
+Each step that takes time leaves its file in the run directory (``RunDir.step``): the plan (budget
+and proposals, written before any proposal runs), each proposal's result, the pick's measurement;
+a resumed run reads them back and redoes nothing.
+"""
+import math
+import os
+import shutil
+import time
+
+from tfmobile.netadapt.config import COUNTED, UNITS
+from tfmobile.netadapt.state import Point
+
+MAX_HALVINGS = 5   # the step is halved at most 5 times (to 1/32) when no group meets the budget
+
+
+# ------------------------------------------------------------------------------------------------
+# the schedule and the selection (pure)
+# ------------------------------------------------------------------------------------------------
+def delta(search, i, start_value):
+    return search.delta0 * search.decay ** (i - 1) * start_value
+
+
+def budget_for(search, i, start_value, current_value, target_value, halvings=0):
+    """current - delta_i (halved ``halvings`` times), never below the target."""
+    return max(target_value, current_value - delta(search, i, start_value) / 2 ** halvings)
+
+
+def estimate_iterations(search, i, start_value, current_value, target_value):
+    """How many more iterations (from i) the schedule needs to go from current to target."""
+    n, v = 0, current_value
+    while v > target_value and n < search.max_iterations:
+        v -= delta(search, i + n, start_value)
+        n += 1
+    return n
+
+
+def metric(select, proposal, current):
+    """The selection score of a proposal (bigger is better) against the current model."""
+    if select == "accuracy":
+        return proposal["val_accuracy"]
+    saved = current["predicted"] - proposal["predicted"]
+    if saved <= 0:
+        return -math.inf
+    return (proposal["val_accuracy"] - current["val_accuracy"]) / saved
+
+
+def choose(select, proposals, current):
+    """The proposal with the best metric; ties go to the first (group order), so it is reproducible."""
+    best = None
+    for p in proposals:
+        m = metric(select, p, current)
+        if best is None or m > best[0]:
+            best = (m, p)
+    return best[1] if best else None
+
+
+# ------------------------------------------------------------------------------------------------
+# prediction: the LUT first made complete, then read
+# ------------------------------------------------------------------------------------------------
+def ensure_lut(session, specs):
+    """Measure the LUT entries ``specs`` lack (latency only; the counted kinds need no LUT)."""
+    if session.cfg.search.resource == "latency":
+        try:
+            from tfmobile.netadapt.resource import ensure_lut as ensure
+        except ImportError:   # TEMPORARY until resource.ensure_lut is merged: predicting measures what is missing
+            from tfmobile.netadapt.resource import resource
+
+            def ensure(specs, lut, threads=1):
+                for spec in specs:
+                    resource(spec, "latency", lut=lut, threads=threads)
+        ensure(list(specs), session.lut, threads=session.cfg.measurement.threads)
+
+
+def predict(session, spec):
+    """The LUT's (or the count's) value of ``spec``: pure once ``ensure_lut`` saw it."""
+    from tfmobile.netadapt.resource import resource
+
+    return float(resource(spec, session.cfg.search.resource, lut=session.lut,
+                          threads=session.cfg.measurement.threads))
+
+
+# ------------------------------------------------------------------------------------------------
+# 1-2. budget and proposals
+# ------------------------------------------------------------------------------------------------
+def plan_iteration(session, start, point, i):
+    """The budget and one proposal per group that meets it (iterations/NNN/plan.json).
+
+    The budget is in measured units; in the LUT's it is ``predicted(current) * budget / measured``
+    (the LUT only ranks; its scale error cancels in the ratio). A LUT that gains entries while the
+    candidates are searched can move its fixed-overhead term (observed 0.024 -> 0.042 ms for one
+    spec within one run), so the search is repeated (at most twice) until the current model's
+    prediction is the one the proposals were searched with.
+    """
+    for _ in range(3):
+        ensure_lut(session, [point.spec])
+        current_predicted = predict(session, point.spec)
+        proposals, halvings, budget, budget_predicted = propose(session, start, point, i, current_predicted)
+        if predict(session, point.spec) == current_predicted:
+            break
+    step = delta(session.cfg.search, i, start.point.measured)
+    return {"iteration": i, "delta": step / 2 ** halvings, "halvings": halvings, "budget": budget,
+            "budget_predicted": budget_predicted, "current_predicted": current_predicted, "proposals": proposals}
+
+
+def propose(session, start, point, i, current_predicted):
+    """(proposals, halvings, budget, budget in LUT units): the step halved while no group meets it
+    (small models, where the per-invoke overhead is most of the latency, or a memory peak that one
+    group barely moves)."""
+    from tfmobile.models.surgery import groups, shrink
+    from tfmobile.netadapt.resource import largest_width
+
+    search, threads = session.cfg.search, session.cfg.measurement.threads
+    for halvings in range(MAX_HALVINGS + 1):
+        budget = budget_for(search, i, start.point.measured, point.measured, start.target, halvings)
+        budget_predicted = current_predicted * budget / point.measured
+        found = []
+        for g in groups(point.spec):
+            w = largest_width(point.spec, g, budget_predicted, search.resource, lut=session.lut, threads=threads)
+            if w is not None and w < g.width:
+                found.append((g, int(w), shrink(point.spec, g, w)))
+        if found:
+            break
+    ensure_lut(session, [spec for _, _, spec in found])
+    return ([{"group": g.name, "from_width": g.width, "width": w, "predicted": predict(session, spec),
+              "spec": spec.to_json(indent=None)} for g, w, spec in found], halvings, budget, budget_predicted)
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. the proposals' short-term fine-tunes (on the pool), recorded one by one
+# ------------------------------------------------------------------------------------------------
+def run_proposals(session, point, i, plan, progress):
+    """Each proposal of ``plan`` fine-tuned and validated (those already recorded are read back);
+    returns their records in plan order. ``progress(done, todo, group, result)`` after each one."""
+    run_dir, ft = session.run_dir, session.cfg.fine_tune
+    done = {}
+    for p in plan["proposals"]:
+        r = run_dir.proposal(i, p["group"])
+        if r is not None and os.path.isfile(os.path.join(r["checkpoint"], "checkpoint.json")):
+            done[p["group"]] = r
+    todo = {p["group"]: {"group": p["group"], "width": p["width"], "spec": p["spec"], "parent": point.checkpoint,
+                         "data": session.data.config, "steps": ft.short_steps, "batch_size": ft.batch_size,
+                         "lr": ft.short_lr, "seed": ft.seed, "augment": ft.augment, "shift": ft.shift,
+                         "threads": ft.worker_threads, "output_dir": run_dir.proposal_dir(i, p["group"])}
+            for p in plan["proposals"] if p["group"] not in done}
+    if done:
+        session.log(f"iteration {i}: {len(done)} of {len(plan['proposals'])} proposals already done (resumed)")
+    by_group = {p["group"]: p for p in plan["proposals"]}
+
+    def on_result(group, result):
+        done[group] = record_proposal(run_dir, i, by_group[group], result)
+        progress(done, todo, group, result)
+
+    if todo:
+        session.pool.run(todo, on_result)
+    return [done[p["group"]] for p in plan["proposals"]]
+
+
+def record_proposal(run_dir, i, proposal, result):
+    """One finished proposal (its checkpoint is already in its directory; the JSON means done)."""
+    from tfmobile import train
+
+    row = {k: proposal[k] for k in ("group", "from_width", "width", "predicted")}
+    row.update({k: result[k] for k in ("val_accuracy", "train_accuracy", "seconds", "cpu_seconds") if k in result})
+    row["checkpoint"] = os.path.join(run_dir.proposal_dir(i, proposal["group"]), train.CHECKPOINT_DIR)
+    run_dir.save_proposal(i, proposal["group"], row)
+    return row
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. measuring a model on the one device
+# ------------------------------------------------------------------------------------------------
+def measure(session, checkpoint, directory, spec=None, not_above=None):
+    """Convert, measure, keep the .tflite (DIRECTORY/measurement.json, DIRECTORY/model_int8.tflite).
+
+    not_above: the value this model cannot honestly exceed (the wider model it was cut from).
+    A latency above it is a disturbed measurement on a shared CPU (observed: +50 % on one of
+    three iterations under load), and the next budget starts from it, so the model is measured
+    twice more and the median of the three kept (all three are recorded).
+    """
+    return session.run_dir.step(os.path.join(directory, "measurement.json"),
+                                lambda: _measure_now(session, checkpoint, directory, spec, not_above))
+
+
+def _measure_now(session, checkpoint, directory, spec, not_above):
+    from tfmobile import convert, train
+    from tfmobile.io import write_bytes
+
+    t = time.time()
+    kind, spec = session.cfg.search.resource, spec or session.checkpoint_spec(checkpoint)
+    tfl = None
+    if kind not in COUNTED:   # macs / params are counted on the spec: no conversion
+        tfl = convert.to_tflite(train.load_checkpoint(checkpoint), "int8",
+                                representative_data=session.data.calibration)
+        write_bytes(session.run_dir.sub(directory, "model_int8.tflite"), tfl)
+    m = session.measurer.measure(tfl, kind, spec.to_json(indent=None))
+    if not_above is not None and kind == "latency" and m["value"] > not_above:
+        tries = [m] + [session.measurer.measure(tfl, "latency") for _ in range(2)]
+        m = dict(sorted(tries, key=lambda r: r["value"])[1])
+        m["repeats"] = [r["value"] for r in tries]
+        session.log(f"{directory}: measured {tries[0]['value']:.4g} ms, above the wider model's {not_above:.4g} "
+                    f"ms; measured twice more, kept the median {m['value']:.4g} ms")
+    ensure_lut(session, [spec])
+    m["predicted"] = predict(session, spec)
+    m["seconds"] = round(time.time() - t, 2)
+    return m
+
+
+# ------------------------------------------------------------------------------------------------
+# 3-4. the pick: kept, measured, recorded
+# ------------------------------------------------------------------------------------------------
+def keep_pick(session, i, pick):
+    """Copy the pick's weights to iterations/NNN/checkpoint (whole or not at all); the directory."""
+    chosen = os.path.join(session.run_dir.iteration_dir(i), "checkpoint")
+    if not os.path.isfile(os.path.join(chosen, "checkpoint.json")):
+        staging = chosen + ".incoming"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(pick["checkpoint"], staging)
+        os.replace(staging, chosen)
+    return chosen
+
+
+def record_iteration(session, i, point, plan, rows, pick, started):
+    """Measure the pick, append its line to history.jsonl, drop the other proposals' weights; the new point."""
+    chosen = keep_pick(session, i, pick)
+    m = measure(session, chosen, os.path.relpath(session.run_dir.iteration_dir(i), session.run_dir.path),
+                not_above=point.measured)
+    t_iter, cpu_iter = started
+    worker_cpu = sum(r.get("cpu_seconds", 0.0) for r in rows)
+    row = {"iteration": i, "budget": plan["budget"], "budget_predicted": plan["budget_predicted"],
+           "delta": plan["delta"],
+           "proposals": [{k: r.get(k) for k in ("group", "from_width", "width", "predicted", "val_accuracy",
+                                                "metric", "seconds")} for r in rows],
+           "chosen": pick["group"], "width": pick["width"], "predicted": pick["predicted"],
+           "measured": m["value"], "measurement": {k: v for k, v in m.items() if k != "predicted"},
+           "prediction_error": (pick["predicted"] - m["value"]) / m["value"],
+           "prediction_error_scaled": (pick["predicted"] / point.predicted * point.measured - m["value"])
+           / m["value"],
+           "val_accuracy": pick["val_accuracy"], "seconds": round(time.time() - t_iter, 2),
+           "cpu_seconds": round(time.process_time() - cpu_iter + worker_cpu, 2)}
+    for r in rows:   # only the chosen proposal's weights are kept (the JSONs stay)
+        if r["group"] != pick["group"]:
+            shutil.rmtree(os.path.dirname(r["checkpoint"]), ignore_errors=True)
+    session.run_dir.append_history(row)
+    unit = UNITS[session.cfg.search.resource]
+    session.log(f"iteration {i}: chose {row['chosen']} -> {row['width']} (val {row['val_accuracy']:.4f}); "
+                f"measured {row['measured']:.4g} {unit} (budget {row['budget']:.4g}, predicted "
+                f"{row['predicted']:.4g} in LUT units), {row['seconds']:.0f} s")
+    return point_of(session, row)
+
+
+def point_of(session, row):
+    """The point an iteration's history line stands for."""
+    checkpoint = os.path.join(session.run_dir.iteration_dir(row["iteration"]), "checkpoint")
+    return Point(row["iteration"], session.checkpoint_spec(checkpoint), checkpoint, row["measured"],
+                 row["predicted"], row["val_accuracy"])
