@@ -82,12 +82,17 @@ class Job:
     """One run's output directory, data and timings; each method is one stage."""
 
     def __init__(self, output_dir, splits, batch_size=None, steps_per_epoch=None, progress=None, augment=None,
-                 shift=DEFAULT_SHIFT):
-        check_new_output_dir(output_dir)
+                 shift=DEFAULT_SHIFT, resume=None):
+        """resume: None for the main job (a new output directory), or ``{"seed": s, "verbose": v}`` for a
+        stage that continues inside a directory it may have started (NetAdapt's final stage and baselines):
+        every fit resumes its checkpoint."""
+        if resume is None:
+            check_new_output_dir(output_dir)
         self.output_dir, self.splits = output_dir, splits
         self.augment = data.parse_augment(augment, splits.source)  # label-safe default for the data
         self.fit_options = dict(batch_size=batch_size, steps_per_epoch=steps_per_epoch, augment=self.augment,
                                 shift=shift)
+        self.resume_options = {} if resume is None else dict(resume, resume=True)
         self.progress = progress or (lambda message: None)
         self.timings, self.metrics = {}, {}
         self.started = time.time()
@@ -103,13 +108,43 @@ class Job:
     def _fit(self, stage_name, key, model, **fit_kwargs):
         out, met = self.stage(stage_name, lambda: train.fit(
             model, self.splits, os.path.join(self.output_dir, "train", key), **self.fit_options,
-            **fit_kwargs))
+            **self.resume_options, **fit_kwargs))
         self.metrics[key] = met
         return out
 
     def train_float(self, spec, epochs=None, lr=None, clipnorm=None):
-        return self._fit("float training", "float", models.build(spec), epochs=epochs, lr=lr,
-                         clipnorm=clipnorm)
+        return self.fine_tune_float(models.build(spec), epochs, lr, clipnorm)
+
+    def fine_tune_float(self, model, epochs=None, lr=None, clipnorm=None):
+        return self._fit("float training", "float", model, epochs=epochs, lr=lr, clipnorm=clipnorm)
+
+    def qat_int8(self, float_model, qat_epochs, calibration):
+        """(QAT model, its int8 .tflite): QAT fine-tuning of ``float_model``, then the int8 export."""
+        qmodel = self._fit("QAT fine-tuning", "qat", float_model, epochs=qat_epochs, compression="qat")
+        return qmodel, self.stage("QAT int8 export", lambda: convert.to_tflite(
+            qmodel, "int8", representative_data=calibration))
+
+    def measure_one(self, name, tflite, bench_runs=50, bench_threads=1, tflm=True, bench=True):
+        """The row of one exported variant (tfmobile.evaluation.measure_variant): LiteRT test accuracy, sizes,
+        sparsity, latency (``bench``), TFLM arena (``tflm``)."""
+        return self.stage(f"measure {name}", lambda: evaluation.measure_variant(
+            name, tflite, self.output_dir, self.splits.x_test, self.splits.y_test, bench_runs=bench_runs,
+            threads=bench_threads, tflm=tflm, bench=bench))
+
+    def float_qat_int8(self, name, model, epochs, lr, qat_epochs, calibration, tflm=True, bench=True):
+        """Float training -> QAT -> int8 (+ TFLM) export -> evaluation of one model: (row, float model, QAT model).
+
+        epochs=0: ``model`` as it is (already trained); qat_epochs=0: post-training int8 of the float model,
+        and QAT model None. The main job runs the same stages (``train_float``, ``qat_int8``,
+        ``measure_one``) with the float32 / PTQ / pruned variants between them.
+        """
+        fmodel = self.fine_tune_float(model, epochs, lr) if epochs > 0 else model
+        if qat_epochs > 0:
+            qmodel, tfl = self.qat_int8(fmodel, qat_epochs, calibration)
+        else:
+            qmodel, tfl = None, self.stage("PTQ int8 export", lambda: convert.to_tflite(
+                fmodel, "int8", representative_data=calibration))
+        return self.measure_one(name, tfl, tflm=tflm, bench=bench), fmodel, qmodel
 
     def calibration_images(self, input_shape, n=200):
         """``n`` real training images for int8 calibration, preprocessed like training images."""
@@ -124,9 +159,8 @@ class Job:
             ("float32", self.stage("float export", lambda: convert.to_tflite(float_model, "float")), False),
             ("ptq_int8", self.stage("PTQ int8 export", lambda: convert.to_tflite(
                 float_model, "int8", representative_data=calib)), True)]
-        qmodel = self._fit("QAT fine-tuning", "qat", float_model, epochs=qat_epochs, compression="qat")
-        variants.append(("qat_int8", self.stage("QAT int8 export", lambda: convert.to_tflite(
-            qmodel, "int8", representative_data=calib)), True))
+        _, qat_tflite = self.qat_int8(float_model, qat_epochs, calib)
+        variants.append(("qat_int8", qat_tflite, True))
         if prune is not None:
             pmodel = self._fit("pruning", "prune", float_model, epochs=prune_epochs, compression="prune",
                                target_sparsity=prune, structured_2_4=structured_2_4)
@@ -139,10 +173,8 @@ class Job:
 
     def measure(self, variants, bench_runs=50, bench_threads=1, tflm=True):
         """One row per variant (tfmobile.evaluation.measure_variant); TFLM for the QAT-trained int8 ones."""
-        return [self.stage(f"measure {name}", lambda: evaluation.measure_variant(
-            name, tfl, self.output_dir, self.splits.x_test, self.splits.y_test, bench_runs=bench_runs,
-            threads=bench_threads, tflm=tflm and is_int8 and name != "ptq_int8"))
-            for name, tfl, is_int8 in variants]
+        return [self.measure_one(name, tfl, bench_runs, bench_threads, tflm=tflm and is_int8 and name != "ptq_int8")
+                for name, tfl, is_int8 in variants]
 
     def report(self, spec, rows, bench_runs=50, bench_threads=1, **settings):
         """report.json, report.md and the plot in the output directory; returns the report dict.

@@ -14,32 +14,20 @@ import time
 from tfmobile.netadapt.config import UNITS
 
 
-def _train_float_and_qat(cfg, data, model, directory, epochs, lr):
-    """(float model, QAT model or None) after ``epochs`` float epochs and cfg.final.qat_epochs of QAT."""
+def train_and_export(cfg, data, name, spec, model, directory, epochs, lr, log):
+    """``model`` through main_job's float -> QAT -> int8 (+ TFLM) -> LiteRT test accuracy stages in ``directory``
+    (resumed there); the row, with the Keras validation accuracy and the spec (also DIRECTORY/spec.json)."""
     from tfmobile import train
-
-    ft, qat_epochs = cfg.fine_tune, cfg.final.qat_epochs
-    if epochs > 0:
-        model, _ = train.fit(model, data.splits, os.path.join(directory, "float"), epochs=epochs, lr=lr,
-                             batch_size=ft.batch_size, seed=ft.seed, resume=True, verbose=2)
-    qmodel = None
-    if qat_epochs > 0:
-        qmodel, _ = train.fit(model, data.splits, os.path.join(directory, "qat"), epochs=qat_epochs,
-                              compression="qat", batch_size=ft.batch_size, seed=ft.seed, resume=True, verbose=2)
-    return model, qmodel
-
-
-def export_and_evaluate(cfg, data, name, spec, float_model, qat_model, directory):
-    """int8 .tflite (QAT if there is one, else PTQ) + TFLM files, LiteRT test accuracy; the row."""
-    from tfmobile import convert, evaluation, train
     from tfmobile.io import write_json
+    from tfmobile.main_job import Job
 
-    tfl = convert.to_tflite(qat_model if qat_model is not None else float_model, "int8",
-                            representative_data=data.calibration)
-    row = evaluation.measure_variant(name, tfl, directory, data.splits.x_test, data.splits.y_test,
-                                     tflm=cfg.final.tflm, bench=False)
-    row["quantization"] = "qat" if qat_model is not None else "ptq"
-    row["val_accuracy_keras"] = train.evaluate(float_model, data.splits.x_val, data.splits.y_val)
+    ft = cfg.fine_tune
+    job = Job(directory, data.splits, batch_size=ft.batch_size, progress=log,
+              resume={"seed": ft.seed, "verbose": 2})
+    row, fmodel, qmodel = job.float_qat_int8(name, model, epochs, lr, cfg.final.qat_epochs, data.calibration,
+                                             tflm=cfg.final.tflm, bench=False)
+    row["quantization"] = "qat" if qmodel is not None else "ptq"
+    row["val_accuracy_keras"] = train.evaluate(fmodel, data.splits.x_val, data.splits.y_val)
     row["spec"] = spec.to_dict()
     write_json(os.path.join(directory, "spec.json"), spec.to_dict())
     return row
@@ -79,8 +67,7 @@ def final_model(cfg, run_dir, data, start_train_epochs, last_checkpoint, log):
         spec = ModelSpec.load(os.path.join(last_checkpoint, "spec.json"))
         model, epochs, lr, what = final_training(cfg, start_train_epochs, last_checkpoint, spec)
         log(f"final stage: {what}, {cfg.final.qat_epochs} QAT epoch(s), int8 + TFLM")
-        fmodel, qmodel = _train_float_and_qat(cfg, data, model, run_dir.sub("final", "train"), epochs, lr)
-        row = export_and_evaluate(cfg, data, "netadapt_int8", spec, fmodel, qmodel, run_dir.sub("final"))
+        row = train_and_export(cfg, data, "netadapt_int8", spec, model, run_dir.sub("final"), epochs, lr, log)
         row.update(final_stage=cfg.final.mode, epochs=epochs, seconds=round(time.time() - t, 1))
         return row
 
@@ -113,9 +100,8 @@ def baseline(cfg, run_dir, data, start, name, alpha, log):
         t = time.time()
         log(f"baseline {spec.name}: {epochs} epochs from scratch (= start training + long-term fine-tune), "
             f"{fin.qat_epochs} QAT epoch(s)")
-        fmodel, qmodel = _train_float_and_qat(cfg, data, models.build(spec), os.path.join(d, "train"), epochs,
-                                              cfg.start.lr)
-        row = export_and_evaluate(cfg, data, f"{name}_a{alpha:g}_int8", spec, fmodel, qmodel, d)
+        row = train_and_export(cfg, data, f"{name}_a{alpha:g}_int8", spec, models.build(spec), d, epochs,
+                               cfg.start.lr, log)
         row.update(alpha=alpha, epochs=epochs, seconds=round(time.time() - t, 1), setting_digest=digest)
         return row
 

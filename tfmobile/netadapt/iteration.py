@@ -56,6 +56,15 @@ def choose(select, proposals, current):
     return best[1] if best else None
 
 
+def pick(select, rows, point):
+    """The chosen proposal against ``point``; each row gets its ``metric`` (None for -inf: JSON has none)."""
+    current = {"predicted": point.predicted, "val_accuracy": point.val_accuracy}
+    for r in rows:
+        m = metric(select, r, current)
+        r["metric"] = m if math.isfinite(m) else None
+    return choose(select, rows, current)
+
+
 # ------------------------------------------------------------------------------------------------
 # prediction: the LUT first made complete, then read
 # ------------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@
 leaves its file in the run directory (``history.RunDir``), so a resumed run redoes nothing.
 """
 import dataclasses
-import math
 import os
 import time
 
@@ -16,7 +15,7 @@ from tfmobile.errors import UserError
 from tfmobile.netadapt import iteration, start as start_mod
 from tfmobile.netadapt.config import UNITS, LoopConfig, parse_target  # noqa: F401  (the package's API)
 from tfmobile.netadapt.history import RunDir
-from tfmobile.netadapt.iteration import budget_for, choose, delta, estimate_iterations, metric  # noqa: F401
+from tfmobile.netadapt.iteration import budget_for, choose, delta, estimate_iterations, metric  # noqa: F401  (tests, benchmarks)
 from tfmobile.netadapt.state import Session, log_stderr
 
 
@@ -43,11 +42,7 @@ def search(session, start, point):
             return "no_shrinkable_group", point
         point = dataclasses.replace(point, predicted=plan.get("current_predicted", point.predicted))
         rows = iteration.run_proposals(session, point, i, plan, progress_log(session, start, point, i, plan))
-        current = {"predicted": point.predicted, "val_accuracy": point.val_accuracy}
-        pick = choose(search_cfg.select, rows, current)
-        for r in rows:
-            m = metric(search_cfg.select, r, current)
-            r["metric"] = m if math.isfinite(m) else None   # JSON has no -inf (a proposal saving nothing)
+        pick = iteration.pick(search_cfg.select, rows, point)
         point = iteration.record_iteration(session, i, point, plan, rows, pick, started)
     return "met", point
 
