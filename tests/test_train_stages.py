@@ -70,3 +70,46 @@ def test_fit_or_load_trains_then_loads_then_resumes(tmp_path, splits):
     # the checkpoint's architecture wins over the zoo arguments, and the data is loaded at its size
     assert spec.name == "mbv1_0.25_32" and spec.classes == 10
     assert asked == [{"image_size": (32, 32), "channels": 3}]
+
+
+def _stage(out, splits, calib, epochs, qat_epochs, model=None):
+    from tfmobile.main_job import Job
+
+    job = Job(out, splits, batch_size=16, steps_per_epoch=1, resume={"seed": 0, "verbose": 0})
+    model = model or models.build("mbv1", input_shape=(32, 32, 3), alpha=0.25, classes=10)
+    return job, job.float_qat_int8("m_int8", model, epochs, 1e-3, qat_epochs, calib, tflm=False, bench=False)
+
+
+def test_float_int8_stage_resumes_in_its_directory_and_is_post_training_int8_without_qat(tmp_path, splits):
+    """main_job.Job.float_qat_int8 (the main job's stages, shared with NetAdapt's final stage and baselines)."""
+    from tfmobile.main_job import Job
+
+    calib = data.sample_images(splits.x_train, (32, 32, 3), n=20)
+    out = str(tmp_path / "stage")
+    job, (row, fmodel, qmodel) = _stage(out, splits, calib, 1, 0)
+    assert qmodel is None and list(job.timings) == ["float training", "PTQ int8 export", "measure m_int8"]
+    assert row["variant"] == "m_int8" and 0 <= row["accuracy"] <= 1 and row["input_dtype"] == "int8"
+    assert "latency_ms" not in row and os.path.isfile(os.path.join(out, "tflite", "m_int8.tflite"))
+    tflite = open(row["path"], "rb").read()
+    # again in the same directory: the float training is finished there, so it is not trained again
+    job, (again, _, _) = _stage(out, splits, calib, 1, 0)
+    assert job.metrics["float"]["resumed_from_epoch"] == 1
+    assert open(again["path"], "rb").read() == tflite and again["accuracy"] == row["accuracy"]
+    # no float epochs: the model as given
+    job, (_, fmodel2, _) = _stage(str(tmp_path / "given"), splits, calib, 0, 0, model=fmodel)
+    assert fmodel2 is fmodel and "float training" not in job.timings
+    assert not os.path.exists(tmp_path / "given" / "train")
+    with pytest.raises(UserError, match="already holds a run"):   # the main job itself still refuses the directory
+        Job(out, splits)
+
+
+@pytest.mark.slow
+def test_float_qat_int8_stage_exports_the_qat_model_and_resumes_it(tmp_path, splits):
+    calib = data.sample_images(splits.x_train, (32, 32, 3), n=20)
+    out = str(tmp_path / "stage")
+    job, (row, _, qmodel) = _stage(out, splits, calib, 1, 1)
+    assert qmodel is not None and list(job.timings)[:3] == ["float training", "QAT fine-tuning", "QAT int8 export"]
+    assert row["input_dtype"] == "int8"
+    job, (again, _, _) = _stage(out, splits, calib, 1, 1)
+    assert job.metrics["qat"]["resumed_from_epoch"] == 1
+    assert open(again["path"], "rb").read() == open(row["path"], "rb").read()
