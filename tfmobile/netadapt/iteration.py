@@ -71,14 +71,8 @@ def pick(select, rows, point):
 def ensure_lut(session, specs):
     """Measure the LUT entries ``specs`` lack (latency only; the counted kinds need no LUT)."""
     if session.cfg.search.resource == "latency":
-        try:
-            from tfmobile.netadapt.resource import ensure_lut as ensure
-        except ImportError:   # TEMPORARY until resource.ensure_lut is merged: predicting measures what is missing
-            from tfmobile.netadapt.resource import resource
+        from tfmobile.netadapt.resource import ensure_lut as ensure
 
-            def ensure(specs, lut, threads=1):
-                for spec in specs:
-                    resource(spec, "latency", lut=lut, threads=threads)
         ensure(list(specs), session.lut, threads=session.cfg.measurement.threads)
 
 

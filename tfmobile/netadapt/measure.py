@@ -21,11 +21,8 @@ from tfmobile.errors import UserError
 from tfmobile.netadapt.config import COUNTED, KINDS
 
 
-
-
-
 def measure_tflite(tflite_bytes, kind, settings, spec_json=None):
-    """{"value", "kind", ...spread} of one int8 model; ``settings`` = the bench flags (see LoopConfig)."""
+    """{"value", "kind", ...spread} of one int8 model; ``settings``: ``config.Measurement.bench_settings()``."""
     if kind == "latency":
         from tfmobile import bench
 
