@@ -34,16 +34,21 @@ def terminate_on_sigterm():
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 
-def die_with_parent():
-    """Have this (child) process killed when its parent process ends, ``kill -9`` included."""
-    parent = os.getppid()
+def die_with_parent(parent_pid=None):
+    """Have this (child) process killed when its parent process ends, ``kill -9`` included.
+
+    parent_pid: the parent's pid as the parent saw it (``os.getpid()`` handed to the child). Without
+    it, the parent at the time of the call. If this process already has another parent, the parent
+    died before the request took effect (the orphan may belong to a sub-reaper, not init): exit now.
+    """
+    parent = os.getppid() if parent_pid is None else parent_pid
     if sys.platform.startswith("linux"):
         try:
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
             if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
-                if os.getppid() == 1:   # the parent died before prctl: already orphaned
+                if os.getppid() != parent:   # the parent died before prctl: already orphaned
                     os._exit(EXIT_SIGTERM)
                 return
         except (OSError, AttributeError):
