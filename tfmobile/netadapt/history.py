@@ -89,6 +89,7 @@ def _fields_of(relpath):
 def _append_line(path, line):
     """Append one line with one write and fsync it: a crash can cut only this line, never an earlier one."""
     data = line.encode("utf-8")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     created = not os.path.exists(path)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
