@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
 
@@ -145,21 +146,44 @@ def stage_checkpoint(files, directory):
     staging = directory + ".incoming"
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging, mode=shareable_mode(directory=True))
-    for name, blob in files.items():
-        if os.path.basename(name) != name or name in ("", ".", ".."):
-            raise ValueError(f"checkpoint file name {name!r} is not a plain file name")
-        with open(os.path.join(staging, name), "wb") as f:
-            f.write(blob)
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(staging, directory)
+    try:
+        for name, blob in files.items():
+            if os.path.basename(name) != name or name in ("", ".", ".."):
+                raise ValueError(f"checkpoint file name {name!r} is not a plain file name")
+            with open(os.path.join(staging, name), "wb") as f:
+                f.write(blob)
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 # ------------------------------------------------------------------------------------------------
 # local process pool
 # ------------------------------------------------------------------------------------------------
+_ENVIRON_LOCK = threading.Lock()
+
+
+def _start_with_temp_dir(process, directory):
+    """Start ``process`` with TMPDIR=``directory`` in its environment from its first instruction: a
+    spawned worker imports TensorFlow (through tfmobile.netadapt) while it unpickles its target,
+    before any code of ours runs in it. Python's tempfile here keeps its own, already chosen, directory."""
+    tempfile.gettempdir()
+    with _ENVIRON_LOCK:
+        before = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = directory
+        try:
+            process.start()
+        finally:
+            if before is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = before
+
+
 def _use_temp_dir(directory):
-    """Make ``directory`` this process's temporary directory (Python's tempfile and, through TMPDIR,
-    TensorFlow's native code), before anything imports TensorFlow."""
+    """Python's tempfile in this worker: ``directory`` even if something chose before TMPDIR was read."""
     os.environ["TMPDIR"] = directory
     tempfile.tempdir = directory
 
@@ -195,7 +219,7 @@ class _Proc:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker_main, args=(child, os.getpid(), fn, self.temp_dir), daemon=True)
         try:
-            self.process.start()
+            _start_with_temp_dir(self.process, self.temp_dir)
         except BaseException:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             raise
