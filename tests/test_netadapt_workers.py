@@ -149,6 +149,22 @@ def test_sigterm_of_the_driver_leaves_no_temp_files_and_its_scratch_is_wiped_at_
             time.sleep(0.05)
 
 
+def test_a_worker_whose_driver_died_before_it_started_exits_at_once():
+    """The driver's pid is handed to each worker: one adopted by a sub-reaper (not init) before it asked
+    to die with its parent still sees that its parent is gone, and ends instead of running on."""
+    code = ("import sys, time\nsys.path.insert(0, %r)\nfrom tfmobile.process import die_with_parent\n"
+            "die_with_parent(parent_pid=int(sys.argv[1]))\nprint('running on', flush=True)\ntime.sleep(30)\n" % REPO)
+    with subprocess.Popen([sys.executable, "-c", code, str(os.getpid())], stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout.readline().strip() == "running on"   # its parent is the one it was given
+        finally:
+            child.kill()
+    # given another pid than its parent's, as when the driver died and a sub-reaper adopted it
+    orphan = subprocess.run([sys.executable, "-c", code, str(os.getppid())], capture_output=True, text=True,
+                            timeout=60)
+    assert orphan.returncode == 143 and "running on" not in orphan.stdout
+
+
 # ------------------------------------------------------------------------------------------------
 # checkpoints from Ray
 # ------------------------------------------------------------------------------------------------

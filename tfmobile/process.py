@@ -37,9 +37,10 @@ def terminate_on_sigterm():
 def die_with_parent(parent_pid=None):
     """Have this (child) process killed when its parent process ends, ``kill -9`` included.
 
-    parent_pid: the parent's pid as the parent saw it (``os.getpid()`` handed to the child). Without
-    it, the parent at the time of the call. If this process already has another parent, the parent
-    died before the request took effect (the orphan may belong to a sub-reaper, not init): exit now.
+    parent_pid: the parent's pid as the parent saw it (``os.getpid()`` handed to the child). A child
+    whose parent died before the request took effect is adopted by init or by a sub-reaper: without
+    parent_pid only adoption by init (parent 1) is told apart; with it, any other parent. Such an
+    orphan exits at once.
     """
     parent = os.getppid() if parent_pid is None else parent_pid
     if sys.platform.startswith("linux"):
@@ -48,7 +49,8 @@ def die_with_parent(parent_pid=None):
 
             libc = ctypes.CDLL(None, use_errno=True)
             if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
-                if os.getppid() != parent:   # the parent died before prctl: already orphaned
+                now = os.getppid()
+                if now != parent or (parent_pid is None and now == 1):   # orphaned before prctl
                     os._exit(EXIT_SIGTERM)
                 return
         except (OSError, AttributeError):
