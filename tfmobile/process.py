@@ -34,16 +34,23 @@ def terminate_on_sigterm():
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 
-def die_with_parent():
-    """Have this (child) process killed when its parent process ends, ``kill -9`` included."""
-    parent = os.getppid()
+def die_with_parent(parent_pid=None):
+    """Have this (child) process killed when its parent process ends, ``kill -9`` included.
+
+    parent_pid: the parent's pid as the parent saw it (``os.getpid()`` handed to the child). A child
+    whose parent died before the request took effect is adopted by init or by a sub-reaper: without
+    parent_pid only adoption by init (parent 1) is told apart; with it, any other parent. Such an
+    orphan exits at once.
+    """
+    parent = os.getppid() if parent_pid is None else parent_pid
     if sys.platform.startswith("linux"):
         try:
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
             if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
-                if os.getppid() == 1:   # the parent died before prctl: already orphaned
+                now = os.getppid()
+                if now != parent or (parent_pid is None and now == 1):   # orphaned before prctl
                     os._exit(EXIT_SIGTERM)
                 return
         except (OSError, AttributeError):

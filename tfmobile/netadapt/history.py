@@ -1,6 +1,8 @@
 """The NetAdapt run directory: what is finished is on disk, atomically, so ``--resume`` loses nothing.
 
     OUTPUT_DIR/run.json                      run id + the settings that decide the result (fingerprint)
+    OUTPUT_DIR/.lock                         held (flock) by the driver running it; holds its pid
+    OUTPUT_DIR/.tmp/                         the workers' temporary files (the pool removes it)
     OUTPUT_DIR/start/checkpoint/             the starting model (spec.json, weights.h5, checkpoint.json)
     OUTPUT_DIR/start/start.json              its measured resource and validation accuracy
     OUTPUT_DIR/iterations/NNN/proposals/G.json            one proposal's result (written when it finishes)
@@ -8,15 +10,20 @@
     OUTPUT_DIR/iterations/NNN/checkpoint/    the chosen model of iteration NNN (spec + weights)
     OUTPUT_DIR/iterations/NNN/plan.json      the iteration's budget and proposals (before they run)
     OUTPUT_DIR/iterations/NNN/measurement.json  the chosen model's measurement (start/ has one too)
-    OUTPUT_DIR/history.jsonl                 one line per finished iteration (rewritten atomically)
+    OUTPUT_DIR/history.jsonl                 one line per finished iteration (appended, fsynced)
+    OUTPUT_DIR/final/                        the final stage
 
-A kill at any moment leaves every file either complete or absent; an iteration counts as done only
-once its line is in history.jsonl, and a proposal once its JSON exists.
+A kill at any moment leaves every JSON file either complete or absent, and history.jsonl at worst
+with its last line cut (an append interrupted): reading drops that line, with a warning, and the
+iteration is redone. An iteration counts as done only once its line is in history.jsonl, and a
+proposal once its JSON exists. Other damage (a record edited or cut by something else) is a
+``UserError`` naming the file: nothing is guessed.
 """
 import contextlib
 import fcntl
 import json
 import os
+import sys
 import uuid
 
 from tfmobile.errors import UserError
@@ -25,6 +32,25 @@ from tfmobile.io import write_json, write_text
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.jsonl"
 LOCK_FILE = ".lock"
+SCRATCH_DIR = ".tmp"
+START_CHECKPOINT = os.path.join("start", "checkpoint", "checkpoint.json")
+START_FILE = os.path.join("start", "start.json")
+# What a run has produced once it got anywhere: a directory with only run.json (a run stopped by a
+# bad input or Ctrl-C during setup) holds nothing worth keeping and is taken over by the next one.
+RESULTS = (START_CHECKPOINT, START_FILE, "iterations", HISTORY_FILE, "final")
+
+# The fields the loop reads from each record, and what they must be.
+_NUMBER = ((int, float), "a number")
+_INTEGER = ((int,), "an integer")
+_TEXT = ((str,), "a string")
+HISTORY_FIELDS = {"iteration": _INTEGER, "measured": _NUMBER, "predicted": _NUMBER, "val_accuracy": _NUMBER}
+START_FIELDS = {"measured": _NUMBER, "predicted": _NUMBER, "val_accuracy": _NUMBER}
+PROPOSAL_FIELDS = {"group": _TEXT, "width": _INTEGER, "val_accuracy": _NUMBER, "predicted": _NUMBER}
+
+
+def log_stderr(message):
+    sys.stderr.write(f"[netadapt] {message}\n")
+    sys.stderr.flush()
 
 
 def _read_json(path):
@@ -33,35 +59,100 @@ def _read_json(path):
             return json.load(f)
     except FileNotFoundError:
         return None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"corrupt file {path}: {e}") from None
 
 
-class RunDir:
-    """One run's output directory (see the module docstring for the layout)."""
+def _check_record(record, fields, where):
+    """UserError naming ``where`` unless ``record`` is an object with each of ``fields`` of its type."""
+    if not isinstance(record, dict):
+        raise UserError(f"corrupt {where}: a {type(record).__name__}, not a JSON object")
+    for name, (types, what) in fields.items():
+        if name not in record:
+            raise UserError(f"corrupt {where}: no {name!r}")
+        value = record[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise UserError(f"corrupt {where}: {name!r} is {value!r}, not {what}")
+    return record
 
-    def __init__(self, path):
+
+def _fields_of(relpath):
+    """The fields to check in the record at ``relpath`` (relative to the run), or None."""
+    parts = os.path.normpath(relpath).split(os.sep)
+    if parts == ["start", "start.json"]:
+        return START_FIELDS
+    if len(parts) == 4 and parts[0] == "iterations" and parts[2] == "proposals" and parts[3].endswith(".json"):
+        return PROPOSAL_FIELDS
+    return None
+
+
+def _append_line(path, line):
+    """Append one line with one write and fsync it: a crash can cut only this line, never an earlier one."""
+    data = line.encode("utf-8")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    created = not os.path.exists(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        written = os.write(fd, data)
+        while written < len(data):   # a short write (a signal, a full disk): finish or raise
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:   # the new file's directory entry, too
+        dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class RunDir:
+    """One run's output directory (see the module docstring for the layout).
+
+    log: where a recovery is reported (a cut last history line dropped, a run taken over);
+    ``[netadapt] ...`` on stderr by default.
+    """
+
+    def __init__(self, path, log=None):
         self.path = os.path.abspath(os.fspath(path))
+        self.log = log or log_stderr
 
     # --- identity -------------------------------------------------------------------------------
     def manifest(self):
-        return _read_json(os.path.join(self.path, RUN_FILE))
+        man = _read_json(os.path.join(self.path, RUN_FILE))
+        if man is not None and not (isinstance(man, dict) and man.get("run_id")):
+            raise UserError(f"corrupt {self.sub(RUN_FILE)}: not a NetAdapt run manifest (no run_id)")
+        return man
+
+    def has_results(self):
+        """Whether the run got anywhere: a start checkpoint, start.json, an iteration or the final stage."""
+        for relpath in RESULTS:
+            path = self.sub(relpath)
+            if os.path.isdir(path) and os.listdir(path) or os.path.isfile(path):
+                return True
+        return False
 
     def open(self, fingerprint, resume):
         """Create the run (fresh dir) or check that ``--resume`` continues the same run.
 
         fingerprint: the JSON-able settings that decide the chosen sequence; a directory holding
         another run (other settings) is refused, so nothing of it is overwritten or mixed in.
+        A run.json without any result (see ``has_results``) is a run that stopped during its setup:
+        a new run takes the directory over, with or without ``resume``.
+        Returns the manifest (run_id, fingerprint) plus ``resumed``: whether an earlier run continues.
         """
         man = self.manifest()
+        if man is not None and not self.has_results():
+            self.log(f"{self.path}: run {man['run_id']} stopped before its first result; "
+                     f"{'--resume starts it afresh' if resume else 'starting a new run in its place'}")
+            return self._create(fingerprint)
         if man is None:
             if resume:
                 raise UserError(f"--resume: {self.path} holds no NetAdapt run (no {RUN_FILE})")
             if os.path.isdir(self.path) and any(not n.startswith(".") for n in os.listdir(self.path)):
                 raise UserError(f"{self.path} is not empty; choose a new --output_dir (or --resume a run)")
-            man = {"run_id": uuid.uuid4().hex, "fingerprint": fingerprint}
-            write_json(os.path.join(self.path, RUN_FILE), man)
-            return man
+            return self._create(fingerprint)
         if not resume:
             raise UserError(f"{self.path} already holds NetAdapt run {man.get('run_id')}: pass --resume to "
                             "continue it, or choose a new --output_dir")
@@ -71,7 +162,12 @@ class RunDir:
             shown = ", ".join(f"{k}={theirs.get(k)!r} (now {fingerprint.get(k)!r})" for k in diff[:4])
             raise UserError(f"--resume: {self.path} is another run ({man.get('run_id')}) with different "
                             f"settings: {shown}")
-        return man
+        return dict(man, resumed=True)
+
+    def _create(self, fingerprint):
+        man = {"run_id": uuid.uuid4().hex, "fingerprint": fingerprint}
+        write_json(self.sub(RUN_FILE), man)
+        return dict(man, resumed=False)
 
     @contextlib.contextmanager
     def lock(self):
@@ -98,7 +194,7 @@ class RunDir:
     def step(self, relpath, compute):
         """A resumable step: the JSON at ``relpath`` (relative to the run) if it exists, else ``compute()``
         written there atomically. Its file existing means the step is done."""
-        done = _read_json(self.sub(relpath))
+        done = self._read_record(relpath)
         if done is not None:
             return done
         result = compute()
@@ -118,37 +214,76 @@ class RunDir:
     def proposal_dir(self, i, group):
         return os.path.join(self.iteration_dir(i), "proposals", _safe(group))
 
+    def scratch_dir(self):
+        """The workers' temporary directory (``LocalPool(temp_dir=...)``); not part of the run's results."""
+        return self.sub(SCRATCH_DIR)
+
     # --- records --------------------------------------------------------------------------------
     def read(self, *parts):
-        return _read_json(self.sub(*parts))
+        return self._read_record(os.path.join(*parts))
+
+    def _read_record(self, relpath):
+        """The JSON at ``relpath`` or None; start.json and proposal JSONs checked for the fields the loop reads."""
+        path = self.sub(relpath)
+        record = _read_json(path)
+        fields = _fields_of(os.path.relpath(path, self.path))
+        if record is not None and fields:
+            _check_record(record, fields, path)
+        return record
 
     def write(self, obj, *parts):
         write_json(self.sub(*parts), obj)
 
     def proposal(self, i, group):
-        return _read_json(self.proposal_json(i, group))
+        return self._read_record(self.proposal_json(i, group))
 
     def save_proposal(self, i, group, result):
         write_json(self.proposal_json(i, group), result)
 
     def history(self):
-        """Finished iterations, in order (a line is written whole or not at all)."""
+        """Finished iterations, in order, each checked for the fields the loop reads.
+
+        A last line cut mid-append (no newline, not JSON) is what a crash while recording an
+        iteration leaves: it is dropped, with a warning, and the file rewritten without it (that
+        iteration is redone). Any other damage is a UserError naming the file and line.
+        """
         path = self.sub(HISTORY_FILE)
-        if not os.path.exists(path):
+        try:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
             return []
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        for k, row in enumerate(rows, 1):
-            if row.get("iteration") != k:
-                raise UserError(f"corrupt {path}: line {k} is iteration {row.get('iteration')}")
+        lines = text.split("\n")
+        tail = lines.pop()   # "" when the file ends with a newline, else the unfinished last line
+        rows, kept = [], []
+        last = len(lines) + 1
+        for number, line in enumerate(lines + [tail], 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                if number == last:
+                    self.log(f"{path}: its last line was cut by a crash while iteration {len(rows) + 1} was "
+                             "recorded; dropped it, that iteration is redone")
+                    break
+                raise UserError(f"corrupt {path}: line {number} is not JSON ({e.msg})") from None
+            _check_record(row, HISTORY_FIELDS, f"{path} line {number}")
+            if row["iteration"] != len(rows) + 1:
+                raise UserError(f"corrupt {path}: line {number} is iteration {row['iteration']}, "
+                                f"expected {len(rows) + 1}")
+            rows.append(row)
+            kept.append(line)
+        if tail:   # the next append must start on a line of its own
+            write_text(path, "".join(line + "\n" for line in kept))
         return rows
 
     def append_history(self, row):
+        """Record a finished iteration: one line appended (the lines before it are never rewritten)."""
         rows = self.history()
         if row["iteration"] != len(rows) + 1:
             raise ValueError(f"iteration {row['iteration']} after {len(rows)} finished ones")
-        rows.append(row)
-        write_text(self.sub(HISTORY_FILE), "".join(json.dumps(r, sort_keys=False) + "\n" for r in rows))
+        _append_line(self.sub(HISTORY_FILE), json.dumps(row, sort_keys=False) + "\n")
 
 
 def _safe(name):

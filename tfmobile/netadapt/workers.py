@@ -12,18 +12,29 @@ a second failure stops the run with a ``WorkerFailure`` naming the proposal and 
 ``UserError`` raised by the proposal itself is bad input, not bad luck: it stops the run at once.
 The reference implementation's master waited for days on a crashed worker; here nothing waits
 without a deadline.
+
+Temporary files: a local pool owns one temporary directory for its life, and each worker process
+gets a directory of its own inside it as TMPDIR (a proposal's scratch directory, TensorFlow's
+autograph files). A worker that is killed or stopped takes its directory with it, and ``close()``
+(also reached from Ctrl-C / SIGTERM, which raise through ``run``) removes the pool's.
+
+Results: both pools call ``on_result(key, result)`` with a proposal's checkpoint already at
+``os.path.join(task["output_dir"], "checkpoint")`` (``result["checkpoint"]``); a Ray result's
+files are staged there by the pool (written beside it, then renamed), so no result has "files".
 """
 import multiprocessing
 import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
+import threading
 import time
 import traceback
 
 from tfmobile.errors import UserError
+from tfmobile.io import shareable_mode
+from tfmobile.process import die_with_parent
 
 MAX_ATTEMPTS = 2   # a proposal is run at most twice (one retry)
 
@@ -129,24 +140,57 @@ def checkpoint_files(directory):
             if os.path.isfile(os.path.join(directory, n)) and n != "optimizer.npz"}
 
 
+def stage_checkpoint(files, directory):
+    """Write {name: bytes} as the checkpoint ``directory``: staged beside it, then renamed into place,
+    so a kill leaves the old directory or the new one, never a mix (a leftover staging is redone)."""
+    staging = directory + ".incoming"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging, mode=shareable_mode(directory=True))
+    try:
+        for name, blob in files.items():
+            if os.path.basename(name) != name or name in ("", ".", ".."):
+                raise ValueError(f"checkpoint file name {name!r} is not a plain file name")
+            with open(os.path.join(staging, name), "wb") as f:
+                f.write(blob)
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 # ------------------------------------------------------------------------------------------------
 # local process pool
 # ------------------------------------------------------------------------------------------------
-def _die_with_parent():
-    """Linux: SIGKILL this process when the parent dies (even by kill -9), so no worker outlives it."""
-    if sys.platform.startswith("linux"):
+_ENVIRON_LOCK = threading.Lock()
+
+
+def _start_with_temp_dir(process, directory):
+    """Start ``process`` with TMPDIR=``directory`` in its environment from its first instruction: a
+    spawned worker imports TensorFlow (through tfmobile.netadapt) while it unpickles its target,
+    before any code of ours runs in it. Python's tempfile here keeps its own, already chosen, directory."""
+    tempfile.gettempdir()
+    with _ENVIRON_LOCK:
+        before = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = directory
         try:
-            import ctypes
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-        except OSError:
-            pass
+            process.start()
+        finally:
+            if before is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = before
 
 
-def _worker_main(conn, parent_pid, fn):
-    _die_with_parent()
-    if os.getppid() != parent_pid:   # the parent died before prctl took effect
-        os._exit(1)
+def _use_temp_dir(directory):
+    """Python's tempfile in this worker: ``directory`` even if something chose before TMPDIR was read."""
+    os.environ["TMPDIR"] = directory
+    tempfile.tempdir = directory
+
+
+def _worker_main(conn, parent_pid, fn, temp_dir):
+    _use_temp_dir(temp_dir)
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the driver's to handle
     while True:
         try:
@@ -168,11 +212,19 @@ def _worker_main(conn, parent_pid, fn):
 
 
 class _Proc:
-    def __init__(self, ctx, fn):
+    """One worker process and its temporary directory (removed when the worker stops)."""
+
+    def __init__(self, ctx, fn, pool_temp_dir):
+        self.temp_dir = tempfile.mkdtemp(prefix="worker_", dir=pool_temp_dir)
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, os.getpid(), fn), daemon=True)
-        self.process.start()
-        child.close()
+        self.process = ctx.Process(target=_worker_main, args=(child, os.getpid(), fn, self.temp_dir), daemon=True)
+        try:
+            _start_with_temp_dir(self.process, self.temp_dir)
+        except BaseException:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            raise
+        finally:
+            child.close()
         self.key = None
         self.started = None
 
@@ -189,6 +241,7 @@ class _Proc:
             self.process.kill()
             self.process.join()
         self.conn.close()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)   # what a killed proposal left, autograph files
 
 
 def describe_exit(exitcode):
@@ -219,11 +272,15 @@ class LocalPool:
     """``workers`` spawned processes, one proposal each at a time; they die with the driver.
 
     fn: the task function (module-level, picklable by reference); ``run_proposal`` by default.
+    temp_dir: the workers' temporary directory, owned by the pool: wiped when the first worker starts
+    and removed by ``close()`` (a run passes its ``RunDir.scratch_dir()``, so what a kill -9 of the
+    driver leaves is wiped by the next driver, which holds the run's lock). None: a new directory in
+    the system's temporary directory.
     """
 
     kind = "local"
 
-    def __init__(self, workers=1, timeout=None, log=None, fn=run_proposal):
+    def __init__(self, workers=1, timeout=None, log=None, fn=run_proposal, temp_dir=None):
         if workers < 1:
             raise UserError(f"--workers must be >= 1, got {workers}")
         self.workers, self.timeout = workers, timeout
@@ -231,6 +288,18 @@ class LocalPool:
         self.ctx = multiprocessing.get_context("spawn")
         self.fn = fn
         self.procs = []
+        self.temp_dir_option = temp_dir
+        self.temp_dir = None   # exists while workers may run
+
+    def _start_worker(self):
+        if self.temp_dir is None:
+            if self.temp_dir_option:
+                shutil.rmtree(self.temp_dir_option, ignore_errors=True)
+                os.makedirs(self.temp_dir_option)
+                self.temp_dir = self.temp_dir_option
+            else:
+                self.temp_dir = tempfile.mkdtemp(prefix="tfmobile_pool_")
+        self.procs.append(_Proc(self.ctx, self.fn, self.temp_dir))
 
     def describe(self):
         return f"{self.workers} local worker process(es)"
@@ -241,10 +310,10 @@ class LocalPool:
 
         queue = list(tasks)
         attempts = _Attempts(self.log)
-        while len(self.procs) < min(self.workers, len(queue)):
-            self.procs.append(_Proc(self.ctx, self.fn))
         busy = {}
         try:
+            while len(self.procs) < min(self.workers, len(queue)):
+                self._start_worker()
             while queue or busy:
                 for p in self.procs:
                     if p.key is None and queue:
@@ -292,7 +361,7 @@ class LocalPool:
                         self.procs.remove(p)
                         attempts.failed(key, why)
                         queue.insert(0, key)
-                        self.procs.append(_Proc(self.ctx, self.fn))
+                        self._start_worker()
         except BaseException:
             self.close(kill=True)
             raise
@@ -301,9 +370,15 @@ class LocalPool:
         return [p.process.pid for p in self.procs]
 
     def close(self, kill=False):
-        for p in self.procs:
-            p.stop(kill=kill)
-        self.procs = []
+        """Stop the workers and remove the pool's temporary directory (safe to call again)."""
+        try:
+            for p in self.procs:
+                p.stop(kill=kill)
+        finally:
+            self.procs = []
+            if self.temp_dir is not None:
+                shutil.rmtree(self.temp_dir, ignore_errors=True)
+                self.temp_dir = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -410,7 +485,7 @@ class RayPool:
                         attempts.failed(key, f"died ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
                         submit(key)
                         continue
-                    on_result(key, result)
+                    on_result(key, self._deliver(tasks[key], result))
                 if self.timeout:
                     for ref, (key, started) in list(pending.items()):
                         if time.time() - started > self.timeout:
@@ -422,6 +497,17 @@ class RayPool:
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
+
+    @staticmethod
+    def _deliver(task, result):
+        """A result as a local worker gives it: its checkpoint written at the task's output_dir."""
+        if "files" in result and task.get("output_dir"):
+            from tfmobile import train
+
+            checkpoint = os.path.join(task["output_dir"], train.CHECKPOINT_DIR)
+            stage_checkpoint(result.pop("files"), checkpoint)
+            result["checkpoint"] = checkpoint
+        return result
 
     def close(self, kill=False):
         pass

@@ -1,0 +1,204 @@
+"""The proposal pools' temporary files (nothing left after a killed worker, Ctrl-C / SIGTERM of the
+driver, or the end of a run) and Ray results delivered like local ones (checkpoint on disk, no bytes)."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+import tfmobile  # noqa: F401
+from conftest import REPO
+from tfmobile.netadapt.workers import LocalPool, stage_checkpoint
+
+
+# ------------------------------------------------------------------------------------------------
+# task functions (run in the workers: module-level, no TensorFlow)
+# ------------------------------------------------------------------------------------------------
+def temp_task(task):
+    """What a proposal leaves in its worker's temporary directory: its scratch directory (removed when
+    it finishes) and loose files (as TensorFlow's autograph modules, never removed)."""
+    scratch = tempfile.mkdtemp(prefix="tfmobile_proposal_")
+    fd, loose = tempfile.mkstemp(prefix="__autograph_generated_file", suffix=".py")
+    os.close(fd)
+    marker = os.path.join(task["dir"], f"{task['name']}.pid")
+    first = not os.path.exists(marker)
+    with open(marker, "a") as f:
+        f.write(f"{os.getpid()} {scratch} {loose}\n")
+    time.sleep(60 if (task["name"] == "victim" and first) or task.get("hang") else 0.2)
+    shutil.rmtree(scratch)
+    with open("/proc/self/environ", "rb") as f:   # the environment this process started with
+        started_with = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+    return {"name": task["name"], "temp_dir": tempfile.gettempdir(),
+            "tmpdir_at_start": started_with.get(b"TMPDIR", b"").decode()}
+
+
+def checkpoint_task(task):
+    """A proposal's checkpoint: written to output_dir if given, else returned as bytes (as on Ray)."""
+    files = {"spec.json": b'{"name": "%s"}' % task["group"].encode(), "weights.h5": bytes(range(256)) * 4}
+    if task.get("output_dir"):
+        stage_checkpoint(files, os.path.join(task["output_dir"], "checkpoint"))
+        return {"group": task["group"], "checkpoint": os.path.join(task["output_dir"], "checkpoint")}
+    return {"group": task["group"], "files": files}
+
+
+def _attempts(marker_dir, name):
+    """[(pid, scratch dir, loose file)] of each attempt of task ``name``."""
+    path = os.path.join(marker_dir, f"{name}.pid")
+    return [tuple(line.split()) for line in open(path).read().splitlines()]
+
+
+def _wait_for(paths, timeout=60, alive=None):
+    t0 = time.time()
+    while not all(os.path.exists(p) for p in paths):
+        assert time.time() - t0 < timeout, f"never appeared: {paths}"
+        assert alive is None or alive(), "the driver ended early"
+        time.sleep(0.05)
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# ------------------------------------------------------------------------------------------------
+# local pool
+# ------------------------------------------------------------------------------------------------
+def test_a_killed_workers_temp_files_go_with_it_and_close_leaves_none(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    results, logs = {}, []
+    pool = LocalPool(2, log=logs.append, fn=temp_task)
+
+    def kill_victim():
+        _wait_for([str(marks / "victim.pid")])
+        os.kill(int(_attempts(marks, "victim")[0][0]), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_victim)
+    killer.start()
+    try:
+        pool.run({n: {"name": n, "dir": str(marks)} for n in ("a", "victim", "b")},
+                 lambda k, r: results.__setitem__(k, r))
+        killer.join()
+        assert set(results) == {"a", "victim", "b"} and any("victim" in m and "retrying" in m for m in logs)
+        pool_dir = pool.temp_dir
+        for r in results.values():   # every worker had a temporary directory of its own, in the pool's,
+            # set from its start (before TensorFlow is imported by the netadapt package)
+            assert r["temp_dir"] == r["tmpdir_at_start"] and os.path.dirname(r["temp_dir"]) == pool_dir
+        assert "TMPDIR" not in os.environ or os.path.dirname(os.environ["TMPDIR"]) != pool_dir
+        (killed_pid, killed_scratch, killed_loose), retry = _attempts(marks, "victim")
+        assert retry[0] != killed_pid
+        assert not os.path.exists(killed_scratch) and not os.path.exists(killed_loose)   # gone with its worker
+        assert os.path.exists(retry[2])   # a live worker's files stay until the pool closes
+    finally:
+        killer.join()
+        pool.close()
+    assert not os.path.exists(pool_dir)
+    for name in ("a", "victim", "b"):
+        for _, scratch, loose in _attempts(marks, name):
+            assert not os.path.exists(scratch) and not os.path.exists(loose)
+    pool.close()   # a second close (the loop's finally after run's own clean-up) is harmless
+
+
+def test_sigterm_of_the_driver_leaves_no_temp_files_and_its_scratch_is_wiped_at_start(tmp_path):
+    marks, scratch_root = tmp_path / "marks", tmp_path / "run" / ".tmp"
+    marks.mkdir()
+    stale = scratch_root / "worker_old" / "tfmobile_proposal_old"   # what a kill -9 of a driver leaves
+    stale.mkdir(parents=True)
+    (stale / "weights.h5").write_bytes(b"x")
+    code = ("import sys\nsys.path[:0] = [%r, %r]\n"
+            "from tfmobile.process import terminate_on_sigterm\n"
+            "from tfmobile.netadapt.workers import LocalPool\n"
+            "from test_netadapt_workers import temp_task\n"
+            "if __name__ == '__main__':\n"
+            "    terminate_on_sigterm()\n"
+            "    pool = LocalPool(2, fn=temp_task, temp_dir=%r)\n"
+            "    try:\n"
+            "        pool.run({n: {'name': n, 'dir': %r, 'hang': True} for n in 'ab'}, lambda k, r: None)\n"
+            "    finally:\n"
+            "        pool.close()\n"
+            % (os.path.dirname(__file__), REPO, str(scratch_root), str(marks)))
+    script = tmp_path / "driver.py"
+    script.write_text(code)
+    driver = subprocess.Popen([sys.executable, str(script)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for([str(marks / "a.pid"), str(marks / "b.pid")], alive=lambda: driver.poll() is None)
+        attempts = [_attempts(marks, n)[0] for n in "ab"]
+        assert not (scratch_root / "worker_old").exists()
+        assert all(os.path.dirname(os.path.dirname(s)) == str(scratch_root) for _, s, _ in attempts)
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert "Terminated" in err, err[-2000:]
+    assert not scratch_root.exists()
+    for pid, scratch, loose in attempts:
+        assert not os.path.exists(scratch) and not os.path.exists(loose)
+        t0 = time.time()
+        while _alive(int(pid)):
+            assert time.time() - t0 < 10, "a worker outlived the pool"
+            time.sleep(0.05)
+
+
+def test_a_worker_whose_driver_died_before_it_started_exits_at_once():
+    """The driver's pid is handed to each worker: one adopted by a sub-reaper (not init) before it asked
+    to die with its parent still sees that its parent is gone, and ends instead of running on."""
+    code = ("import sys, time\nsys.path.insert(0, %r)\nfrom tfmobile.process import die_with_parent\n"
+            "die_with_parent(parent_pid=int(sys.argv[1]))\nprint('running on', flush=True)\ntime.sleep(30)\n" % REPO)
+    with subprocess.Popen([sys.executable, "-c", code, str(os.getpid())], stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout.readline().strip() == "running on"   # its parent is the one it was given
+        finally:
+            child.kill()
+    # given another pid than its parent's, as when the driver died and a sub-reaper adopted it
+    orphan = subprocess.run([sys.executable, "-c", code, str(os.getppid())], capture_output=True, text=True,
+                            timeout=60)
+    assert orphan.returncode == 143 and "running on" not in orphan.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints from Ray
+# ------------------------------------------------------------------------------------------------
+def test_stage_checkpoint_replaces_the_directory_whole_or_not_at_all(tmp_path):
+    ckpt = tmp_path / "proposals" / "g" / "checkpoint"
+    (tmp_path / "proposals" / "g" / "checkpoint.incoming").mkdir(parents=True)   # a killed earlier staging
+    (tmp_path / "proposals" / "g" / "checkpoint.incoming" / "weights.h5").write_bytes(b"half")
+    stage_checkpoint({"spec.json": b"{}", "weights.h5": b"new weights"}, str(ckpt))
+    assert sorted(os.listdir(ckpt)) == ["spec.json", "weights.h5"] and (ckpt / "weights.h5").read_bytes() == b"new weights"
+    assert os.listdir(ckpt.parent) == ["checkpoint"]
+    with pytest.raises(ValueError):   # fails while staging: the old checkpoint is untouched
+        stage_checkpoint({"spec.json": b"other", "../escape": b"x"}, str(ckpt))
+    assert (ckpt / "spec.json").read_bytes() == b"{}" and os.listdir(ckpt.parent) == ["checkpoint"]
+    stage_checkpoint({"checkpoint.json": b"{}"}, str(ckpt))   # a retry's files replace the old set
+    assert os.listdir(ckpt) == ["checkpoint.json"]
+
+
+@pytest.mark.slow
+def test_ray_results_arrive_with_their_checkpoint_on_disk(tmp_path):
+    ray = pytest.importorskip("ray")
+    from ray import cloudpickle
+
+    from tfmobile.netadapt.workers import RayPool
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])   # Ray workers do not have tests/ on their path
+    results = {}
+    pool = RayPool("local", fn=checkpoint_task)
+    try:
+        tasks = {g: {"group": g, "output_dir": str(tmp_path / "proposals" / g)} for g in ("g1", "g2")}
+        pool.run(tasks, lambda k, r: results.__setitem__(k, r))
+    finally:
+        ray.shutdown()
+    assert set(results) == {"g1", "g2"}
+    for g, r in results.items():
+        assert "files" not in r and r["checkpoint"] == str(tmp_path / "proposals" / g / "checkpoint")
+        assert (tmp_path / "proposals" / g / "checkpoint" / "spec.json").read_bytes() == b'{"name": "%s"}' % g.encode()
+        assert sorted(os.listdir(tmp_path / "proposals" / g)) == ["checkpoint"]
