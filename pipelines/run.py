@@ -62,6 +62,9 @@ flags.DEFINE_boolean("json", False, "print exactly one JSON object on stdout.")
 
 def main(argv):
     _cli.check_output(FLAGS.output_dir, directory=True, flag="output_dir")   # before the slow imports
+    from tfmobile import data
+
+    data.check_output_outside_data(FLAGS.output_dir, FLAGS.data_dir)
     from tfmobile import main_job
 
     report = main_job.run(

@@ -82,6 +82,7 @@ def main(argv):
     if FLAGS.structured_2_4 and FLAGS.prune != 0.5:
         raise UserError("--structured_2_4 means 50 % sparsity: use --prune 0.5")
 
+    data.check_output_outside_data(FLAGS.output_dir, FLAGS.data_dir or FLAGS.image_dir)
     # A zoo run's data is loaded (and bad data reported) before TensorFlow is imported.
     load = functools.partial(data.load_dataset, FLAGS.data_dir, subset=FLAGS.subset, image_dir=FLAGS.image_dir,
                              keras_datasets=FLAGS.keras_datasets)
@@ -92,7 +93,10 @@ def main(argv):
     spec, dataset = train.run_spec(load, FLAGS.model, alpha=FLAGS.alpha, resolution=r,
                                    bn_momentum=FLAGS.bn_momentum, from_checkpoint=FLAGS.from_checkpoint,
                                    compression=compression, dataset=dataset)
-    splits = data.train_val_split(dataset, FLAGS.val_fraction, seed=FLAGS.seed, limit=FLAGS.limit)
+    _, splits = data.load_splits(dataset=dataset, val_fraction=FLAGS.val_fraction, seed=FLAGS.seed,
+                                 limit=FLAGS.limit)
+    for note in splits.notes:
+        _cli.progress(f"note: {note}")
     _cli.progress(f"{spec.name}: {len(splits.x_train)} train / {len(splits.x_val)} val images from "
                   f"{splits.source}; compression={compression or 'none'}")
 

@@ -295,3 +295,25 @@ def test_pqat_checkpoint_reload_keeps_sparsity_when_training_resumes(tmp_path):
     rep = compress.sparsity_report(model)["layers"]
     expected = sum(rep[name]["zeros"] for name in masked)
     assert expected > 0.9 * zeros_before and kept >= expected
+
+
+def test_schemes_use_only_tfmots_public_api():
+    """compress.schemes reaches tfmot through ``tensorflow_model_optimization``'s public modules
+    only (a private path can move in an upgrade without a word), and keeps tfmot's default layout
+    transform instead of a copy of its list."""
+    import ast
+    import inspect
+
+    from tfmobile.compress import schemes
+
+    source = inspect.getsource(schemes)
+    imported = [alias.name if isinstance(node, ast.Import) else node.module
+                for node in ast.walk(ast.parse(source)) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names]
+    assert not [m for m in imported if m and m.startswith("tensorflow_model_optimization.")], imported
+    assert "python.core" not in source
+    import tensorflow_model_optimization as tfmot
+
+    default = tfmot.quantization.keras.default_8bit.Default8BitQuantizeLayoutTransform
+    for scheme in (schemes.QuantizeScheme(), schemes.PrunePreserveQuantizeScheme()):
+        assert isinstance(scheme.get_layout_transformer(), default)

@@ -50,6 +50,54 @@ def test_checkpoint_of_another_architecture_via_cli(cli, tmp_path):
     assert "not the requested" in _one_error_line(r)
 
 
+def _tiny_folder(root, classes=3, per_class=10, seed=0):
+    """A class-folder set of 16x16 PNGs whose classes differ (a bar whose width is the class)."""
+    import tfmobile  # noqa: F401
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(0, 40, (16, 16, 3)).astype(np.uint8)
+            img[:, : 4 * (c + 1)] += 150
+            (root / f"class{c}" / f"{i}.png").write_bytes(tf.io.encode_png(img).numpy())
+    return root
+
+
+def test_run_happy_path_on_a_tiny_folder(cli, tmp_path):
+    """``python -m pipelines.run --data_dir`` end to end in the default suite: a few steps per stage
+    on 30 images; the report, every .tflite (loadable, runnable in LiteRT) and numbers that are
+    accuracies. (test_run_end_to_end_smoke, slow, adds pruning and TFLite-Micro.)"""
+    import tfmobile  # noqa: F401
+    from tfmobile import convert, main_job
+
+    root = _tiny_folder(tmp_path / "imgs")
+    out = tmp_path / "run"
+    r = cli("pipelines.run", "--data_dir", root, "--output_dir", out, "--model", "mbv1", "--alpha", "0.25",
+            "--resolution", "32", "--epochs", "1", "--qat_epochs", "1", "--steps_per_epoch", "2",
+            "--bench_runs", "2", "--notflm", "--json", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout)
+    assert json.loads((out / "report.json").read_text())["variants"] == rep["variants"]
+    assert [v["variant"] for v in rep["variants"]] == ["float32", "ptq_int8", "qat_int8"]
+    assert rep["classes"] == 3 and rep["data_source"] == str(root) and rep["test_images"] == 6
+    assert rep["input_shape"] == [32, 32, 3] and rep["augment"] == ["shift"]
+    assert rep["lr"] < main_job.MAIN_JOB_LR        # a tiny set's batch of 16 trains at a lower rate
+    assert rep["training"]["float"]["steps_run"] == 2 and rep["training"]["qat"]["steps_run"] == 2
+    for v in rep["variants"]:
+        assert isinstance(v["accuracy"], float) and 0.0 <= v["accuracy"] <= 1.0, v
+        assert os.path.isfile(v["path"]) and v["size_bytes"] == os.path.getsize(v["path"])
+        with open(v["path"], "rb") as f:
+            interp = convert.interpreter(f.read())
+        interp.allocate_tensors()
+        interp.invoke()
+        assert interp.get_output_details()[0]["shape"].tolist() == [1, 3]
+    assert rep["variants"][2]["input_dtype"] == "int8" and not rep["variants"][2]["float_ops"]
+    for f in ("report.md", "accuracy_latency_size.png"):
+        assert (out / f).stat().st_size > 0
+
+
 @pytest.mark.slow
 def test_run_end_to_end_smoke(cli, tmp_path):
     out = tmp_path / "run"

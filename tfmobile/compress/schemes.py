@@ -13,14 +13,14 @@ import contextlib
 import tfmobile  # noqa: F401  (legacy Keras before TensorFlow)
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.quantization.keras import (
-    quantize_aware_activation as _qaa, utils as _qutils)
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-    default_8bit_quantize_layout_transform as _layout, default_8bit_transforms as _t8)
-from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
-    model_transformer as _model_transformer, transforms as _transforms)
 
-_qk = tfmot.quantization.keras
+_qk = tfmot.quantization.keras       # tfmot's public API only: an upgrade changes it visibly, not silently
+_t8 = _qk.default_8bit.default_8bit_transforms
+_patterns = _qk.graph_transformations.transforms
+# The objects tfmot's own transforms use (public through their custom_objects()).
+_TFMOT_OBJECTS = _t8.Conv2DBatchNormQuantize().custom_objects()
+NoOpActivation = _TFMOT_OBJECTS["NoOpActivation"]
+NoOpQuantizeConfig = _TFMOT_OBJECTS["NoOpQuantizeConfig"]
 
 
 # --------------------------------------------------------------------------- QuantizeConfigs
@@ -99,80 +99,60 @@ def quantize_scope():
 # tfmot 0.8's LayerReLUQuantize gives a Conv2D / DepthwiseConv2D / Dense that feeds a ReLU with no
 # BatchNorm in between a NoOpQuantizeConfig: the ReLU output gets its fake-quant, but the kernel
 # gets none, so QAT never sees the int8 rounding of those weights (SqueezeNet's convs, the SE
-# squeeze conv of MobileNetV3). The transforms below do for Conv->ReLU what tfmot already does
-# for Conv->BN->ReLU: the kernel keeps the registry's (per-channel) weight quantizer, the conv's
-# own output quantizer is dropped (NoOpActivation), the ReLU quantizes the fused output.
-class _KernelLayerReLUQuantize(_transforms.Transform):
-    """Conv2D | DepthwiseConv2D | Dense (linear) -> ReLU: fake-quant the kernel, not the
-    pre-ReLU output."""
+# squeeze conv of MobileNetV3). tfmot's whole default transform list runs unchanged; then one
+# pass undoes that entry's effect on kernel layers only and does for Conv->ReLU what tfmot already
+# does for Conv->BN->ReLU: the kernel keeps the registry's (per-channel) weight quantizer, the conv's
+# own output quantizer is dropped (NoOpActivation), the ReLU quantizes the fused output. Add -> ReLU
+# keeps tfmot's handling.
+_KERNEL_LAYERS = "Conv2D|DepthwiseConv2D|Dense"
+
+
+def _quantize_config(node):
+    return node.metadata.get("quantize_config")
+
+
+class _KernelLayerReLUQuantize(_patterns.Transform):
+    """Conv2D | DepthwiseConv2D | Dense -> ReLU after tfmot's LayerReLUQuantize: the kernel layer
+    gets back the config it had before (the registry's unless the user gave one), and when neither
+    layer has a config of its own and the kernel layer is linear, its output is not fake-quantized."""
+
+    def __init__(self, configs_before):
+        self.configs_before = configs_before    # layer name -> quantize_config before tfmot's transforms
 
     def pattern(self):
-        return _transforms.LayerPattern(
-            "ReLU", inputs=[_transforms.LayerPattern("Conv2D|DepthwiseConv2D|Dense",
-                                                     config={"activation": "linear"})])
+        return _patterns.LayerPattern("ReLU", inputs=[_patterns.LayerPattern(_KERNEL_LAYERS)])
 
     def replacement(self, match_layer):
         kernel_node = match_layer.input_layers[0]
-        if any(_t8._get_quantize_config(n) is not None for n in (match_layer, kernel_node)):
-            return match_layer          # a user's own QuantizeConfig wins
-        kernel_node.layer["config"]["activation"] = _qutils.serialize_activation(
-            _qaa.NoOpActivation(), use_legacy_format=True)
+        if not isinstance(_quantize_config(kernel_node), NoOpQuantizeConfig):
+            return match_layer          # not what LayerReLUQuantize left (or already done)
+        before = self.configs_before.get(kernel_node.layer["config"]["name"])
+        kernel_node.metadata["quantize_config"] = before
+        if before is None and _quantize_config(match_layer) is None \
+                and kernel_node.layer["config"].get("activation") == "linear":
+            kernel_node.layer["config"]["activation"] = keras.activations.serialize(
+                NoOpActivation(), use_legacy_format=True)
         return match_layer
 
     def custom_objects(self):
-        return {"NoOpActivation": _qaa.NoOpActivation}
+        return dict(_TFMOT_OBJECTS)
 
 
 class _KernelLayerReluActivationQuantize(_KernelLayerReLUQuantize):
     def pattern(self):
-        return _transforms.LayerPattern(
-            "Activation", config={"activation": "relu"},
-            inputs=[_transforms.LayerPattern("Conv2D|DepthwiseConv2D|Dense",
-                                             config={"activation": "linear"})])
+        return _patterns.LayerPattern("Activation", config={"activation": "relu"},
+                                      inputs=[_patterns.LayerPattern(_KERNEL_LAYERS)])
 
 
-class _AddReLUQuantize(_t8.LayerReLUQuantize):
-    """tfmot's transform, kept for the case it was written for: Add -> ReLU."""
-
-    def pattern(self):
-        return _transforms.LayerPattern("ReLU", inputs=[_transforms.LayerPattern("Add")])
-
-
-class _AddReluActivationQuantize(_t8.LayerReLUQuantize):
-    def pattern(self):
-        return _transforms.LayerPattern("Activation", config={"activation": "relu"},
-                                        inputs=[_transforms.LayerPattern("Add")])
-
-
-class _LayoutTransform(_layout.Default8BitQuantizeLayoutTransform):
-    """tfmot 0.8's default 8-bit transform list, its LayerReLU pair split as above."""
+class _LayoutTransform(_qk.default_8bit.Default8BitQuantizeLayoutTransform):
+    """tfmot's default 8-bit layout transform, then the Conv->ReLU kernel fix above."""
 
     def apply(self, model, layer_quantize_map):
-        transforms = [
-            _t8.InputLayerQuantize(),
-            _t8.SeparableConv1DQuantize(),
-            _t8.SeparableConvQuantize(),
-            _t8.Conv2DReshapeBatchNormReLUQuantize(),
-            _t8.Conv2DReshapeBatchNormActivationQuantize(),
-            _t8.Conv2DBatchNormReLUQuantize(),
-            _t8.Conv2DBatchNormActivationQuantize(),
-            _t8.Conv2DReshapeBatchNormQuantize(),
-            _t8.Conv2DBatchNormQuantize(),
-            _t8.ConcatTransform6Inputs(),
-            _t8.ConcatTransform5Inputs(),
-            _t8.ConcatTransform4Inputs(),
-            _t8.ConcatTransform3Inputs(),
-            _t8.ConcatTransform(),
-            _t8.DenseBatchNormQuantize(),
-            _t8.DenseBatchNormReLUQuantize(),
-            _t8.DenseBatchNormActivationQuantize(),
-            _KernelLayerReLUQuantize(),
-            _KernelLayerReluActivationQuantize(),
-            _AddReLUQuantize(),
-            _AddReluActivationQuantize(),
-        ]
-        return _model_transformer.ModelTransformer(
-            model, transforms, set(layer_quantize_map.keys()), layer_quantize_map).transform()
+        configs_before = {name: entry.get("quantize_config") for name, entry in layer_quantize_map.items()}
+        model, layer_quantize_map = super().apply(model, layer_quantize_map)
+        fixes = [_KernelLayerReLUQuantize(configs_before), _KernelLayerReluActivationQuantize(configs_before)]
+        return _qk.graph_transformations.model_transformer.ModelTransformer(
+            model, fixes, set(configs_before), layer_quantize_map).transform()
 
 
 class QuantizeScheme(_qk.default_8bit.Default8BitQuantizeScheme):

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapper
+# tfmot 0.8 does not export its pruning wrapper class; the only private path left in tfmobile.compress
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
 from tfmobile.compress.schemes import (LAYER_CONFIGS, PrunePreserveQuantizeScheme, QuantizeScheme,
@@ -19,6 +19,7 @@ from tfmobile.errors import UserError
 
 _qk = tfmot.quantization.keras
 _sk = tfmot.sparsity.keras
+QuantizeWrapper = _qk.QuantizeWrapper
 
 COMPRESSIONS = (None, "qat", "prune", "pqat")
 

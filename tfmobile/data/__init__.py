@@ -7,12 +7,12 @@ import numpy as np
 
 from tfmobile.data.fashion_mnist import (CLASS_NAMES, DEBIAN_DIR, SUBSET_DIR, ImageData,  # noqa: F401
                                          load_fashion_mnist, make_subset)
-from tfmobile.data.image_dir import (decode_images, list_image_dir, load_image_dir,  # noqa: F401
-                                     stratified_split)
+from tfmobile.data.image_dir import (ImageListing, decode_images, list_image_dir, load_image_dir,  # noqa: F401
+                                     read_image_file, scan_image_dir, stratified_split)
 from tfmobile.data.input_pipeline import (AUGMENTATIONS, DEFAULT_SHIFT, STAGE_FLOORS, Schedule, Splits,  # noqa: F401
-                                    default_augment, default_schedule, flips_are_safe, load_dataset, load_splits,
-                                    make_dataset, parse_augment, representative_dataset, resize_uint8,
-                                    train_val_split)
+                                          check_output_outside_data, default_augment, default_schedule,
+                                          flips_are_safe, load_dataset, load_splits, make_dataset, parse_augment,
+                                          representative_dataset, resize_uint8, train_val_split)
 
 
 def preprocess(images, input_shape):

@@ -30,6 +30,7 @@ class ImageData:
     y_test: np.ndarray
     source: str
     class_names: tuple = CLASS_NAMES
+    notes: tuple = ()   # what the loader left out and why (one line each), for the run's report
 
     @property
     def num_classes(self):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfmobile.data.fashion_mnist import DEBIAN_DIR, SUBSET_DIR, ImageData, load_fashion_mnist
-from tfmobile.data.image_dir import load_image_dir, stratified_split
+from tfmobile.data.image_dir import is_image_name, load_image_dir, stratified_split
 from tfmobile.errors import UserError
 
 
@@ -40,6 +40,7 @@ class Splits:
     y_test: np.ndarray
     source: str
     class_names: tuple
+    notes: tuple = ()   # what the loader left out (ImageData.notes), for the run's report
 
     @property
     def num_classes(self):
@@ -79,13 +80,35 @@ def load_dataset(data_dir=None, subset=False, image_dir=None, keras_datasets=Fal
         subdirs = [d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d))]
         if subdirs:
             return load_image_dir(data_dir, size=image_size, channels=channels)
+        images = [n for n in os.listdir(data_dir) if is_image_name(n)]
+        if images:
+            raise UserError(f"{data_dir} holds {len(images)} images but no class subfolders: put each "
+                            f"class's images in its own subfolder, {data_dir}/<class>/<image>.png")
+        raise UserError(f"Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz] and the other three) not found "
+                        f"in {data_dir}, and no class subfolders of images ({data_dir}/<class>/<image>.png) either")
     return load_fashion_mnist(data_dir, subset=subset)
 
 
+def check_output_outside_data(output_dir, data_dir):
+    """UserError when ``output_dir`` is ``data_dir`` or inside it: the next run would read the
+    previous run's files (its plot, its exported images) as data, e.g. as a new class."""
+    if not output_dir or not data_dir:
+        return
+    out, data = os.path.realpath(output_dir), os.path.realpath(data_dir)
+    if out == data or out.startswith(data.rstrip(os.sep) + os.sep):
+        raise UserError(f"--output_dir {output_dir} is inside the data directory {data_dir}: the next run "
+                        f"would read this run's files as data; choose an output directory outside it")
+
+
 def load_splits(data_dir=None, subset=False, image_size=(32, 32), channels=3, val_fraction=0.1, seed=0,
-                limit=None):
-    """(dataset, train/val/test splits): the one way a run (main job, training, NetAdapt) reads its data."""
-    dataset = load_dataset(data_dir, subset=subset, image_size=image_size, channels=channels)
+                limit=None, image_dir=None, keras_datasets=False, dataset=None):
+    """(dataset, train/val/test splits): the one way a run (main job, training, NetAdapt) reads its data.
+
+    The sources are ``load_dataset``'s; ``dataset``: split this already loaded one instead.
+    """
+    if dataset is None:
+        dataset = load_dataset(data_dir, subset=subset, image_dir=image_dir, keras_datasets=keras_datasets,
+                               image_size=image_size, channels=channels)
     return dataset, train_val_split(dataset, val_fraction, seed=seed, limit=limit)
 
 
@@ -108,10 +131,16 @@ def train_val_split(data, val_fraction=0.1, seed=0, limit=None):
         _, keep = stratified_split(y, limit / len(x), seed + 7)
         x, y = x[keep], y[keep]
     tr, va = stratified_split(y, val_fraction, seed)
-    if len(va) == 0 or len(tr) == 0:
-        raise UserError(f"too few training images ({len(x)}) for a validation split")
+    if len(va) == 0:
+        largest = int(np.bincount(y).max())
+        raise UserError(f"too few training images ({len(x)}) for a validation split: no class has more than "
+                        f"{largest} training image{'s' if largest > 1 else ''} (a validation image comes from a "
+                        f"class with 2 or more); give each class at least 2 training images, or 3 per class "
+                        f"folder when the test split is taken from it too")
+    if len(tr) == 0:
+        raise UserError(f"val_fraction {val_fraction} leaves no training images of {len(x)}: use a smaller one")
     return Splits(x[tr], y[tr], x[va], y[va], data.x_test, np.asarray(data.y_test), data.source,
-                  tuple(data.class_names))
+                  tuple(data.class_names), tuple(getattr(data, "notes", ())))
 
 
 def resize_uint8(images, input_shape):
