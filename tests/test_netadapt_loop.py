@@ -104,7 +104,7 @@ def test_final_stage_fine_tunes_or_trains_the_found_architecture_from_scratch(ti
 def test_run_dir_refuses_another_run_and_overwrites_nothing(tmp_path):
     d = RunDir(tmp_path / "run")
     man = d.open({"seed": 0}, resume=False)
-    d.append_history({"iteration": 1, "measured": 1.0})
+    d.append_history({"iteration": 1, "measured": 1.0, "predicted": 1.0, "val_accuracy": 0.5})
     before = {p: open(os.path.join(d.path, p), "rb").read() for p in ("run.json", "history.jsonl")}
     with pytest.raises(UserError, match="already holds"):
         RunDir(d.path).open({"seed": 0}, resume=False)
@@ -274,6 +274,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_checkpoint):
 def test_cli_bad_input_exit_2_and_resume_of_another_run_overwrites_nothing(tmp_path, tiny_checkpoint):
     out = tmp_path / "run"
     RunDir(out).open({"someone": "else"}, resume=False)
+    RunDir(out).write({"measured": 1.0, "predicted": 1.0, "val_accuracy": 0.5}, "start", "start.json")  # a result
     before = (out / "run.json").read_bytes()
     r = run_cli("pipelines.netadapt", "--checkpoint", tiny_checkpoint, "--target", "0.6", "--output_dir", out,
                 "--resume", *TINY, timeout=300)
@@ -281,7 +282,7 @@ def test_cli_bad_input_exit_2_and_resume_of_another_run_overwrites_nothing(tmp_p
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "another run" in lines[0] and "Traceback" not in r.stderr
     # nothing but run.json (and the driver lock, RunDir.lock's .lock, which holds no data)
-    assert (out / "run.json").read_bytes() == before and sorted(os.listdir(out)) == [".lock", "run.json"]
+    assert (out / "run.json").read_bytes() == before and sorted(os.listdir(out)) == [".lock", "run.json", "start"]
     r = run_cli("pipelines.netadapt", "--checkpoint", tiny_checkpoint, "--target", "1.5", "--output_dir",
                 tmp_path / "x", *TINY, timeout=300)
     assert r.returncode == 2 and "error: --target 1.5" in r.stderr and not (tmp_path / "x").exists()

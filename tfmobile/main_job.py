@@ -182,7 +182,7 @@ class Job:
         settings: the job's options to record (alpha, prune, structured_2_4, lr, clipnorm, shift).
         """
         stages = {key: self.metrics[key] for key in ("float", "qat", "prune", "pqat") if key in self.metrics}
-        notes = [w for m in stages.values() for w in m.get("warnings", [])]  # e.g. accuracy near chance
+        notes = list(self.splits.notes) + [w for m in stages.values() for w in m.get("warnings", [])]  # near chance
         for r in rows:
             if r.get("float_ops"):
                 notes.append(f"{r['variant']}: ops left in float: {', '.join(r['float_ops'])}")

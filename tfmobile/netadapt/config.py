@@ -12,6 +12,7 @@ make them ``--config.search.delta0``).
 Light on purpose (no TensorFlow): ``pipelines.netadapt`` reads it before the slow imports.
 """
 import dataclasses
+import math
 import os
 
 from tfmobile.errors import UserError
@@ -24,6 +25,8 @@ COUNTED = ("macs", "params")
 SELECTIONS = ("ratio", "accuracy")
 FINAL_MODES = ("fine_tune", "from_scratch")
 BACKENDS = ("litert", "benchmark_litert", "benchmark_model", "android")
+# What a --resume may change while no iteration has begun: the target (the start does not depend on it)
+RETARGETABLE = ("target", "target_value", "max_iterations")
 
 
 def setting(default, help_text, choices=None, flag=True, name=None):
@@ -200,8 +203,8 @@ class LoopConfig:
             raise UserError("give one target: a fraction of the start or an absolute value")
         if s.target is not None and not 0.0 < s.target < 1.0:
             raise UserError(f"target fraction must be in (0, 1), got {s.target}")
-        if s.target_value is not None and not s.target_value > 0:
-            raise UserError(f"target value must be > 0, got {s.target_value}")
+        if s.target_value is not None and not (s.target_value > 0 and math.isfinite(s.target_value)):
+            raise UserError(f"target value must be a finite number > 0, got {s.target_value}")
         if not 0.0 < self.start.bn_momentum < 1.0:
             raise UserError(f"--bn_momentum must be in (0, 1), got {self.start.bn_momentum}")
         if not 0.0 < s.delta0 < 1.0 or not 0.0 < s.decay <= 1.0:
@@ -211,7 +214,7 @@ class LoopConfig:
                     "workers": (self.execution.workers, 1), "max_iterations": (s.max_iterations, 1),
                     "threads": (m.threads, 1), "baseline_rounds": (fin.baseline_rounds, 1),
                     "long_epochs": (fin.long_epochs, 0), "qat_epochs": (fin.qat_epochs, 0),
-                    "bench_warmup": (m.bench_warmup, 0)}
+                    "bench_warmup": (m.bench_warmup, 0), "epochs": (self.start.epochs, 1)}
         for name, (value, low) in at_least.items():
             if value < low:
                 raise UserError(f"--{name} must be >= {low}, got {value}")
@@ -220,6 +223,9 @@ class LoopConfig:
         for a in fin.baselines or ():
             if not a > 0:
                 raise UserError(f"baseline width multipliers must be > 0, got {a}")
+        timeout = self.execution.proposal_timeout
+        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+            raise UserError(f"--proposal_timeout must be a number of seconds > 0, got {timeout}")
 
 
 def parse_target(text, kind):
@@ -231,9 +237,12 @@ def parse_target(text, kind):
             if (u == "MS") != (kind == "latency") and u not in ("K", "M", "G"):
                 raise UserError(f"--target {text}: {u.lower()} is not a unit of {kind}")
             try:
-                return None, float(s[:-len(u)]) * units[u]
+                value = float(s[:-len(u)]) * units[u]
             except ValueError:
                 break
+            if not (value > 0 and math.isfinite(value)):
+                raise UserError(f"--target {text}: a value must be finite and > 0")
+            return None, value
     try:
         v = float(s)
     except ValueError:

@@ -133,11 +133,13 @@ class RunDir:
                 return True
         return False
 
-    def open(self, fingerprint, resume):
+    def open(self, fingerprint, resume, free_until_first_iteration=()):
         """Create the run (fresh dir) or check that ``--resume`` continues the same run.
 
         fingerprint: the JSON-able settings that decide the chosen sequence; a directory holding
         another run (other settings) is refused, so nothing of it is overwritten or mixed in.
+        free_until_first_iteration: settings a ``--resume`` may change while no iteration has begun (a new
+        target after "the start already meets it" reuses the trained, measured start).
         A run.json without any result (see ``has_results``) is a run that stopped during its setup:
         a new run takes the directory over, with or without ``resume``.
         Returns the manifest (run_id, fingerprint) plus ``resumed``: whether an earlier run continues.
@@ -158,8 +160,13 @@ class RunDir:
                             "continue it, or choose a new --output_dir")
         theirs = man.get("fingerprint") or {}
         diff = sorted(k for k in set(theirs) | set(fingerprint) if theirs.get(k) != fingerprint.get(k))
+        shown = ", ".join(f"{k}={theirs.get(k)!r} (now {fingerprint.get(k)!r})" for k in diff[:4])
+        if diff and set(diff) <= set(free_until_first_iteration) and not os.path.exists(self.sub("iterations")):
+            self.log(f"--resume: no iteration has begun; continuing with {shown} (the start is kept)")
+            man = {"run_id": man["run_id"], "fingerprint": fingerprint}
+            write_json(self.sub(RUN_FILE), man)
+            return dict(man, resumed=True)
         if diff:
-            shown = ", ".join(f"{k}={theirs.get(k)!r} (now {fingerprint.get(k)!r})" for k in diff[:4])
             raise UserError(f"--resume: {self.path} is another run ({man.get('run_id')}) with different "
                             f"settings: {shown}")
         return dict(man, resumed=True)

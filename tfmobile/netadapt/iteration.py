@@ -242,10 +242,10 @@ def record_iteration(session, i, point, plan, rows, pick, started):
            / m["value"],
            "val_accuracy": pick["val_accuracy"], "seconds": round(time.time() - t_iter, 2),
            "cpu_seconds": round(time.process_time() - cpu_iter + worker_cpu, 2)}
-    for r in rows:   # only the chosen proposal's weights are kept (the JSONs stay)
-        if r["group"] != pick["group"]:
-            shutil.rmtree(os.path.dirname(r["checkpoint"]), ignore_errors=True)
     session.run_dir.append_history(row)
+    for r in rows:   # only the chosen proposal's weights are kept (the JSONs stay); after the line is written,
+        if r["group"] != pick["group"]:   # so a kill before it leaves every proposal whole (nothing redone)
+            shutil.rmtree(os.path.dirname(r["checkpoint"]), ignore_errors=True)
     unit = UNITS[session.cfg.search.resource]
     session.log(f"iteration {i}: chose {row['chosen']} -> {row['width']} (val {row['val_accuracy']:.4f}); "
                 f"measured {row['measured']:.4g} {unit} (budget {row['budget']:.4g}, predicted "

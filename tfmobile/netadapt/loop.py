@@ -13,7 +13,7 @@ import time
 
 from tfmobile.errors import UserError
 from tfmobile.netadapt import iteration, start as start_mod
-from tfmobile.netadapt.config import UNITS, LoopConfig, parse_target  # noqa: F401  (the package's API)
+from tfmobile.netadapt.config import RETARGETABLE, UNITS, LoopConfig, parse_target  # noqa: F401  (the package's API)
 from tfmobile.netadapt.history import RunDir
 from tfmobile.netadapt.iteration import budget_for, choose, delta, estimate_iterations, metric  # noqa: F401  (tests, benchmarks)
 from tfmobile.netadapt.state import Session, log_stderr
@@ -82,13 +82,14 @@ def run(cfg, output_dir, resume=False, log=log_stderr):
     from tfmobile.netadapt import final
 
     started = time.time(), time.process_time()
-    start_mod.check(cfg)
-    session = Session(cfg, RunDir(output_dir), log=log)
+    start_mod.check(cfg, output_dir)
+    session = Session(cfg, RunDir(output_dir, log=log), log=log)
+    spec = start_mod.load_data(session)   # every check that needs the data, before anything is written
     try:
-        start_mod.open_workers(session)   # first: a Ray cluster that refuses us writes nothing
+        start_mod.open_workers(session)   # then the workers: a Ray cluster that refuses us writes nothing
         with session.run_dir.lock():
-            manifest = session.run_dir.open(cfg.fingerprint(), resume)
-            start = start_mod.start_point(session, start_mod.load_data(session))
+            manifest = session.run_dir.open(cfg.fingerprint(), resume, free_until_first_iteration=RETARGETABLE)
+            start = start_mod.start_point(session, spec)
             status, point = search(session, start, resumed_point(session, start))
             report = final.finish(cfg, session.run_dir, status, start, point.checkpoint, session.data,
                                   session.measurer, log=log, run_id=manifest["run_id"],

@@ -9,24 +9,27 @@ from tfmobile.netadapt.state import Point, RunData, Start
 from tfmobile.netadapt.workers import LocalPool, RayPool, load_splits
 
 
-def check(cfg):
-    """UserError for a run that cannot start: bad values, a checkpoint NetAdapt cannot use, another device's LUT,
-    an unreachable Ray cluster (before anything is written)."""
-    cfg.check()
-    if cfg.start.checkpoint:
-        from tfmobile import train
+def check(cfg, output_dir):
+    """UserError for a run that cannot start: bad values, an output path that cannot be written, a checkpoint
+    NetAdapt cannot use, another device's LUT, an unreachable Ray cluster (before anything is written)."""
+    from tfmobile import data
+    from tfmobile.io import check_writable
 
-        info = train.checkpoint_info(cfg.start.checkpoint)
-        if not os.path.isfile(os.path.join(info["path"], "spec.json")):
-            raise UserError(f"checkpoint {info['path']} has no spec.json: NetAdapt needs the architecture "
-                            "(a checkpoint written by tfmobile.train)")
-        if info["compression"]:
-            raise UserError(f"checkpoint {info['path']} is a {info['compression']} checkpoint; NetAdapt "
-                            "starts from a float one (QAT comes after the loop)")
-    if cfg.final.baselines and not cfg.start.checkpoint:
+    cfg.check()
+    check_writable(output_dir, directory=True, what="--output_dir")
+    data.check_output_outside_data(output_dir, cfg.data.data_dir)
+    if cfg.execution.baselines_dir:
+        check_writable(cfg.execution.baselines_dir, directory=True, what="--baselines_dir")
+    if cfg.measurement.lut and not os.path.exists(cfg.measurement.lut):
+        check_writable(cfg.measurement.lut, what="--lut")
+    if cfg.data.data_dir and not os.path.isdir(cfg.data.data_dir):
+        raise UserError(f"--data_dir {cfg.data.data_dir} is not a directory")
+    if cfg.start.checkpoint:
+        check_checkpoint(cfg.start.checkpoint)
+    else:
         from tfmobile import models
         if cfg.start.model not in models.available():
-            raise UserError(f"unknown --model {cfg.start.model!r}")
+            raise UserError(f"unknown --model {cfg.start.model!r}; one of {', '.join(models.available())}")
     lut = cfg.measurement.lut
     if cfg.search.resource == "latency" and lut and os.path.exists(lut):
         from tfmobile.bench.lut import check_device
@@ -36,6 +39,20 @@ def check(cfg):
         check_ray_address(cfg.execution.ray_address)
 
 
+def check_checkpoint(path):
+    """A float checkpoint with its architecture whose weights load (a truncated file is refused here)."""
+    from tfmobile import train
+
+    info = train.checkpoint_info(path)
+    if not os.path.isfile(os.path.join(info["path"], "spec.json")):
+        raise UserError(f"checkpoint {info['path']} has no spec.json: NetAdapt needs the architecture "
+                        "(a checkpoint written by tfmobile.train)")
+    if info["compression"]:
+        raise UserError(f"checkpoint {info['path']} is a {info['compression']} checkpoint; NetAdapt "
+                        "starts from a float one (QAT comes after the loop)")
+    train.load_checkpoint(path)
+
+
 def open_workers(session):
     """The proposal pool and the measuring device (Ray: one actor measures everything)."""
     cfg, ex = session.cfg, session.cfg.execution
@@ -43,8 +60,10 @@ def open_workers(session):
         session.pool = RayPool(ex.ray_address, threads=cfg.fine_tune.worker_threads, timeout=ex.proposal_timeout,
                                log=session.log)
         session.measurer = RayMeasurer(session.pool.ray, cfg.measurement.bench_settings())
+        session.pool.put_splits(session.data.splits)
     else:
-        session.pool = LocalPool(ex.workers, timeout=ex.proposal_timeout, log=session.log)
+        session.pool = LocalPool(ex.workers, timeout=ex.proposal_timeout, log=session.log,
+                                 temp_dir=session.run_dir.scratch_dir())
         session.measurer = LocalMeasurer(cfg.measurement.bench_settings())
 
 
@@ -68,8 +87,6 @@ def load_data(session):
     spec = start_spec(cfg.start)
     data_config = cfg.data_config(spec.input_shape)
     splits = load_splits(data_config)
-    if isinstance(session.pool, RayPool):
-        session.pool.put_splits(splits)
     if not cfg.start.checkpoint and splits.num_classes != spec.classes:   # a zoo start fits the data
         spec = start_spec(cfg.start, splits.num_classes)
     if splits.num_classes != spec.classes:
@@ -103,7 +120,8 @@ def start_point(session, spec):
     unit = UNITS[session.cfg.search.resource]
     if start.target >= start.point.measured:
         raise UserError(f"target {start.target:.4g} {unit} is not below the start's measured "
-                        f"{start.point.measured:.4g} {unit}: nothing to do")
+                        f"{start.point.measured:.4g} {unit}: nothing to do (a lower --target with --resume "
+                        "reuses the trained start)")
     session.log(f"start {spec.name}: measured {start.point.measured:.4g} {unit} (predicted "
                 f"{start.point.predicted:.4g}), val top-1 {start.point.val_accuracy:.4f}; target {start.target:.4g} {unit}")
     return start
@@ -115,15 +133,19 @@ def start_checkpoint(session, spec):
 
     cfg = session.cfg.start
     checkpoint = session.run_dir.sub("start", train.CHECKPOINT_DIR)
-    if os.path.isfile(os.path.join(checkpoint, "checkpoint.json")):
-        return checkpoint
+    done = train.checkpoint_info(checkpoint).get("epoch", 0) if os.path.isfile(
+        os.path.join(checkpoint, "checkpoint.json")) else None
     if cfg.checkpoint:
-        info = train.checkpoint_info(cfg.checkpoint)
-        train.save_checkpoint(train.load_checkpoint(cfg.checkpoint), checkpoint,
-                              extra={"epoch": info.get("epoch", 0), "metrics": info.get("metrics", {})})
-    else:
-        ft = session.cfg.fine_tune
-        session.log(f"training the start model {spec.name} for {cfg.epochs} epochs")
-        train.fit(models.build(spec), session.data.splits, session.run_dir.sub("start"), epochs=cfg.epochs,
-                  lr=cfg.lr, batch_size=ft.batch_size, seed=ft.seed, resume=True, verbose=2)
+        if done is None:   # the copy is written whole (atomically): there, it is complete
+            info = train.checkpoint_info(cfg.checkpoint)
+            train.save_checkpoint(train.load_checkpoint(cfg.checkpoint), checkpoint,
+                                  extra={"epoch": info.get("epoch", 0), "metrics": info.get("metrics", {})})
+        return checkpoint
+    if done is not None and done >= cfg.epochs:
+        return checkpoint
+    ft = session.cfg.fine_tune
+    session.log(f"resuming the start training of {spec.name} from epoch {done} of {cfg.epochs}" if done else
+                f"training the start model {spec.name} for {cfg.epochs} epochs")
+    train.fit_or_load(lambda: models.build(spec), session.data.splits, session.run_dir.sub("start"),
+                      epochs=cfg.epochs, lr=cfg.lr, batch_size=ft.batch_size, seed=ft.seed, verbose=2)
     return checkpoint
