@@ -199,9 +199,6 @@ def test_checker_allows_downward_and_layer_private():
 # attribute the function reads of it. Flagged: more than MAX_FIELDS_READ distinct attributes read.
 MAX_FIELDS_READ = 6
 KNOWN_COUPLINGS = {
-    # being rewritten by another change (its run object is read wholesale): not fixed here
-    "tfmobile/netadapt/final.py:baseline(run)": "tfmobile/netadapt/loop.py:Run",
-    "tfmobile/netadapt/final.py:finish(run)": "tfmobile/netadapt/loop.py:Run",
     # the latency predictor enumerates an inverted residual's ops from every field of the block
     # (a second copy of the block's structure next to its builder in models/blocks.py)
     "tfmobile/netadapt/resource.py:_inverted_residual(b)": "tfmobile/models/blocks.py:InvertedResidual",

@@ -305,9 +305,11 @@ class LocalPool:
         return f"{self.workers} local worker process(es)"
 
     def run(self, tasks, on_result):
-        """Run {key: task}; call ``on_result(key, result)`` as each finishes (in the driver)."""
-        from multiprocessing.connection import wait
+        """Run {key: task}; call ``on_result(key, result)`` as each finishes (in the driver).
 
+        Each worker's pipe says "started", then the result; its sentinel says it died. A dead or late
+        (``timeout``) worker is replaced and its task retried once (``_Attempts``).
+        """
         queue = list(tasks)
         attempts = _Attempts(self.log)
         busy = {}
@@ -315,56 +317,68 @@ class LocalPool:
             while len(self.procs) < min(self.workers, len(queue)):
                 self._start_worker()
             while queue or busy:
-                for p in self.procs:
-                    if p.key is None and queue:
-                        key = queue.pop(0)
-                        p.key, p.started = key, None
-                        p.conn.send((key, tasks[key]))
-                        busy[key] = p
+                self._dispatch(queue, tasks, busy)
                 if not busy:
                     break
-                waits = [x for p in busy.values() for x in (p.conn, p.process.sentinel)]
-                running = [p.started for p in busy.values() if p.started is not None]
-                deadline = min(running) + self.timeout if self.timeout and running else None
-                ready = wait(waits, timeout=None if deadline is None else max(0.0, deadline - time.time()))
+                ready = self._wait(busy)
                 for p in list(busy.values()):
-                    key = p.key
-                    msg = None
-                    if p.conn in ready:
-                        try:
-                            msg = p.conn.recv()
-                        except (EOFError, OSError):
-                            msg = None
-                    if msg is not None and msg[0] == "started":
-                        p.started = time.time()
-                        continue
-                    if msg is not None:
-                        del busy[key]
-                        p.key = None
-                        if msg[0] == "ok":
-                            on_result(key, msg[2])
-                        elif msg[0] == "user_error":
-                            raise UserError(f"proposal {key}: {msg[2]}")
-                        else:
-                            attempts.failed(key, f"raised {msg[2]}")
-                            queue.insert(0, key)
-                        continue
-                    dead = p.process.sentinel in ready or (p.conn in ready) or not p.process.is_alive()
-                    late = self.timeout and p.started is not None and time.time() - p.started > self.timeout
-                    if dead or late:
-                        if dead:
-                            p.process.join(timeout=5)   # reap it, so its exit status is known
-                        why = (describe_exit(p.process.exitcode) if dead and not late
-                               else f"timed out after {self.timeout:.0f} s")
-                        p.stop(kill=True)
-                        del busy[key]
-                        self.procs.remove(p)
-                        attempts.failed(key, why)
-                        queue.insert(0, key)
-                        self._start_worker()
+                    self._collect(p, ready, busy, queue, attempts, on_result)
         except BaseException:
             self.close(kill=True)
             raise
+
+    def _dispatch(self, queue, tasks, busy):
+        """Give every idle worker the next task."""
+        for p in self.procs:
+            if p.key is None and queue:
+                key = queue.pop(0)
+                p.key, p.started = key, None
+                p.conn.send((key, tasks[key]))
+                busy[key] = p
+
+    def _wait(self, busy):
+        """The pipes and sentinels that are ready, waiting at most until the earliest deadline."""
+        from multiprocessing.connection import wait
+
+        waits = [x for p in busy.values() for x in (p.conn, p.process.sentinel)]
+        running = [p.started for p in busy.values() if p.started is not None]
+        deadline = min(running) + self.timeout if self.timeout and running else None
+        return wait(waits, timeout=None if deadline is None else max(0.0, deadline - time.time()))
+
+    def _collect(self, p, ready, busy, queue, attempts, on_result):
+        """What worker ``p`` has to say: started, a result, an error, or its death / lateness."""
+        key, msg = p.key, None
+        if p.conn in ready:
+            try:
+                msg = p.conn.recv()
+            except (EOFError, OSError):
+                msg = None
+        if msg is not None and msg[0] == "started":
+            p.started = time.time()
+            return
+        if msg is not None:
+            del busy[key]
+            p.key = None
+            if msg[0] == "ok":
+                on_result(key, msg[2])
+            elif msg[0] == "user_error":
+                raise UserError(f"proposal {key}: {msg[2]}")
+            else:
+                attempts.failed(key, f"raised {msg[2]}")
+                queue.insert(0, key)
+            return
+        dead = p.process.sentinel in ready or (p.conn in ready) or not p.process.is_alive()
+        late = self.timeout and p.started is not None and time.time() - p.started > self.timeout
+        if dead or late:
+            if dead:
+                p.process.join(timeout=5)   # reap it, so its exit status is known
+            why = describe_exit(p.process.exitcode) if dead and not late else f"timed out after {self.timeout:.0f} s"
+            p.stop(kill=True)
+            del busy[key]
+            self.procs.remove(p)
+            attempts.failed(key, why)
+            queue.insert(0, key)
+            self._start_worker()
 
     def pids(self):
         return [p.process.pid for p in self.procs]
