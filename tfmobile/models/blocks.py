@@ -16,6 +16,9 @@ from tfmobile.errors import UserError
 ACTIVATIONS = ("relu", "relu6", "hard_swish", "hard_sigmoid", "sigmoid", "tanh", "softmax", "linear",
                None)
 SQUEEZENET_BYPASS = ("none", "simple", "complex")
+# The largest channel count / kernel a block field may hold: a typo such as a width of 10**7 would
+# otherwise be found only when building the layer runs out of memory.
+MAX_CHANNELS = 16384
 
 
 # --------------------------------------------------------------------------------- field rules
@@ -39,9 +42,9 @@ def one_of(*options):
     return Rule(test, "one of " + ", ".join("null" if o is None else str(o) for o in options))
 
 
-POSITIVE = Rule(lambda v: _is_int(v) and v > 0, "a positive integer")
+POSITIVE = Rule(lambda v: _is_int(v) and 0 < v <= MAX_CHANNELS, f"a positive integer up to {MAX_CHANNELS}")
 UNIT_INTERVAL = Rule(lambda v: is_finite_number(v) and 0 <= v < 1, "in [0, 1)")
-OPTIONAL_POSITIVE = Rule(lambda v: v is None or (_is_int(v) and v > 0), "a positive integer or null")
+OPTIONAL_POSITIVE = Rule(lambda v: v is None or POSITIVE.test(v), f"{POSITIVE.text} or null")
 STRIDE = one_of(1, 2)
 FLAG = Rule(lambda v: isinstance(v, bool), "true or false")
 OPTIONAL_FLAG = Rule(lambda v: v is None or isinstance(v, bool), "true, false or null (derive)")
