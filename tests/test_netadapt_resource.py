@@ -118,12 +118,12 @@ def test_latency_equals_conversion_based_prediction(tmp_path):
     table = L.load_lut(path)
     dev = next(iter(table["devices"].values()))
     dev["scale_cpu"] = 1.25     # a context scale is applied the same way
-    assert resource(spec, "latency", lut=table, measure_missing=False) == pytest.approx(
+    assert resource(spec, "latency", lut=table) == pytest.approx(
         L.predict(data, table), rel=1e-12)
     narrower = spec.copy()
     narrower.classes = 7
     with pytest.raises(UserError, match="LUT lacks"):
-        resource(narrower, "latency", lut=table, measure_missing=False)
+        resource(narrower, "latency", lut=table)
 
 
 def test_missing_entries_measured_on_synthesized_models_and_saved(tmp_path):
@@ -134,7 +134,7 @@ def test_missing_entries_measured_on_synthesized_models_and_saved(tmp_path):
     entries = next(iter(L.load_lut(path)["devices"].values()))["entries"]
     assert {op["key"] for op in int8_ops(spec)["ops"]} <= set(entries)
     assert first > 0
-    assert resource(spec, "latency", lut=path, measure_missing=False) == first   # nothing re-measured
+    assert resource(spec, "latency", lut=path) == first   # nothing re-measured
 
 
 def test_bad_input_is_one_line():
@@ -152,7 +152,7 @@ def test_bad_input_is_one_line():
     other_device = {"lut_version": 1, "devices": {"Other CPU | arm64 | litert | 4 | ai-edge-litert 0": {
         "device": {}, "overhead_ms": 0.01, "entries": {}}}}
     with pytest.raises(UserError, match="thread count must match"):
-        resource(spec, "latency", lut=other_device, measure_missing=False)
+        resource(spec, "latency", lut=other_device)
     assert KINDS == ("latency", "macs", "params", "peak_sram", "flash")
 
 

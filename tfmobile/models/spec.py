@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 from tfmobile.errors import UserError
 from tfmobile.models import arguments
-from tfmobile.models.blocks import Block, block_from_dict
+from tfmobile.models.blocks import Block
+from tfmobile.models.kinds import block_from_dict
 
 SPEC_VERSION = 1
 
