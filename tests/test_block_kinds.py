@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from test_netadapt_resource import trained_like
 
 import tfmobile  # noqa: F401
 from tfmobile import analysis, models
@@ -67,20 +68,6 @@ def _spec():
     return models.get_spec("toy_net")
 
 
-def _trained_like(model, seed=0):
-    """Non-zero biases and BN statistics: the converter drops an all-zero Dense bias."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        weights = layer.get_weights()
-        if type(layer).__name__ == "BatchNormalization":
-            g, b, m, v = weights
-            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
-                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
-        elif getattr(layer, "use_bias", False) and weights:
-            layer.set_weights(weights[:-1] + [rng.normal(0, 0.1, weights[-1].shape).astype(np.float32)])
-    return model
-
-
 def test_loads_checks_and_builds():
     spec = _spec()
     again = models.ModelSpec.from_json(spec.to_json())
@@ -115,7 +102,7 @@ def test_groups_shrink_and_transfer():
 def test_int8_ops_equal_the_converted_model_and_resources_are_predicted(tmp_path):
     from tfmobile.convert import to_tflite
     spec = surgery.shrink(_spec(), "t2/mid", 24)
-    data = to_tflite(_trained_like(models.build(spec)), "int8", io="int8", num_calibration=4)
+    data = to_tflite(trained_like(models.build(spec)), "int8", io="int8", num_calibration=4)
     want = collections.Counter(graph.config_key(layer["config"]) for layer in graph.layers(data))
     assert collections.Counter(op["key"] for op in int8_ops(spec)["ops"]) == want
     assert resource(spec, "macs") == analysis.profile(spec).macs > 0

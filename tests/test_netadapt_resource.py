@@ -31,7 +31,7 @@ def _cases(resolution):
     return [(n, resolution, a, o) for n, alphas, o in ZOO for a in alphas]
 
 
-def _trained_like(model, seed=0):
+def trained_like(model, seed=0):
     """Non-zero biases and batch-norm statistics, as a trained model has: the converter shares an all-zero
     bias buffer between ops and drops a Dense layer's all-zero bias, which a fresh model has everywhere."""
     rng = np.random.default_rng(seed)
@@ -54,7 +54,7 @@ def converted(name, res, alpha, options):
     key = (name, res, alpha, tuple(sorted(options.items())))
     if key not in _CONVERTED:
         from tfmobile.convert import to_tflite
-        model = _trained_like(models.build(name, input_shape=(res, res, 3), alpha=alpha, classes=10, **options))
+        model = trained_like(models.build(name, input_shape=(res, res, 3), alpha=alpha, classes=10, **options))
         _CONVERTED[key] = (models.spec_of(model), to_tflite(model, "int8", io="int8", num_calibration=4))
     return _CONVERTED[key]
 
@@ -323,7 +323,7 @@ def test_shrunk_spec_keys_equal_converted_keys(name, alpha):
         group = next(g for g in netadapt.groups(shrunk) if g.name == group.name)
         shrunk = netadapt.shrink(shrunk, group, group.widths()[0])
     assert shrunk.to_json() != spec.to_json()
-    data = to_tflite(_trained_like(models.build(shrunk)), "int8", io="int8", num_calibration=4)
+    data = to_tflite(trained_like(models.build(shrunk)), "int8", io="int8", num_calibration=4)
     want = collections.Counter(graph.config_key(ly["config"]) for ly in graph.layers(data))
     assert collections.Counter(op["key"] for op in int8_ops(shrunk)["ops"]) == want
     assert abs(resource(shrunk, "flash") - len(data)) <= 0.05 * len(data)
