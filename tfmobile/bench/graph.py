@@ -18,6 +18,13 @@ from ai_edge_litert import schema_py_generated as schema
 from tfmobile.analysis.op_config import config_key, config_macs, op_macs, options_dict  # noqa: F401  (re-exported)
 from tfmobile.convert.flatbuffer import load_model, opcode_name, serialize, type_name
 
+
+def op_names(data):
+    """Builtin op names of the main subgraph, in execution order (CUSTOM ops as ``CUSTOM:name``)."""
+    model = load_model(data)
+    return [opcode_name(model.operatorCodes[op.opcodeIndex]) for op in model.subgraphs[0].operators or []]
+
+
 def _tensor_info(sg, model, idx):
     t = sg.tensors[idx]
     shape = [int(s) for s in (t.shape if t.shape is not None else [])]

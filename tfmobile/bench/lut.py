@@ -382,8 +382,9 @@ def check_device(lut, backend, threads, source="LUT"):
     mine = device_key(_device(backend, threads))
     if table["devices"] and mine not in table["devices"]:
         theirs = "; ".join(sorted(table["devices"]))[:300]
-        raise UserError(f"{source} was measured on another device or thread count ({theirs}), not this one "
-                        f"({mine}); device, backend and thread count must match (use a LUT of this device)")
+        raise UserError(f"{source} lacks this device: it was measured on another device or thread count "
+                        f"({theirs}), not this one ({mine}); device, backend and thread count must match "
+                        f"(use a LUT of this device)")
     return table
 
 

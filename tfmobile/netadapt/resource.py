@@ -1,28 +1,6 @@
 """Resources of a ModelSpec without building or converting it: latency, MACs, params, TFLM SRAM, flash.
 
 NetAdapt asks "what is the largest width of this group that meets the budget?" for every group at
-every iteration; converting each candidate to int8 TFLite takes seconds. ``int8_ops(spec)`` instead
-writes down, block by block (pure Python over the spec's blocks, shapes from strides and padding),
-the ops the int8 converter emits for that spec and their LUT configurations
-(``tfmobile.bench.synth``): Conv2D + BatchNorm + ReLU/ReLU6 is one CONV_2D with a fused activation,
-h-swish a HARD_SWISH, the SE gate's hard-sigmoid a CONV_2D with fused RELU6 and a MUL by a scalar,
-a keepdims global pool over a 1x1 map disappears, a ShuffleNet shuffle is RESHAPE/TRANSPOSE/RESHAPE,
-ShuffleNet V2's split two STRIDED_SLICEs, and so on. The keys equal those read from the converted
-.tflite for every zoo family (tests/test_netadapt_resource.py), so ``latency`` is the LUT prediction
-of ``tfmobile.bench.lut`` (same overhead, context scale and clocks) with no conversion; entries the
-LUT lacks are timed on synthesized one-op models and saved to the LUT.
-
-Dense layers are modelled with their bias: the converter drops an all-zero bias (a freshly
-initialised Dense), which a trained model does not have.
-
-    from tfmobile.netadapt import resource, largest_width
-    resource(spec, "latency", lut="lut.json")        # ms on this host's LUT device
-    resource(spec, "peak_sram")                      # bytes of TFLM tensor arena
-    largest_width(spec, group, budget_ms, "latency", "lut.json")
-"""
-"""Resources of a ModelSpec without building or converting it: latency, MACs, params, TFLM SRAM, flash.
-
-NetAdapt asks "what is the largest width of this group that meets the budget?" for every group at
 every iteration; converting each candidate to int8 TFLite takes seconds. ``tfmobile.analysis.int8_ops``
 instead derives the int8 converter's ops and their LUT keys from the spec (each block kind's ``int8``
 rule), so ``latency`` is the LUT prediction of ``tfmobile.bench.lut`` (same overhead, context scale
@@ -79,7 +57,9 @@ def ensure_lut(specs, lut, threads=1, verbose=False, backend="litert"):
                 wanted[o["key"]] = (o["op"], functools.partial(synth.one_op_model, o["config"], o["const_values"]))
     if not wanted and present is not None and lut_mod.has_overhead(table, backend, threads):
         return 0
-    lut_mod.build_lut([], lut, backend, threads, verbose=verbose, one_op_models=wanted, keep_overhead=True)
+    lut_mod.build_lut([], table, backend, threads, verbose=verbose, one_op_models=wanted, keep_overhead=True)
+    if not isinstance(lut, dict):
+        lut_mod.save_lut(table, lut)
     return len(wanted)
 
 
@@ -89,9 +69,7 @@ def latency(spec, lut, backend="litert", threads=1, clock=None, detail=False):
     lut: a path or a LUT dict (a dict avoids reading the file on every call). Pure: an entry the LUT
     lacks is a UserError (``ensure_lut`` first); a LUT that holds only other devices is refused.
     """
-    derived = int8_ops(spec)
-    lut_mod.check_device(lut, backend, threads)
-    out = lut_mod.predict_ops(_lut_layers(derived), lut, backend, threads, clock=clock)
+    out = lut_mod.predict_ops(_lut_layers(int8_ops(spec)), lut, backend, threads, clock=clock)
     return out if detail else out["predicted_ms"]
 
 
