@@ -10,6 +10,10 @@ concatenation. ``transfer`` keeps, per group, the channels whose producing kerne
 largest L2 norm (summed over tied producers) and slices every tied tensor with the same indices,
 so a model whose dropped channels contribute nothing is reproduced exactly.
 
+The ties are stated per block type by its kind's ``channels`` rule (``tfmobile.models.kinds``,
+written on ``tfmobile.models.channels.ChannelWalker``); this module walks a spec with them and does
+the shrinking and the weight transfer, which are the same for every type.
+
 ShuffleNet's stage channels pass through channel shuffles, splits and concatenations that mix
 every stage; its shrinkable widths are the branch (``mid``) widths of each stage, where V1's
 grouped 1x1 convolutions and shuffle are followed channel by channel.
