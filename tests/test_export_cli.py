@@ -123,3 +123,26 @@ def test_default_command_224(tmp_path):
     # random init: MobileNetV3's softmax is ~uniform, so check the error, not argmax agreement
     assert a["verification"]["mean_abs_error"] < 0.01 and "HARD_SWISH" in a["ops"]
     assert r["randomly_initialized"] is True and r["wall_s"] > 0
+
+
+def _huge_checkpoint(directory, **changes):
+    """A checkpoint directory whose spec.json asks for a huge input (no weights: refused before them)."""
+    from tfmobile import models
+
+    spec = models.get_spec("mbv2", alpha=0.35, input_shape=(32, 32, 3), classes=10).to_dict()
+    spec.update(changes)
+    os.makedirs(directory)
+    with open(os.path.join(directory, "spec.json"), "w") as f:
+        json.dump(spec, f)
+    with open(os.path.join(directory, "checkpoint.json"), "w") as f:
+        json.dump({"compression": None, "epoch": 1, "metrics": {}}, f)
+    return directory
+
+
+def test_checkpoint_spec_with_a_huge_input_is_refused_before_building(tmp_path):
+    ckpt = _huge_checkpoint(str(tmp_path / "ckpt"), input_shape=[100000, 100000, 3])
+    out = tmp_path / "out"
+    p = run_cli("pipelines.export", "--model", "mbv2", "--weights", ckpt, "--int8", "--output_dir", out,
+                timeout=120)
+    assert "input_shape 100000x100000 is above the largest resolution, 1024x1024" in _one_line_error(p)
+    assert _listing(out) == []

@@ -85,3 +85,20 @@ def test_bad_input_is_one_line_exit_2(tmp_path, cli, args, needle):
     if "known models:" in needle:
         for name in ("mbv1", "mbv2", "shufflenet_v1", "shufflenet_v2", "squeezenet1_0"):
             assert name in errors[0]
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda d: d.update(input_shape=[100000, 100000, 3]), "is above the largest resolution, 1024x1024"),
+    (lambda d: d["blocks"][1].update(filters=10 ** 7), "filters must be a positive integer up to 16384"),
+])
+def test_spec_too_large_to_build_is_refused_before_building(tmp_path, cli, change, needle):
+    from tfmobile import models
+
+    spec = models.get_spec("mbv2", alpha=0.35, input_shape=(32, 32, 3), classes=10).to_dict()
+    change(spec)
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(spec))
+    p = cli("pipelines.inspect", "--spec", path, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and needle in errors[0], p.stderr[-2000:]

@@ -2,14 +2,16 @@
 import json
 
 import pytest
+from conftest import run_cli
 
 import tfmobile  # noqa: F401
 import tf_keras as keras
 
 from tfmobile import models
 from tfmobile.errors import UserError
-from tfmobile.models import arguments, registry
-from tfmobile.models.blocks import ZOO_BLOCK_TYPES, InvertedResidual
+from tfmobile.models import ModelSpec, arguments, registry
+from tfmobile.models.registry import get_spec
+from tfmobile.models.blocks import InvertedResidual
 
 SMALL = dict(input_shape=(32, 32, 3), classes=10)
 ZOO_NAMES = sorted(registry.ZOO)   # not models.available(): tests may register stand-ins
@@ -88,7 +90,7 @@ def test_every_block_type_is_used_by_the_zoo():
     specs = [models.get_spec(n, **SMALL) for n in ZOO_NAMES]
     specs += [models.get_spec("mbv3_small", include_preprocessing=True, include_top=False,
                               pooling="avg", **SMALL)]
-    assert {b.type for s in specs for b in s.blocks} == set(ZOO_BLOCK_TYPES)
+    assert {b.type for s in specs for b in s.blocks} == {kind.type for kind in registry.ZOO_KINDS}
 
 
 # --- residuals ---------------------------------------------------------------------------------
@@ -206,3 +208,36 @@ def test_attach_spec_and_spec_of():
     assert models.spec_of(plain) == spec
     with pytest.raises(UserError, match="attach_spec needs a ModelSpec"):
         models.attach_spec(plain, spec.to_dict())
+
+
+def _huge_spec_dict(**changes):
+    spec = get_spec("mbv2", alpha=0.35, input_shape=(32, 32, 3), classes=10).to_dict()
+    spec.update(changes)
+    return spec
+
+
+@pytest.mark.parametrize("shape, needle", [
+    ([100000, 100000, 3], "input_shape 100000x100000 is above the largest resolution, 1024x1024"),
+    ([32, 1025, 3], "input_shape 32x1025 is above the largest resolution"),
+    ([32, 32, 10 ** 7], "more than the largest width 16384"),
+])
+def test_spec_bound_applies_to_every_reader(shape, needle):
+    with pytest.raises(UserError, match=needle):
+        ModelSpec.from_dict(_huge_spec_dict(input_shape=shape))
+    built = get_spec("mbv2", alpha=0.35, input_shape=(32, 32, 3), classes=10)
+    built.input_shape = tuple(shape)          # a spec made in code is refused by check()
+    with pytest.raises(UserError, match=needle):
+        built.check()
+    assert ModelSpec.from_dict(_huge_spec_dict(input_shape=[1024, 1024, 3])).input_shape == (1024, 1024, 3)
+
+
+def test_netadapt_checkpoint_with_a_huge_input_is_refused_before_building(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "spec.json").write_text(json.dumps(_huge_spec_dict(input_shape=[100000, 100000, 3])))
+    (ckpt / "checkpoint.json").write_text(json.dumps({"compression": None, "epoch": 1, "metrics": {}}))
+    p = run_cli("pipelines.netadapt", "--checkpoint", ckpt, "--resource", "macs", "--target", "0.5",
+                "--subset", "--output_dir", tmp_path / "out", timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "is above the largest resolution, 1024x1024" in errors[0], p.stderr[-2000:]

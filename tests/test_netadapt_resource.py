@@ -31,7 +31,7 @@ def _cases(resolution):
     return [(n, resolution, a, o) for n, alphas, o in ZOO for a in alphas]
 
 
-def _trained_like(model, seed=0):
+def trained_like(model, seed=0):
     """Non-zero biases and batch-norm statistics, as a trained model has: the converter shares an all-zero
     bias buffer between ops and drops a Dense layer's all-zero bias, which a fresh model has everywhere."""
     rng = np.random.default_rng(seed)
@@ -54,7 +54,7 @@ def converted(name, res, alpha, options):
     key = (name, res, alpha, tuple(sorted(options.items())))
     if key not in _CONVERTED:
         from tfmobile.convert import to_tflite
-        model = _trained_like(models.build(name, input_shape=(res, res, 3), alpha=alpha, classes=10, **options))
+        model = trained_like(models.build(name, input_shape=(res, res, 3), alpha=alpha, classes=10, **options))
         _CONVERTED[key] = (models.spec_of(model), to_tflite(model, "int8", io="int8", num_calibration=4))
     return _CONVERTED[key]
 
@@ -118,23 +118,47 @@ def test_latency_equals_conversion_based_prediction(tmp_path):
     table = L.load_lut(path)
     dev = next(iter(table["devices"].values()))
     dev["scale_cpu"] = 1.25     # a context scale is applied the same way
-    assert resource(spec, "latency", lut=table, measure_missing=False) == pytest.approx(
+    assert resource(spec, "latency", lut=table) == pytest.approx(
         L.predict(data, table), rel=1e-12)
     narrower = spec.copy()
     narrower.classes = 7
     with pytest.raises(UserError, match="LUT lacks"):
-        resource(narrower, "latency", lut=table, measure_missing=False)
+        resource(narrower, "latency", lut=table)
 
 
-def test_missing_entries_measured_on_synthesized_models_and_saved(tmp_path):
+def test_prediction_is_pure_and_ensure_lut_is_the_one_step_that_measures(tmp_path):
     from tfmobile.bench import lut as L
+    from tfmobile.netadapt.resource import ensure_lut
     spec = models.get_spec("mbv1", input_shape=(32, 32, 3), alpha=0.25, classes=10)
     path = str(tmp_path / "lut.json")
-    first = resource(spec, "latency", lut=path)
+    with pytest.raises(UserError, match="LUT file not found"):
+        resource(spec, "latency", lut=path)
+    assert not os.path.exists(path)                     # predicting wrote nothing
+    assert ensure_lut([spec], path) == len({op["key"] for op in int8_ops(spec)["ops"]})
     entries = next(iter(L.load_lut(path)["devices"].values()))["entries"]
     assert {op["key"] for op in int8_ops(spec)["ops"]} <= set(entries)
+    first = resource(spec, "latency", lut=path)
     assert first > 0
-    assert resource(spec, "latency", lut=path, measure_missing=False) == first   # nothing re-measured
+    stamp = os.stat(path).st_mtime_ns
+    assert ensure_lut([spec], path) == 0                # nothing lacking: nothing measured or written
+    assert os.stat(path).st_mtime_ns == stamp
+    assert resource(spec, "latency", lut=path) == first
+
+
+def test_entries_added_for_another_spec_do_not_move_a_prediction(tmp_path):
+    """The fixed overhead in the LUT stays when ensure_lut adds entries (it used to be re-minimised)."""
+    from tfmobile.bench import lut as L
+    from tfmobile.netadapt.resource import ensure_lut
+    spec = models.get_spec("mbv1", input_shape=(32, 32, 3), alpha=0.25, classes=10)
+    table = L.new_lut()
+    ensure_lut([spec], table)
+    dev = next(iter(table["devices"].values()))
+    dev["overhead_ms"] = dev["overhead_cpu_ms"] = 1000.0    # far above what a new batch times
+    before = resource(spec, "latency", lut=table)
+    other = spec.with_block("block_1", filters=24)
+    assert ensure_lut([other], table) > 0
+    assert dev["overhead_ms"] == dev["overhead_cpu_ms"] == 1000.0
+    assert resource(spec, "latency", lut=table) == before
 
 
 def test_bad_input_is_one_line():
@@ -152,7 +176,7 @@ def test_bad_input_is_one_line():
     other_device = {"lut_version": 1, "devices": {"Other CPU | arm64 | litert | 4 | ai-edge-litert 0": {
         "device": {}, "overhead_ms": 0.01, "entries": {}}}}
     with pytest.raises(UserError, match="thread count must match"):
-        resource(spec, "latency", lut=other_device, measure_missing=False)
+        resource(spec, "latency", lut=other_device)
     assert KINDS == ("latency", "macs", "params", "peak_sram", "flash")
 
 
@@ -194,44 +218,98 @@ def test_committed_arena_table_matches_fresh_measurements():
         assert _measured_arena(conv) == pytest.approx(row["arena_bytes"], rel=0.01), row
 
 
+def _fabricated_lut(specs, ms_of):
+    """A LUT of this host's device holding every entry ``specs`` need, with times ``ms_of(op)``."""
+    from tfmobile.bench import host_device
+    from tfmobile.bench import lut as L
+    device = host_device("litert", 1)
+    entries = {}
+    for spec in specs:
+        for op in int8_ops(spec)["ops"]:
+            t = ms_of(op)
+            entries[op["key"]] = {"op": op["op"], "ms": t, "min_ms": t, "cpu_ms": t, "runs": 1, "measured": "-"}
+    table = L.new_lut()
+    table["devices"][L.device_key(device)] = {"device": device, "overhead_ms": 0.01, "overhead_cpu_ms": 0.01,
+                                              "entries": entries}
+    return table
+
+
 def test_largest_width_finds_the_widest_step_within_budget():
-    import tfmobile.netadapt as netadapt
-    if not hasattr(netadapt, "shrink"):
-        pytest.skip("needs netadapt.groups / shrink (issue 11 sections 1-2, branch spec)")
     from tfmobile.netadapt import groups, largest_width, shrink
     spec = models.get_spec("mbv2", input_shape=(32, 32, 3), alpha=0.35, classes=10)
     group = max(groups(spec), key=lambda g: g.width)
     step = group.channel_step
     narrower = group.width - group.width % step - 2 * step
-    for kind in ("macs", "flash"):
+    for kind in ("macs", "flash", "peak_sram"):
         budget = resource(shrink(spec, group, narrower), kind)
+        assert resource(shrink(spec, group, narrower + step), kind) > budget   # the next step up misses
         assert largest_width(spec, group, budget, kind) == narrower
         assert largest_width(spec, group.name, resource(spec, kind), kind) == group.width
     assert largest_width(spec, group, 1, "macs") is None
     with pytest.raises(UserError, match="no channel group"):
         largest_width(spec, "no_such_group", 1, "macs")
-
-
-def test_largest_width_search_on_one_block(monkeypatch):
-    """The descending search itself, with a one-block group (independent of netadapt.groups / shrink)."""
-    import types
-
-    import tfmobile.netadapt as netadapt
-    from tfmobile.netadapt import largest_width
-    group = types.SimpleNamespace(name="block_3_expanded", width=52, channel_step=8,
-                                  widths=lambda: [48, 40, 32, 24, 16, 8])
-    monkeypatch.setattr(netadapt, "groups", lambda spec: [group], raising=False)
-    monkeypatch.setattr(netadapt, "shrink", lambda spec, g, w: spec.with_block("block_3", expanded=w),
-                        raising=False)
-    spec = models.get_spec("mbv2", input_shape=(32, 32, 3), alpha=0.35, classes=10).with_block("block_3", expanded=52)
-    budget = resource(spec.with_block("block_3", expanded=32), "macs")
-    assert largest_width(spec, group, budget, "macs") == 32          # 52, then 48, 40, 32
-    assert largest_width(spec, "block_3_expanded", budget + 10 ** 9, "macs") == 52
-    assert largest_width(spec, group, 0, "macs") is None
-    with pytest.raises(UserError, match="no channel group"):
-        largest_width(spec, "nope", budget, "macs")
     with pytest.raises(UserError, match="finite number"):
         largest_width(spec, group, float("nan"), "macs")
+
+
+def test_largest_width_on_latency_takes_the_first_fit_from_the_top_and_predicts_purely():
+    """Latency is not monotone in the width: the search goes down from the top and stops at the first
+    width within budget, even when a narrower one would be faster still. With every entry present
+    it measures nothing and leaves the LUT as it was."""
+    from tfmobile.netadapt import groups, largest_width, shrink
+    spec = models.get_spec("mbv2", input_shape=(32, 32, 3), alpha=0.35, classes=10)
+    group = max(groups(spec), key=lambda g: g.width)
+    candidates = {w: (spec if w == group.width else shrink(spec, group, w)) for w in [group.width] + group.widths()}
+    slow_width, fit_width = group.widths()[0], group.widths()[1]
+    slow_keys = {op["key"] for op in int8_ops(candidates[slow_width])["ops"]} - \
+        {op["key"] for op in int8_ops(candidates[fit_width])["ops"]} - \
+        {op["key"] for op in int8_ops(spec)["ops"]}
+    table = _fabricated_lut(candidates.values(), lambda op: 5.0 if op["key"] in slow_keys else
+                            0.02 + graph.config_macs(op["config"]) / 1e6)
+    snapshot = json.dumps(table, sort_keys=True)
+    at = {w: resource(c, "latency", lut=table) for w, c in candidates.items()}
+    assert at[slow_width] > at[group.width] > at[fit_width]      # one step down is slower
+    assert largest_width(spec, group, at[fit_width], "latency", lut=table) == fit_width
+    assert largest_width(spec, group, at[group.width], "latency", lut=table) == group.width
+    assert json.dumps(table, sort_keys=True) == snapshot         # pure: nothing measured or added
+
+
+def test_largest_width_fills_a_lut_path_per_candidate_and_saves_it_once(tmp_path, monkeypatch):
+    """For latency the explicit step (ensure_lut) runs on every candidate tried, into one table read
+    once; the path is written once at the end."""
+    import sys
+
+    from tfmobile.bench import lut as L
+    from tfmobile.netadapt import groups, largest_width, shrink
+    resource_module = sys.modules["tfmobile.netadapt.resource"]
+    spec = models.get_spec("mbv2", input_shape=(32, 32, 3), alpha=0.35, classes=10)
+    group = max(groups(spec), key=lambda g: g.width)
+    full = _fabricated_lut([spec] + [shrink(spec, group, w) for w in group.widths()],
+                           lambda op: 0.02 + graph.config_macs(op["config"]) / 1e6)
+    full_entries = next(iter(full["devices"].values()))["entries"]
+    ensured, saves = [], []
+
+    def fake_ensure_lut(specs, table, threads=1, verbose=False, backend="litert"):
+        """Copies the fabricated entries instead of timing them (what ensure_lut adds, without a CPU)."""
+        ensured.extend(s.to_json() for s in specs)
+        if not table["devices"]:
+            table["devices"] = json.loads(json.dumps({k: dict(d, entries={}) for k, d in full["devices"].items()}))
+        entries = next(iter(table["devices"].values()))["entries"]
+        added = [op["key"] for s in specs for op in int8_ops(s)["ops"] if op["key"] not in entries]
+        entries.update((k, full_entries[k]) for k in added)
+        return len(set(added))
+
+    monkeypatch.setattr(resource_module, "ensure_lut", fake_ensure_lut)
+    real_save = L.save_lut
+    monkeypatch.setattr(resource_module.lut_mod, "save_lut", lambda table, path: saves.append(path) or
+                        real_save(table, path))
+    target = shrink(spec, group, group.widths()[1])
+    budget = resource(target, "latency", lut=full)
+    path = str(tmp_path / "lut.json")
+    assert largest_width(spec, group, budget, "latency", lut=path) == group.widths()[1]
+    assert ensured == [c.to_json() for c in (spec, shrink(spec, group, group.widths()[0]), target)]
+    assert saves == [path]
+    assert resource(target, "latency", lut=path) == budget       # the saved LUT predicts the same
 
 
 @pytest.mark.parametrize("name,alpha", [("mbv3_small", 0.75), ("shufflenet_v1", 0.5), ("shufflenet_v2", 0.5)])
@@ -245,7 +323,7 @@ def test_shrunk_spec_keys_equal_converted_keys(name, alpha):
         group = next(g for g in netadapt.groups(shrunk) if g.name == group.name)
         shrunk = netadapt.shrink(shrunk, group, group.widths()[0])
     assert shrunk.to_json() != spec.to_json()
-    data = to_tflite(_trained_like(models.build(shrunk)), "int8", io="int8", num_calibration=4)
+    data = to_tflite(trained_like(models.build(shrunk)), "int8", io="int8", num_calibration=4)
     want = collections.Counter(graph.config_key(ly["config"]) for ly in graph.layers(data))
     assert collections.Counter(op["key"] for op in int8_ops(shrunk)["ops"]) == want
     assert abs(resource(shrunk, "flash") - len(data)) <= 0.05 * len(data)

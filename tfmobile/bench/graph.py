@@ -11,41 +11,18 @@ family, without re-implementing the converter's rules.
 the same tensors, quantization parameters and weights, so a LUT entry is measured on exactly the op
 (int8 kernel, fused activation, per-channel scales) the whole model runs. No TensorFlow is needed.
 """
-import json
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from tfmobile.analysis.op_config import config_key, config_macs, op_macs, options_dict  # noqa: F401  (re-exported)
 from tfmobile.convert.flatbuffer import load_model, opcode_name, serialize, type_name
-
-_PADDING = {v: k for k, v in vars(schema.Padding).items() if not k.startswith("_")}
-_ACT = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
 
 
 def op_names(data):
     """Builtin op names of the main subgraph, in execution order (CUSTOM ops as ``CUSTOM:name``)."""
     model = load_model(data)
     return [opcode_name(model.operatorCodes[op.opcodeIndex]) for op in model.subgraphs[0].operators or []]
-
-
-def options_dict(opts):
-    """A builtin-options object as the LUT key writes it (enums by name, arrays as lists)."""
-    if opts is None:
-        return {}
-    out = {}
-    for k, v in sorted(vars(opts).items()):
-        if isinstance(v, np.ndarray):
-            v = v.tolist()
-        if k == "padding":
-            v = _PADDING.get(v, v)
-        elif k == "fusedActivationFunction":
-            v = _ACT.get(v, v)
-        elif isinstance(v, (bytes, bytearray)):
-            continue
-        elif isinstance(v, np.generic):
-            v = v.item()
-        out[k] = v
-    return out
 
 
 def _tensor_info(sg, model, idx):
@@ -76,34 +53,8 @@ def layers(data):
                "options": options_dict(op.builtinOptions)}
         tname = sg.tensors[op.outputs[0]].name if len(op.outputs) else b""
         out.append({"index": i, "op": name, "name": tname.decode(errors="replace") if isinstance(tname, bytes)
-                    else str(tname), "config": cfg, "macs": _macs(name, ins, outs)})
+                    else str(tname), "config": cfg, "macs": op_macs(name, ins, outs)})
     return out
-
-
-def config_key(config):
-    """Canonical string of a layer config (the LUT key without the device part)."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":"))
-
-
-def config_macs(config):
-    """Multiply-accumulates of one op from its LUT configuration (conv, depthwise, fully connected; else 0)."""
-    return _macs(config["op"], config["inputs"], config["outputs"])
-
-
-def _macs(name, ins, outs):
-    try:
-        if name == "CONV_2D":
-            o, kh, kw, ci = ins[1]["shape"]
-            return int(np.prod(outs[0]["shape"][:3])) * o * kh * kw * ci
-        if name == "DEPTHWISE_CONV_2D":
-            _, kh, kw, c = ins[1]["shape"]
-            return int(np.prod(outs[0]["shape"][:3])) * c * kh * kw
-        if name == "FULLY_CONNECTED":
-            o, ci = ins[1]["shape"]
-            return int(np.prod(outs[0]["shape"][:-1])) * o * ci
-    except (TypeError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def _np_type(tensor_type):

@@ -218,9 +218,28 @@ def _log(msg, verbose):
         sys.stderr.flush()
 
 
+def device_entries(table, backend="litert", threads=1):
+    """The entries dict of this host's device in LUT ``table`` (None when it has none yet)."""
+    dev = table["devices"].get(device_key(_device(backend, threads)))
+    return None if dev is None else dev["entries"]
+
+
+def has_overhead(table, backend="litert", threads=1):
+    """Whether ``table`` holds this device's fixed overhead (both clocks)."""
+    dev = table["devices"].get(device_key(_device(backend, threads)))
+    return dev is not None and dev.get("overhead_ms") is not None and dev.get("overhead_cpu_ms") is not None
+
+
+def _update_overhead(dev, wall_ms, cpu_ms, keep):
+    """Keep the smallest overhead seen (the least disturbed by other load), or the first with ``keep``."""
+    for field, value in (("overhead_ms", wall_ms), ("overhead_cpu_ms", cpu_ms)):
+        old = dev.get(field)
+        dev[field] = value if old is None else (old if keep else min(old, value))
+
+
 def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, rounds=DEFAULT_ROUNDS, warmup=5,
               remeasure=False, cpus=None, verbose=True, batch=200, companions=None, evict_bytes=0,
-              calibrate=None, one_op_models=None):
+              calibrate=None, one_op_models=None, keep_overhead=False):
     """Measure every op configuration of ``models`` that the LUT lacks for this device; save; return stats.
 
     models: .tflite paths / bytes / ModelSpecs / tf_keras models (int8-converted first).
@@ -242,6 +261,8 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
     non-delegated ops) than measured alone back-to-back. Needs one batch (``batch`` >= configs).
     one_op_models: {config key: (op name, function returning the one-op .tflite bytes)} measured like the
     ops cut out of ``models`` (netadapt synthesizes them for configurations derived from a spec).
+    keep_overhead: an overhead already in the LUT stays (otherwise the smallest seen is kept), so
+    entries added for one model never move the prediction of another.
     """
     calibrate = [os.fspath(p) for p in (calibrate or [])]
     if calibrate:
@@ -308,9 +329,7 @@ def build_lut(models, lut=None, backend="litert", threads=1, runs=DEFAULT_RUNS, 
             if "error" in res[0]:
                 raise UserError(f"cannot time the overhead model: {res[0]['error']}")
             ov, ovc = median(res[0]["times_ms"]), median(res[0]["cpu_times_ms"])
-            # keep the smallest overhead seen: it is the least disturbed by other load
-            dev["overhead_ms"] = ov if dev["overhead_ms"] is None else min(dev["overhead_ms"], ov)
-            dev["overhead_cpu_ms"] = ovc if dev.get("overhead_cpu_ms") is None else min(dev["overhead_cpu_ms"], ovc)
+            _update_overhead(dev, ov, ovc, keep_overhead)
             for k, r in zip(chunk, res[1:]):
                 if "error" in r:
                     raise UserError(f"LiteRT cannot run the one-op model of {todo[k][0]}: {r['error']}")
@@ -363,8 +382,9 @@ def check_device(lut, backend, threads, source="LUT"):
     mine = device_key(_device(backend, threads))
     if table["devices"] and mine not in table["devices"]:
         theirs = "; ".join(sorted(table["devices"]))[:300]
-        raise UserError(f"{source} was measured on another device or thread count ({theirs}), not this one "
-                        f"({mine}); device, backend and thread count must match (use a LUT of this device)")
+        raise UserError(f"{source} lacks this device: it was measured on another device or thread count "
+                        f"({theirs}), not this one ({mine}); device, backend and thread count must match "
+                        f"(use a LUT of this device)")
     return table
 
 
@@ -404,9 +424,7 @@ def predict_ops(layers_, lut, backend="litert", threads=1, clock=None, measure=N
     missing = [ly for ly in layers_ if dev is None or ly["key"] not in dev["entries"]]
     if missing or dev is None or dev.get("overhead_ms") is None:
         if measure is None:
-            if dev is None and table["devices"]:
-                raise UserError(f"LUT lacks this device '{dkey}': it holds entries for "
-                                f"{'; '.join(sorted(table['devices']))} (device, backend and thread count must match)")
+            check_device(table, backend, threads)
             raise UserError(f"LUT lacks {len(missing)} of {len(layers_)} op configuration(s) for device "
                             f"'{dkey}': run `python -m pipelines.lut build` on this model first "
                             "(or predict with --measure_missing)")

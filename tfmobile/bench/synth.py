@@ -13,53 +13,13 @@ measured from a synthesized model is stored under exactly the key a converted mo
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from tfmobile.bench import graph
+from tfmobile.analysis.op_config import (OPTIONS_TABLES, config, options,  # noqa: F401  (re-exported)
+                                         options_object, tensor)
 from tfmobile.errors import UserError
 
-# op -> builtin options table (ops absent here are written without options, as the converter does)
-_OPTIONS = {
-    "CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
-    "FULLY_CONNECTED": "FullyConnectedOptions", "ADD": "AddOptions", "MUL": "MulOptions",
-    "MEAN": "ReducerOptions", "SOFTMAX": "SoftmaxOptions", "CONCATENATION": "ConcatenationOptions",
-    "MAX_POOL_2D": "Pool2DOptions", "AVERAGE_POOL_2D": "Pool2DOptions", "STRIDED_SLICE": "StridedSliceOptions",
-}
-_ENUMS = {"padding": schema.Padding, "fusedActivationFunction": schema.ActivationFunctionType}
 _DTYPES = {"int8": (schema.TensorType.INT8, np.int8), "int32": (schema.TensorType.INT32, np.int32)}
 ACTIVATION_SCALE = 0.05
 WEIGHT_SCALE = 0.01
-
-
-def tensor(shape, dtype="int8", const=False, per_channel=False):
-    """One tensor entry of a configuration (the fields ``graph.layers`` reads)."""
-    return {"const": bool(const), "dtype": dtype, "per_channel": bool(per_channel), "shape": [int(s) for s in shape]}
-
-
-def _options_object(op, fields):
-    name = _OPTIONS.get(op)
-    if name is None:
-        if fields:
-            raise UserError(f"op {op} takes no builtin options, got {', '.join(sorted(fields))}")
-        return None
-    obj = getattr(schema, name + "T")()
-    for k, v in fields.items():
-        if k not in vars(obj):
-            raise UserError(f"{name} has no field {k!r}")
-        if k in _ENUMS and isinstance(v, str):
-            v = getattr(_ENUMS[k], v)
-        setattr(obj, k, v)
-    return obj
-
-
-def options(op, **fields):
-    """The options dict of ``op`` as the converter writes it: schema defaults plus ``fields``
-    (enums by name: padding="SAME", fusedActivationFunction="RELU6")."""
-    obj = _options_object(op, fields)
-    return graph.options_dict(obj) if obj is not None else {}
-
-
-def config(op, inputs, outputs, opts):
-    """A LUT configuration: op type, input tensors (None for an absent optional input), outputs, options."""
-    return {"op": op, "inputs": inputs, "outputs": outputs, "options": opts}
 
 
 def _quant(scales, zero_points, dim=0):
@@ -158,9 +118,9 @@ def one_op_model(cfg, const_values=None, seed=0):
     o.opcodeIndex = 0
     o.inputs = inputs
     o.outputs = outputs
-    obj = _options_object(op, _options_fields(op, cfg["options"]))
+    obj = options_object(op, _options_fields(op, cfg["options"]))
     if obj is not None:
-        o.builtinOptionsType = getattr(schema.BuiltinOptions, _OPTIONS[op])
+        o.builtinOptionsType = getattr(schema.BuiltinOptions, OPTIONS_TABLES[op])
         o.builtinOptions = obj
     sg.operators = [o]
     sg.inputs = [j for j, info in zip(inputs, cfg["inputs"]) if info is not None and not info["const"]]

@@ -7,10 +7,12 @@ calls it. ``ModelSpec`` checks its own top fields (classes, dropout, ...) with t
 import inspect
 
 from tfmobile.errors import UserError
-from tfmobile.models.blocks import (ACTIVATIONS, POSITIVE, SQUEEZENET_BYPASS, UNIT_INTERVAL, Rule,
-                                    is_finite_number, one_of)
+from tfmobile.models.blocks import (ACTIVATIONS, MAX_CHANNELS, POSITIVE, SQUEEZENET_BYPASS,
+                                    UNIT_INTERVAL, Rule, is_finite_number, one_of)
 
 DEFAULT_INPUT_SHAPE = (224, 224, 3)
+# A typo such as 100000x100000 would otherwise be found only when building it runs out of memory.
+MAX_RESOLUTION = 1024
 SHUFFLENET_V1_GROUPS = (1, 2, 3, 4, 8)
 
 
@@ -24,6 +26,12 @@ def _input_shape(v):
     if shape is None or len(shape) != 3 or not all(
             isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
         raise UserError(f"input_shape must be (height, width, channels) of positive ints, got {v!r}")
+    height, width, channels = shape
+    if max(height, width) > MAX_RESOLUTION:
+        raise UserError(f"input_shape {height}x{width} is above the largest resolution, "
+                        f"{MAX_RESOLUTION}x{MAX_RESOLUTION}")
+    if channels > MAX_CHANNELS:
+        raise UserError(f"input_shape has {channels} channels, more than the largest width {MAX_CHANNELS}")
     return shape
 
 
@@ -41,7 +49,8 @@ ANY = Rule(lambda v: True, "anything")
 RULES = {
     "alpha": (POSITIVE_NUMBER, float),
     "include_top": (ANY, bool),
-    "classes": (POSITIVE, int),
+    "classes": (Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                     "a positive integer"), int),
     "dropout": (UNIT_INTERVAL, float),
     "classifier_activation": (one_of(*ACTIVATIONS), lambda v: v),
     "pooling": (one_of(None, "avg", "max"), lambda v: v),

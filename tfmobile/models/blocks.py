@@ -16,6 +16,9 @@ from tfmobile.errors import UserError
 ACTIVATIONS = ("relu", "relu6", "hard_swish", "hard_sigmoid", "sigmoid", "tanh", "softmax", "linear",
                None)
 SQUEEZENET_BYPASS = ("none", "simple", "complex")
+# The largest channel count / kernel a block field may hold: a typo such as a width of 10**7 would
+# otherwise be found only when building the layer runs out of memory.
+MAX_CHANNELS = 16384
 
 
 # --------------------------------------------------------------------------------- field rules
@@ -39,9 +42,9 @@ def one_of(*options):
     return Rule(test, "one of " + ", ".join("null" if o is None else str(o) for o in options))
 
 
-POSITIVE = Rule(lambda v: _is_int(v) and v > 0, "a positive integer")
+POSITIVE = Rule(lambda v: _is_int(v) and 0 < v <= MAX_CHANNELS, f"a positive integer up to {MAX_CHANNELS}")
 UNIT_INTERVAL = Rule(lambda v: is_finite_number(v) and 0 <= v < 1, "in [0, 1)")
-OPTIONAL_POSITIVE = Rule(lambda v: v is None or (_is_int(v) and v > 0), "a positive integer or null")
+OPTIONAL_POSITIVE = Rule(lambda v: v is None or POSITIVE.test(v), f"{POSITIVE.text} or null")
 STRIDE = one_of(1, 2)
 FLAG = Rule(lambda v: isinstance(v, bool), "true or false")
 OPTIONAL_FLAG = Rule(lambda v: v is None or isinstance(v, bool), "true, false or null (derive)")
@@ -350,44 +353,3 @@ class Fire(Block):
 @dataclass(kw_only=True)
 class SqueezeClassifier(Block):
     type: ClassVar[str] = "squeezenet_classifier"
-
-
-# --------------------------------------------------------------------------------- the table
-ZOO_BLOCK_TYPES = {cls.type: cls for cls in (
-    ConvBN, DwSeparable, InvertedResidual, Rescale, GlobalPool, Classifier,
-    ShuffleConv, ShuffleMaxPool, ShuffleV1Unit, ShuffleV2Unit, ShuffleClassifier,
-    SqueezeStem, SqueezeMaxPool, Fire, SqueezeClassifier)}
-BLOCK_TYPES = dict(ZOO_BLOCK_TYPES)   # + add_block_type's
-
-
-def add_block_type(cls):
-    """Make a Block subclass loadable from JSON (the zoo's are listed above; tests add their own)."""
-    if not (isinstance(cls, type) and issubclass(cls, Block) and cls.type):
-        raise UserError(f"{cls!r} is not a Block subclass with a type")
-    known = BLOCK_TYPES.get(cls.type)
-    if known is not None and known is not cls and known.__qualname__ != cls.__qualname__:
-        raise UserError(f"block type {cls.type!r} is already {known.__name__}")
-    BLOCK_TYPES[cls.type] = cls
-    return cls
-
-
-def block_from_dict(d, index=None):
-    """A typed block from its JSON object; unknown or missing fields and bad values are UserErrors."""
-    where = f"model spec block {index}" if index is not None else "block"
-    if not isinstance(d, dict) or "type" not in d or "name" not in d:
-        raise UserError(f"{where} needs a 'type' and a 'name'")
-    cls = BLOCK_TYPES.get(d["type"])
-    if cls is None:
-        raise UserError(f"block {d['name']!r} has unknown type {d['type']!r}; "
-                        f"known types: {', '.join(sorted(BLOCK_TYPES))}")
-    values = {k: v for k, v in d.items() if k != "type"}
-    valid = cls.field_names()
-    unknown = sorted(set(values) - set(valid) - {"name"})
-    if unknown:
-        raise UserError(f"block {d['name']!r} ({cls.type}) has no field(s) {', '.join(unknown)}; "
-                        f"its fields are {', '.join(valid)}")
-    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
-    missing = [k for k in required if k not in values]
-    if missing:
-        raise UserError(f"block {d['name']!r} ({cls.type}) is missing field(s) {', '.join(missing)}")
-    return cls(**values).check_fields()

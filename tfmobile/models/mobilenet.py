@@ -35,6 +35,8 @@ from tfmobile.errors import UserError
 from tfmobile.models import layers as L
 from tfmobile.models.blocks import (Classifier, ConvBN, DwSeparable, GlobalPool, InvertedResidual,
                                     Rescale)
+from tfmobile.models.channels import CHAN, IN, OUT, passthrough
+from tfmobile.models.kinds import BlockKind
 from tfmobile.models.spec import ModelSpec
 
 # ----------------------------------------------------------------------------------------------
@@ -291,6 +293,110 @@ def classifier_block(x, block, spec):
     return L.activation(x, f"{name}_{spec.classifier_activation}", spec.classifier_activation)
 
 
-BUILDERS = {ConvBN: conv_bn_block, DwSeparable: dw_separable_block,
-            InvertedResidual: inverted_residual_block, Rescale: rescale_block,
-            GlobalPool: global_pool_block, Classifier: classifier_block}
+# ----------------------------------------------------------------------------------------------
+# Channel ties: channels(walker, block, segments) -> segments (tfmobile.models.channels).
+# ----------------------------------------------------------------------------------------------
+
+def conv_bn_channels(w, b, segs):
+    w.tie_input(segs, f"{b.name}_conv", IN)
+    return [(w.conv_out(b.name, b.filters, "filters", f"{b.name}_conv", b.bn and f"{b.name}_bn"),
+             b.filters)]
+
+
+def dw_separable_channels(w, b, segs):
+    if b.depth_multiplier != 1:
+        w.freeze(segs)
+    for layer in (f"{b.name}_dw", f"{b.name}_dw_bn"):
+        w.tie_input(segs, layer, CHAN)
+    w.tie_input(segs, f"{b.name}_pw_conv", IN)
+    return [(w.conv_out(b.name, b.filters, "filters", f"{b.name}_pw_conv", f"{b.name}_pw_bn"),
+             b.filters)]
+
+
+def inverted_residual_channels(w, b, segs):
+    n = b.name
+    mid = segs
+    if b.expanded is not None:
+        w.tie_input(segs, f"{n}_expand_conv", IN)
+        mid = [(w.conv_out(f"{n}/expanded", b.expanded, "expanded", f"{n}_expand_conv",
+                           f"{n}_expand_bn"), b.expanded)]
+    for layer in (f"{n}_dw", f"{n}_dw_bn"):
+        w.tie_input(mid, layer, CHAN)
+    if b.se is not None:
+        w.tie_input(mid, f"{n}_se_squeeze", IN)
+        w.tie_input(mid, f"{n}_se_excite", OUT)      # the gate: sliced, not scored
+        se = w.conv_out(f"{n}/se", b.se, "se", f"{n}_se_squeeze")
+        w.tie(se, f"{n}_se_excite", IN)
+    w.tie_input(mid, f"{n}_project_conv", IN)
+    out = w.conv_out(n, b.filters, "filters", f"{n}_project_conv", f"{n}_project_bn")
+    if not b.use_residual:
+        return [(out, b.filters)]
+    if len(segs) != 1 or segs[0][0] is None:
+        w.freeze(segs + [(out, b.filters)])
+        return segs
+    return [(w.merge(segs[0][0], out), b.filters)]
+
+
+def classifier_channels(w, b, segs):
+    n = b.name
+    if b.hidden is not None:
+        w.tie_input(segs, f"{n}_hidden_conv", IN)
+        segs = [(w.conv_out(f"{n}/hidden", b.hidden, "hidden", f"{n}_hidden_conv"), b.hidden)]
+    w.tie_input(segs, f"{n}_logits", IN)
+    return [(None, w.spec.classes)]
+
+
+# ----------------------------------------------------------------------------------------------
+# int8 ops: int8(graph, x, block, spec) -> tensor id (tfmobile.analysis.Int8Graph). Conv + BN +
+# ReLU/ReLU6 is one CONV_2D with a fused activation; the SE gate's hard-sigmoid a CONV_2D with
+# fused RELU6 and a MUL by a scalar; a keepdims global pool over a 1x1 map disappears.
+# ----------------------------------------------------------------------------------------------
+
+def conv_bn_int8(g, x, b, spec):
+    return g.conv(x, b.filters, b.kernel, b.stride, act=b.act)
+
+
+def dw_separable_int8(g, x, b, spec):
+    x = g.depthwise(x, b.kernel, b.stride, b.act, b.depth_multiplier)
+    return g.conv(x, b.filters, 1, act=b.act)
+
+
+def inverted_residual_int8(g, x, b, spec):
+    shortcut = x
+    if b.expanded is not None:
+        x = g.conv(x, b.expanded, 1, act=b.act)
+    x = g.depthwise(x, b.kernel, b.stride, b.act)
+    if b.se is not None:
+        s = g.global_pool(x, keepdims=True)
+        s = g.conv(s, b.se, 1, act="relu")
+        s = g.conv(s, g.channels(x), 1, act="hard_sigmoid")
+        x = g.mul(x, s)
+    x = g.conv(x, b.filters, 1)
+    return g.add(shortcut, x) if b.use_residual else x
+
+
+def classifier_int8(g, x, b, spec):
+    keep = b.layer == "conv"
+    x = g.global_pool(x, b.pool, keepdims=keep)
+    if b.hidden is not None:
+        x = g.conv(x, b.hidden, 1, act=b.hidden_act)
+    if keep:
+        x = g.reshape(g.conv(x, spec.classes, 1), [1, spec.classes])
+    else:
+        x = g.dense(x, spec.classes)
+    return g.activation(x, spec.classifier_activation)
+
+
+def global_pool_int8(g, x, b, spec):
+    return g.global_pool(x, b.mode)
+
+
+KINDS = (
+    BlockKind(ConvBN, conv_bn_block, conv_bn_channels, conv_bn_int8),
+    BlockKind(DwSeparable, dw_separable_block, dw_separable_channels, dw_separable_int8),
+    BlockKind(InvertedResidual, inverted_residual_block, inverted_residual_channels,
+              inverted_residual_int8),
+    BlockKind(Rescale, rescale_block, passthrough),
+    BlockKind(GlobalPool, global_pool_block, passthrough, global_pool_int8),
+    BlockKind(Classifier, classifier_block, classifier_channels, classifier_int8),
+)

@@ -1,6 +1,7 @@
-"""The zoo (model name -> spec function), block type -> builder, and the generic decoder.
+"""The zoo (model name -> spec function), the zoo's block kinds, and the generic decoder.
 
-Both tables list the families explicitly. ``build`` decodes any ModelSpec with one loop over its
+Both lists name the families explicitly; the zoo's kinds are registered here, before any spec can be
+read (``tfmobile.models`` imports this module). ``build`` decodes any ModelSpec with one loop over its
 blocks, so a spec edited by hand or by NetAdapt builds exactly like a zoo one. The spec a model was
 built from rides on it through ``attach_spec`` / ``spec_of`` only.
 """
@@ -8,8 +9,8 @@ import tfmobile  # noqa: F401  (legacy Keras)
 import tf_keras as keras
 
 from tfmobile.errors import UserError
-from tfmobile.models import arguments, mobilenet, shufflenet, squeezenet
-from tfmobile.models.blocks import add_block_type
+from tfmobile.models import arguments, kinds, mobilenet, shufflenet, squeezenet
+from tfmobile.models.kinds import BlockKind
 from tfmobile.models.spec import ModelSpec
 
 ZOO = {   # name -> spec function
@@ -23,7 +24,9 @@ ZOO = {   # name -> spec function
     "squeezenet1_1": squeezenet.squeezenet1_1_spec,
 }
 _MODELS = dict(ZOO)   # + register_model's
-_BUILDERS = {**mobilenet.BUILDERS, **shufflenet.BUILDERS, **squeezenet.BUILDERS}
+ZOO_KINDS = (*mobilenet.KINDS, *shufflenet.KINDS, *squeezenet.KINDS)
+for _kind in ZOO_KINDS:
+    kinds.register(_kind)
 
 _SPEC_ATTR = "_tfmobile_spec_json"
 
@@ -37,11 +40,10 @@ def register_model(name):
 
 
 def register_block(block_cls):
-    """Add a block type outside the zoo: its Block dataclass and, decorated, its builder."""
-    add_block_type(block_cls)
-
+    """Decorator registering a build-only block kind (no channel rules, no int8 ops): the short
+    form of ``kinds.register(BlockKind(block_cls, fn))`` for models that are only trained."""
     def deco(fn):
-        _BUILDERS[block_cls] = fn
+        kinds.register(BlockKind(block_cls, fn))
         return fn
     return deco
 
@@ -98,11 +100,8 @@ def decode(spec):
     inputs = keras.Input(shape=tuple(spec.input_shape), name="input")
     x = inputs
     for block in spec.blocks:
-        builder = _BUILDERS.get(type(block))
-        if builder is None:
-            raise UserError(f"block {block.name!r} has type {block.type!r}, which has no builder")
         try:
-            x = builder(x, block, spec)
+            x = kinds.kind_of(block.type).build(x, block, spec)
         except ValueError as e:
             if isinstance(e, UserError):
                 raise

@@ -32,6 +32,9 @@ from tfmobile.errors import UserError
 from tfmobile.models import layers as L
 from tfmobile.models.blocks import (ShuffleClassifier, ShuffleConv, ShuffleMaxPool, ShuffleV1Unit,
                                     ShuffleV2Unit)
+from tfmobile.models.channels import (CHAN, GROUPED_IN, IN, OUT, SHUFFLED_CHAN, passthrough,
+                                      top_consumer)
+from tfmobile.models.kinds import BlockKind
 from tfmobile.models.layers import ChannelSlice
 from tfmobile.models.spec import ModelSpec
 
@@ -203,5 +206,97 @@ def classifier_block(x, block, spec):
     return L.global_pool(x, spec.pooling, name)
 
 
-BUILDERS = {ShuffleConv: conv_block, ShuffleMaxPool: maxpool_block, ShuffleV1Unit: v1_unit,
-            ShuffleV2Unit: v2_unit, ShuffleClassifier: classifier_block}
+# --- channel ties (tfmobile.models.channels): a stage's units share their branch width ------
+def conv_channels(w, b, segs):
+    w.tie_input(segs, f"{b.name}_conv", IN)
+    return [(w.conv_out(b.name, b.filters, "filters", f"{b.name}_conv", f"{b.name}_bn"), b.filters)]
+
+
+def v1_unit_channels(w, b, segs):
+    w.freeze(segs)    # grouped input, and added to or concatenated with the output
+    n = b.name
+    d, part = w.stage_mid(b, w.grouped_step(b.first_groups, b.groups))
+    w.tie(d, f"{n}_gconv1", OUT, part=part, score=True)
+    w.tie(d, f"{n}_gconv1_bn", CHAN, part=part)
+    for layer in (f"{n}_dw", f"{n}_dw_bn"):
+        w.tie(d, layer, SHUFFLED_CHAN, part=part)
+    w.tie(d, f"{n}_gconv2", GROUPED_IN, part=part)
+    d.shuffle.append((b.first_groups, b.groups))
+    return [(None, b.out)]
+
+
+def v2_unit_channels(w, b, segs):
+    n = b.name
+    if b.stride == 2:
+        for layer in (f"{n}_left_dw", f"{n}_left_dw_bn"):
+            w.tie_input(segs, layer, CHAN)
+        w.tie_input(segs, f"{n}_left_conv", IN)
+        w.tie_input(segs, f"{n}_conv1", IN)
+        if b.left is None:
+            w.freeze(segs)
+    else:
+        w.freeze(segs)    # split in half: the halves go different ways
+    d, part = w.stage_mid(b)
+    w.tie(d, f"{n}_conv1", OUT, part=part, score=True)
+    for layer in (f"{n}_conv1_bn", f"{n}_dw", f"{n}_dw_bn"):
+        w.tie(d, layer, CHAN, part=part)
+    w.tie(d, f"{n}_conv2", IN, part=part)
+    return [(None, b.out)]
+
+
+# --- int8 ops (tfmobile.analysis.Int8Graph): a shuffle is RESHAPE/TRANSPOSE/RESHAPE, V2's split
+# two STRIDED_SLICEs ------------------------------------------------------------------------------
+def conv_int8(g, x, b, spec):
+    return g.conv(x, b.filters, b.kernel, b.stride, act="relu")
+
+
+def maxpool_int8(g, x, b, spec):
+    return g.pool(x, "MAX_POOL_2D", b.pool, b.stride, "SAME")
+
+
+def v1_unit_int8(g, x, b, spec):
+    shortcut = x
+    if b.stride == 2:   # the converter emits the shortcut pool first
+        shortcut = g.pool(x, "AVERAGE_POOL_2D", 3, b.stride, "SAME")
+    y = g.conv(x, b.mid, 1, padding="VALID", act="relu", groups=b.first_groups)
+    y = g.shuffle(y, b.first_groups)
+    y = g.depthwise(y, 3, b.stride)
+    y = g.conv(y, b.branch_out(g.channels(x)), 1, padding="VALID", groups=b.groups)
+    if b.stride == 2:
+        y = g.concat([shortcut, y])
+    elif b.use_residual:
+        y = g.add(shortcut, y)
+    return g.activation(y, "relu")
+
+
+def v2_unit_int8(g, x, b, spec):
+    cin = g.channels(x)
+    left_out = b.left_width(cin)
+    if b.stride == 1:
+        left = g.channel_slice(x, 0, left_out)
+        right_in = g.channel_slice(x, left_out, cin - left_out)
+    else:
+        right_in = x
+    y = g.conv(right_in, b.mid, 1, padding="VALID", act="relu")
+    y = g.depthwise(y, 3, b.stride)
+    y = g.conv(y, b.out - left_out, 1, padding="VALID", act="relu")
+    if b.stride != 1:   # the converter emits the left branch after the right one
+        left = g.depthwise(x, 3, b.stride)
+        left = g.conv(left, left_out, 1, padding="VALID", act="relu")
+    return g.shuffle(g.concat([left, y]), 2)
+
+
+def classifier_int8(g, x, b, spec):
+    if not spec.include_top:
+        return g.global_pool(x, spec.pooling) if spec.pooling else x
+    x = g.dense(g.global_pool(x), spec.classes)
+    return g.activation(x, spec.classifier_activation)
+
+
+KINDS = (
+    BlockKind(ShuffleConv, conv_block, conv_channels, conv_int8),
+    BlockKind(ShuffleMaxPool, maxpool_block, passthrough, maxpool_int8),
+    BlockKind(ShuffleV1Unit, v1_unit, v1_unit_channels, v1_unit_int8),
+    BlockKind(ShuffleV2Unit, v2_unit, v2_unit_channels, v2_unit_int8),
+    BlockKind(ShuffleClassifier, classifier_block, top_consumer("fc"), classifier_int8),
+)

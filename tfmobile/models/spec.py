@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 from tfmobile.errors import UserError
 from tfmobile.models import arguments
-from tfmobile.models.blocks import Block, block_from_dict
+from tfmobile.models.blocks import Block
+from tfmobile.models.kinds import block_from_dict
 
 SPEC_VERSION = 1
 
@@ -114,10 +115,9 @@ class ModelSpec:
         if not isinstance(d["blocks"], list) or not all(isinstance(b, dict) for b in d["blocks"]):
             raise UserError("model spec 'blocks' must be a list of objects")
         shape = d["input_shape"]
-        if (not isinstance(shape, (list, tuple)) or len(shape) != 3
-                or not all(isinstance(v, int) and v > 0 for v in shape)):
+        if not isinstance(shape, (list, tuple)):
             raise UserError(f"model spec input_shape must be [height, width, channels], got {shape!r}")
-        d["input_shape"] = tuple(shape)
+        d["input_shape"] = arguments.check("input_shape", shape)
         for key in _TOP_FIELDS:
             if key in d:
                 d[key] = arguments.check(key, d[key])

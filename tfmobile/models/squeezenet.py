@@ -21,6 +21,8 @@ from tf_keras import layers
 from tfmobile.errors import UserError
 from tfmobile.models import layers as L
 from tfmobile.models.blocks import Fire, SqueezeClassifier, SqueezeMaxPool, SqueezeStem
+from tfmobile.models.channels import IN, OUT, passthrough, segment_offsets, top_consumer
+from tfmobile.models.kinds import BlockKind
 from tfmobile.models.spec import ModelSpec
 
 # (squeeze, expand1x1, expand3x3) for fire2..fire9 -- paper Table 1 / torchvision.
@@ -135,5 +137,67 @@ def classifier_block(x, block, spec):
     return L.global_pool(x, spec.pooling, name)
 
 
-BUILDERS = {SqueezeStem: stem_block, SqueezeMaxPool: maxpool_block, Fire: fire_block,
-            SqueezeClassifier: classifier_block}
+# --- channel ties (tfmobile.models.channels): a fire's expand branches and the fires its
+# identity bypass adds to shrink together --------------------------------------------------------
+def stem_channels(w, b, segs):
+    w.tie_input(segs, f"{b.name}_conv", IN)
+    return [(w.conv_out(b.name, b.filters, "filters", f"{b.name}_conv"), b.filters)]
+
+
+def fire_channels(w, b, segs):
+    n = b.name
+    w.tie_input(segs, f"{n}_squeeze", IN)
+    squeeze = w.conv_out(f"{n}/squeeze", b.squeeze, "squeeze", f"{n}_squeeze")
+    w.tie(squeeze, f"{n}_expand1x1", IN)
+    w.tie(squeeze, f"{n}_expand3x3", IN)
+    e1 = w.conv_out(f"{n}/expand1x1", b.expand1x1, "expand1x1", f"{n}_expand1x1")
+    e3 = w.conv_out(f"{n}/expand3x3", b.expand3x3, "expand3x3", f"{n}_expand3x3")
+    out = [(e1, b.expand1x1), (e3, b.expand3x3)]
+    if b.use_residual:
+        if [x for _, x in segs] == [b.expand1x1, b.expand3x3] and all(d is not None for d, _ in segs):
+            return [(w.merge(d_in, d_out), x) for (d_in, x), (d_out, _) in zip(segs, out)]
+        w.freeze(segs + out)      # the Add ties channels across the two branches
+        return out
+    if b.bypass == "complex":
+        w.tie_input(segs, f"{n}_bypass_conv", IN)
+        for draft, offset, _ in segment_offsets(out):
+            w.tie(draft, f"{n}_bypass_conv", OUT, offset)
+    return out
+
+
+# --- int8 ops (tfmobile.analysis.Int8Graph) ---------------------------------------------------
+def stem_int8(g, x, b, spec):
+    return g.conv(x, b.filters, b.kernel, b.stride, "VALID", act="relu")
+
+
+def maxpool_int8(g, x, b, spec):
+    """The ceil-mode pool: 'valid' where the size divides, as ``maxpool_block`` picks."""
+    fits = all(n >= b.pool and (n - b.pool) % b.stride == 0 for n in g.hw(x))
+    return g.pool(x, "MAX_POOL_2D", b.pool, b.stride, "VALID" if fits else "SAME")
+
+
+def fire_int8(g, x, b, spec):
+    s = g.conv(x, b.squeeze, 1, padding="VALID", act="relu")
+    e1 = g.conv(s, b.expand1x1, 1, padding="VALID", act="relu")
+    e3 = g.conv(s, b.expand3x3, 3, padding="SAME", act="relu")
+    y = g.concat([e1, e3])
+    if b.use_residual:
+        return g.add(x, y)
+    if b.bypass == "complex":
+        return g.add(g.conv(x, g.channels(y), 1, padding="VALID"), y)
+    return y
+
+
+def classifier_int8(g, x, b, spec):
+    if not spec.include_top:
+        return g.global_pool(x, spec.pooling) if spec.pooling else x
+    x = g.conv(x, spec.classes, 1, padding="VALID", act="relu")
+    return g.activation(g.global_pool(x), spec.classifier_activation)
+
+
+KINDS = (
+    BlockKind(SqueezeStem, stem_block, stem_channels, stem_int8),
+    BlockKind(SqueezeMaxPool, maxpool_block, passthrough, maxpool_int8),
+    BlockKind(Fire, fire_block, fire_channels, fire_int8),
+    BlockKind(SqueezeClassifier, classifier_block, top_consumer("conv"), classifier_int8),
+)

@@ -10,40 +10,25 @@ concatenation. ``transfer`` keeps, per group, the channels whose producing kerne
 largest L2 norm (summed over tied producers) and slices every tied tensor with the same indices,
 so a model whose dropped channels contribute nothing is reproduced exactly.
 
+The ties are stated per block type by its kind's ``channels`` rule (``tfmobile.models.kinds``,
+written on ``tfmobile.models.channels.ChannelWalker``); this module walks a spec with them and does
+the shrinking and the weight transfer, which are the same for every type.
+
 ShuffleNet's stage channels pass through channel shuffles, splits and concatenations that mix
 every stage; its shrinkable widths are the branch (``mid``) widths of each stage, where V1's
 grouped 1x1 convolutions and shuffle are followed channel by channel.
 """
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from tfmobile.errors import UserError
-from tfmobile.models.blocks import (Classifier, ConvBN, DwSeparable, Fire, GlobalPool,
-                                    InvertedResidual, Rescale, ShuffleClassifier, ShuffleConv,
-                                    ShuffleMaxPool, ShuffleV1Unit, ShuffleV2Unit, SqueezeClassifier,
-                                    SqueezeMaxPool, SqueezeStem)
+from tfmobile.models import kinds
+from tfmobile.models.channels import (CHAN, GROUPED_IN, IN, OUT, SHUFFLED_CHAN, ChannelWalker,
+                                      Tie)  # noqa: F401  (Tie: part of a Group)
 from tfmobile.models.spec import ModelSpec
 
 DEFAULT_CHANNEL_STEP = 8
-
-# Tie roles: which axis of a layer's weights holds the group's channels.
-OUT = "out"        # conv / dense output channels (kernel's last axis, bias)
-IN = "in"          # conv / dense input channels
-CHAN = "chan"      # per-channel layers: BatchNorm (all weights), depthwise kernel axis 2
-# ShuffleNet V1's branch: grouped 1x1 convs around a channel shuffle (see _v1_layout)
-SHUFFLED_CHAN = "shuffled_chan"   # the depthwise and its BN, after the shuffle
-GROUPED_IN = "grouped_in"         # the second grouped 1x1's input channels
-
-
-@dataclass(frozen=True)
-class Tie:
-    layer: str
-    role: str
-    offset: int = 0        # where the group's channels start on that axis (concatenations)
-    part: int = 0          # channels of different parts are chosen independently (per-stage widths)
-    score: bool = False    # a producer whose kernel norms choose the kept channels
 
 
 @dataclass(frozen=True)
@@ -71,221 +56,6 @@ class Group:
         return list(range(top, self.channel_step - 1, -self.channel_step))
 
 
-class _Draft:
-    """A group while the spec is walked; merged by residual Adds, frozen where it cannot shrink."""
-
-    def __init__(self, name, width, step, fields):
-        self.name, self.width, self.step = name, width, step
-        self.fields, self.ties, self.shuffle = list(fields), [], []
-        self.frozen, self.parts = False, 1
-        self.alias = None
-
-    def root(self):
-        d = self
-        while d.alias is not None:
-            d = d.alias
-        return d
-
-
-class _Walker:
-    def __init__(self, spec, step):
-        self.spec, self.step, self.drafts = spec, step, []
-        self.stage_mid = None
-
-    def new(self, name, width, fields, step=None):
-        d = _Draft(name, width, step or self.step, fields)
-        self.drafts.append(d)
-        return d
-
-    def tie(self, draft, layer, role, offset=0, part=0, score=False):
-        if draft is not None:
-            draft.root().ties.append(Tie(layer, role, offset, part, score))
-
-    def tie_input(self, segments, layer, role):
-        for draft, offset, _ in _offsets(segments):
-            self.tie(draft, layer, role, offset)
-
-    def freeze(self, segments):
-        for draft, _ in segments:
-            if draft is not None:
-                draft.root().frozen = True
-
-    def merge(self, keep, other):
-        keep, other = keep.root(), other.root()
-        if keep is other:
-            return keep
-        keep.fields += other.fields
-        keep.ties += other.ties
-        keep.frozen |= other.frozen
-        other.alias = keep
-        return keep
-
-    def conv_out(self, name, width, field, conv, bn=None):
-        d = self.new(name, width, [(name.split("/")[0], field)])
-        self.tie(d, conv, OUT, score=True)
-        if bn:
-            self.tie(d, bn, CHAN)
-        return d
-
-
-def _offsets(segments):
-    offset = 0
-    for draft, width in segments:
-        yield draft, offset, width
-        offset += width
-
-
-# --- one function per block type: (walker, block, input segments) -> output segments ----------
-def _conv_bn(w, b, segs):
-    w.tie_input(segs, f"{b.name}_conv", IN)
-    return [(w.conv_out(b.name, b.filters, "filters", f"{b.name}_conv", b.bn and f"{b.name}_bn"),
-             b.filters)]
-
-
-def _dw_separable(w, b, segs):
-    if b.depth_multiplier != 1:
-        w.freeze(segs)
-    for layer in (f"{b.name}_dw", f"{b.name}_dw_bn"):
-        w.tie_input(segs, layer, CHAN)
-    w.tie_input(segs, f"{b.name}_pw_conv", IN)
-    return [(w.conv_out(b.name, b.filters, "filters", f"{b.name}_pw_conv", f"{b.name}_pw_bn"),
-             b.filters)]
-
-
-def _inverted_residual(w, b, segs):
-    n = b.name
-    mid = segs
-    if b.expanded is not None:
-        w.tie_input(segs, f"{n}_expand_conv", IN)
-        mid = [(w.conv_out(f"{n}/expanded", b.expanded, "expanded", f"{n}_expand_conv",
-                           f"{n}_expand_bn"), b.expanded)]
-    for layer in (f"{n}_dw", f"{n}_dw_bn"):
-        w.tie_input(mid, layer, CHAN)
-    if b.se is not None:
-        w.tie_input(mid, f"{n}_se_squeeze", IN)
-        w.tie_input(mid, f"{n}_se_excite", OUT)      # the gate: sliced, not scored
-        se = w.conv_out(f"{n}/se", b.se, "se", f"{n}_se_squeeze")
-        w.tie(se, f"{n}_se_excite", IN)
-    w.tie_input(mid, f"{n}_project_conv", IN)
-    out = w.conv_out(n, b.filters, "filters", f"{n}_project_conv", f"{n}_project_bn")
-    if not b.use_residual:
-        return [(out, b.filters)]
-    if len(segs) != 1 or segs[0][0] is None:
-        w.freeze(segs + [(out, b.filters)])
-        return segs
-    return [(w.merge(segs[0][0], out), b.filters)]
-
-
-def _passthrough(w, b, segs):
-    return segs
-
-
-def _classifier(w, b, segs):
-    n = b.name
-    if b.hidden is not None:
-        w.tie_input(segs, f"{n}_hidden_conv", IN)
-        segs = [(w.conv_out(f"{n}/hidden", b.hidden, "hidden", f"{n}_hidden_conv"), b.hidden)]
-    w.tie_input(segs, f"{n}_logits", IN)
-    return [(None, w.spec.classes)]
-
-
-def _shuffle_conv(w, b, segs):
-    w.tie_input(segs, f"{b.name}_conv", IN)
-    return [(w.conv_out(b.name, b.filters, "filters", f"{b.name}_conv", f"{b.name}_bn"), b.filters)]
-
-
-def _stage_mid(w, b, step):
-    """The branch width shared by a stage's units (a new part per unit: their channels are their own)."""
-    if b.stride == 2 or w.stage_mid is None:
-        w.stage_mid = w.new(f"{b.name.rsplit('_unit', 1)[0]}/mid", b.mid, [], step)
-        part = 0
-    else:
-        part = w.stage_mid.parts
-        w.stage_mid.parts += 1
-    d = w.stage_mid
-    d.fields.append((b.name, "mid"))
-    if d.width != b.mid:
-        d.frozen = True   # an edited spec whose stage is not uniform: leave that stage alone
-    return d, part
-
-
-def _shufflenet_v1_unit(w, b, segs):
-    w.freeze(segs)    # grouped input, and added to or concatenated with the output
-    n = b.name
-    step = math.lcm(w.step, b.first_groups, b.groups)
-    d, part = _stage_mid(w, b, step)
-    w.tie(d, f"{n}_gconv1", OUT, part=part, score=True)
-    w.tie(d, f"{n}_gconv1_bn", CHAN, part=part)
-    for layer in (f"{n}_dw", f"{n}_dw_bn"):
-        w.tie(d, layer, SHUFFLED_CHAN, part=part)
-    w.tie(d, f"{n}_gconv2", GROUPED_IN, part=part)
-    d.shuffle.append((b.first_groups, b.groups))
-    return [(None, b.out)]
-
-
-def _shufflenet_v2_unit(w, b, segs):
-    n = b.name
-    if b.stride == 2:
-        for layer in (f"{n}_left_dw", f"{n}_left_dw_bn"):
-            w.tie_input(segs, layer, CHAN)
-        w.tie_input(segs, f"{n}_left_conv", IN)
-        w.tie_input(segs, f"{n}_conv1", IN)
-        if b.left is None:
-            w.freeze(segs)
-    else:
-        w.freeze(segs)    # split in half: the halves go different ways
-    d, part = _stage_mid(w, b, w.step)
-    w.tie(d, f"{n}_conv1", OUT, part=part, score=True)
-    for layer in (f"{n}_conv1_bn", f"{n}_dw", f"{n}_dw_bn"):
-        w.tie(d, layer, CHAN, part=part)
-    w.tie(d, f"{n}_conv2", IN, part=part)
-    return [(None, b.out)]
-
-
-def _top_consumer(layer_suffix):
-    def handle(w, b, segs):
-        if w.spec.include_top:
-            w.tie_input(segs, f"{b.name}_{layer_suffix}", IN)
-        return [(None, w.spec.classes if w.spec.include_top else sum(x for _, x in segs))]
-    return handle
-
-
-def _squeezenet_stem(w, b, segs):
-    w.tie_input(segs, f"{b.name}_conv", IN)
-    return [(w.conv_out(b.name, b.filters, "filters", f"{b.name}_conv"), b.filters)]
-
-
-def _fire(w, b, segs):
-    n = b.name
-    w.tie_input(segs, f"{n}_squeeze", IN)
-    squeeze = w.conv_out(f"{n}/squeeze", b.squeeze, "squeeze", f"{n}_squeeze")
-    w.tie(squeeze, f"{n}_expand1x1", IN)
-    w.tie(squeeze, f"{n}_expand3x3", IN)
-    e1 = w.conv_out(f"{n}/expand1x1", b.expand1x1, "expand1x1", f"{n}_expand1x1")
-    e3 = w.conv_out(f"{n}/expand3x3", b.expand3x3, "expand3x3", f"{n}_expand3x3")
-    out = [(e1, b.expand1x1), (e3, b.expand3x3)]
-    if b.use_residual:
-        if [x for _, x in segs] == [b.expand1x1, b.expand3x3] and all(d is not None for d, _ in segs):
-            return [(w.merge(d_in, d_out), x) for (d_in, x), (d_out, _) in zip(segs, out)]
-        w.freeze(segs + out)      # the Add ties channels across the two branches
-        return out
-    if b.bypass == "complex":
-        w.tie_input(segs, f"{n}_bypass_conv", IN)
-        for draft, offset, _ in _offsets(out):
-            w.tie(draft, f"{n}_bypass_conv", OUT, offset)
-    return out
-
-
-_HANDLERS = {
-    ConvBN: _conv_bn, DwSeparable: _dw_separable, InvertedResidual: _inverted_residual,
-    Rescale: _passthrough, GlobalPool: _passthrough, Classifier: _classifier,
-    ShuffleConv: _shuffle_conv, ShuffleMaxPool: _passthrough, ShuffleV1Unit: _shufflenet_v1_unit,
-    ShuffleV2Unit: _shufflenet_v2_unit, ShuffleClassifier: _top_consumer("fc"),
-    SqueezeStem: _squeezenet_stem, SqueezeMaxPool: _passthrough, Fire: _fire,
-    SqueezeClassifier: _top_consumer("conv"),
-}
-
-
 def _all_groups(spec, channel_step=DEFAULT_CHANNEL_STEP):
     """Every channel group of ``spec`` that shrinking may touch (frozen ones left out)."""
     if not isinstance(spec, ModelSpec):
@@ -293,13 +63,13 @@ def _all_groups(spec, channel_step=DEFAULT_CHANNEL_STEP):
     if not (isinstance(channel_step, int) and not isinstance(channel_step, bool) and channel_step > 0):
         raise UserError(f"channel_step must be a positive integer, got {channel_step!r}")
     spec.check()
-    w = _Walker(spec, channel_step)
+    w = ChannelWalker(spec, channel_step)
     segs = [(None, spec.input_shape[-1])]
     for b in spec.blocks:
-        handler = _HANDLERS.get(type(b))
-        if handler is None:
+        rule = kinds.kind_of(b.type).channels
+        if rule is None:
             raise UserError(f"block {b.name!r} ({b.type}) has no channel surgery")
-        segs = handler(w, b, segs)
+        segs = rule(w, b, segs)
     w.freeze(segs)    # the network's output (logits or features) keeps its width
     out = []
     for d in w.drafts:
