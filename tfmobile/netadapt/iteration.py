@@ -91,17 +91,12 @@ def plan_iteration(session, start, point, i):
     """The budget and one proposal per group that meets it (iterations/NNN/plan.json).
 
     The budget is in measured units; in the LUT's it is ``predicted(current) * budget / measured``
-    (the LUT only ranks; its scale error cancels in the ratio). A LUT that gains entries while the
-    candidates are searched can move its fixed-overhead term (observed 0.024 -> 0.042 ms for one
-    spec within one run), so the search is repeated (at most twice) until the current model's
-    prediction is the one the proposals were searched with.
+    (the LUT only ranks; its scale error cancels in the ratio). Entries the candidates add to the LUT
+    keep its fixed overhead, so the current model's prediction is the same before and after the search.
     """
-    for _ in range(3):
-        ensure_lut(session, [point.spec])
-        current_predicted = predict(session, point.spec)
-        proposals, halvings, budget, budget_predicted = propose(session, start, point, i, current_predicted)
-        if predict(session, point.spec) == current_predicted:
-            break
+    ensure_lut(session, [point.spec])
+    current_predicted = predict(session, point.spec)
+    proposals, halvings, budget, budget_predicted = propose(session, start, point, i, current_predicted)
     step = delta(session.cfg.search, i, start.point.measured)
     return {"iteration": i, "delta": step / 2 ** halvings, "halvings": halvings, "budget": budget,
             "budget_predicted": budget_predicted, "current_predicted": current_predicted, "proposals": proposals}
