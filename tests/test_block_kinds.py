@@ -17,7 +17,7 @@ from tfmobile.models import layers as L
 from tfmobile.models.blocks import POSITIVE, STRIDE, Block, spec_field
 from tfmobile.models.channels import IN
 from tfmobile.models.kinds import BlockKind
-from tfmobile.netadapt import resource
+from tfmobile.netadapt.resource import resource
 from tfmobile.netadapt.resource import ensure_lut, int8_ops
 
 

@@ -10,7 +10,8 @@ import tfmobile  # noqa: F401
 from tfmobile import models
 from tfmobile.bench import graph, synth
 from tfmobile.errors import UserError
-from tfmobile.netadapt import KINDS, resource
+from tfmobile.netadapt import KINDS
+from tfmobile.netadapt.resource import resource
 from tfmobile.netadapt.resource import int8_ops
 
 ZOO = [  # (name, alphas, options): every family, two widths each

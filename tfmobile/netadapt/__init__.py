@@ -3,7 +3,8 @@ measured resource budget. The channel surgery lives with the models (tfmobile.mo
 resources of a spec (latency from the LUT, MACs, params, TFLM SRAM, flash) in netadapt.resource.
 
 The names below are imported when first used, so ``tfmobile.netadapt.config`` (read by the CLI to
-make its flags) does not bring TensorFlow in.
+make its flags) does not bring TensorFlow in. The resource function is
+``tfmobile.netadapt.resource.resource``: the package attribute ``resource`` is that module.
 """
 import importlib
 
@@ -12,7 +13,7 @@ _EXPORTS = {
     "kept_channels": "tfmobile.models.surgery", "shrink": "tfmobile.models.surgery",
     "transfer": "tfmobile.models.surgery",
     "KINDS": "tfmobile.netadapt.config", "LoopConfig": "tfmobile.netadapt.config",
-    "largest_width": "tfmobile.netadapt.resource", "resource": "tfmobile.netadapt.resource",
+    "largest_width": "tfmobile.netadapt.resource",
     "TargetNotMet": "tfmobile.netadapt.loop", "run": "tfmobile.netadapt.loop",
     "WorkerFailure": "tfmobile.netadapt.workers",
 }

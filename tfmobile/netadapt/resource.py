@@ -11,7 +11,7 @@ need that the LUT lacks (on one-op models synthesized from their configurations)
 Prediction afterwards is pure: ``resource`` never measures and never writes the LUT (a missing entry
 is a UserError), so the same spec and LUT always give the same number.
 
-    from tfmobile.netadapt import resource, largest_width
+    from tfmobile.netadapt.resource import resource, largest_width
     from tfmobile.netadapt.resource import ensure_lut
     ensure_lut([spec], "lut.json")                   # measure what this host's LUT lacks
     resource(spec, "latency", lut="lut.json")        # ms on this host's LUT device
