@@ -209,3 +209,30 @@ def test_resume_with_other_ranking_or_measurement_settings_is_refused(tmp_path, 
     with pytest.raises(UserError, match=f"different settings: {list(other)[0]}="):
         RunDir(tmp_path).open(cfg.replace(**other).fingerprint(), resume=True)
     assert RunDir(tmp_path).open(cfg.fingerprint(), resume=True)["resumed"]
+
+
+# ------------------------------------------------------------------------------------------------
+# the ranking study's statistics (benchmarks/netadapt_ranking.py)
+# ------------------------------------------------------------------------------------------------
+def test_ranking_study_spearman_and_the_cheapest_setting_within_tolerance():
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = """
+import json, netadapt_ranking as r
+s = [{"name": "t200", "step_equivalents": 200, "mean_spearman": 0.9},
+     {"name": "t50", "step_equivalents": 50, "mean_spearman": 0.86},
+     {"name": "bn_only", "step_equivalents": 16.7, "mean_spearman": 0.84},
+     {"name": "broken", "step_equivalents": 0, "mean_spearman": None}]
+print(json.dumps([r.ranks([3, 1, 2, 2]), r.spearman([1, 2, 3, 4], [10, 20, 40, 30]),
+                  r.spearman([1, 2, 3, 4], [4, 3, 2, 1]), r.spearman([1, 1, 1], [1, 2, 3]),
+                  r.choose_default(s, 0.05), r.choose_default(s, 0.1), r.parse_settings(["50:0", "0:200"])]))
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "benchmarks")]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ranks, rho, inverse, constant, within_005, within_01, settings = json.loads(r.stdout.splitlines()[-1])
+    assert ranks == [4.0, 1.0, 2.5, 2.5] and rho == pytest.approx(0.8) and inverse == -1.0 and constant is None
+    assert (within_005, within_01) == ("t50", "bn_only") and settings == [[50, 0], [0, 200]]
