@@ -202,3 +202,77 @@ def test_ray_results_arrive_with_their_checkpoint_on_disk(tmp_path):
         assert "files" not in r and r["checkpoint"] == str(tmp_path / "proposals" / g / "checkpoint")
         assert (tmp_path / "proposals" / g / "checkpoint" / "spec.json").read_bytes() == b'{"name": "%s"}' % g.encode()
         assert sorted(os.listdir(tmp_path / "proposals" / g)) == ["checkpoint"]
+
+
+# ------------------------------------------------------------------------------------------------
+# BatchNorm re-estimation before a proposal is scored
+# ------------------------------------------------------------------------------------------------
+def test_bn_reestimation_takes_the_batches_statistics_and_leaves_every_weight():
+    import numpy as np
+    import tf_keras as keras
+
+    from tfmobile.netadapt.workers import reestimate_batchnorm
+
+    inputs = keras.Input((4, 4, 3))
+    bn = keras.layers.BatchNormalization(momentum=0.99)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(bn(inputs))))
+    bn.gamma.assign([2.0, 0.5, 1.5])
+    bn.beta.assign([0.1, -0.2, 0.3])
+    before = [w.copy() for w in model.get_weights()]
+    mean, std = np.array([3.0, -1.0, 0.5], np.float32), np.array([2.0, 0.5, 1.0], np.float32)
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((64, 4, 4, 3)) * std + mean).astype(np.float32) for _ in range(20)]
+    bn.moving_mean.assign([9.0, 9.0, 9.0])            # a parent's statistics, far from these data's
+
+    assert reestimate_batchnorm(model, iter(batches)) == 20
+    np.testing.assert_allclose(bn.moving_mean.numpy(), mean, atol=0.03)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), std ** 2, rtol=0.03)
+    assert bn.momentum == 0.99                         # restored
+    after = dict(zip([w.name for w in model.weights], model.get_weights()))
+    for w, old in zip(model.weights, before):
+        if "moving" not in w.name:                     # kernels, bias, gamma, beta: frozen
+            np.testing.assert_array_equal(after[w.name], old)
+
+
+def test_a_proposal_scored_after_bn_reestimation_only(tmp_path):
+    """--short_steps 0: scored right after the transfer (and the re-estimation); with --bn_batches the
+    moving statistics, and so the score, differ; the trained weights are the same in both."""
+    import numpy as np
+
+    from tfmobile import data, models, train
+    from tfmobile.models.surgery import groups, shrink
+    spec = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=10, bn_momentum=0.5)
+    d = spec.to_dict()
+    d["blocks"] = [b for b in d["blocks"] if b["name"] in ("stem", "block_1", "block_2", "top")]
+    for b, w in zip(d["blocks"][:3], (8, 24, 24)):
+        b["filters"] = w
+    spec = models.ModelSpec.from_dict(d)
+    cfg = {"data_dir": None, "subset": True, "limit": 300, "val_fraction": 0.1, "seed": 0,
+           "input_shape": [32, 32, 3]}
+    splits = data.train_val_split(data.load_dataset(None, subset=True), 0.1, limit=300)
+    train.fit(models.build(spec), splits, str(tmp_path / "parent"), epochs=1, batch_size=32, lr=1e-2,
+              tensorboard=False, verbose=0)
+    group = [g for g in groups(spec) if g.name != "stem"][0]
+    narrow = shrink(spec, group, group.widths()[0])
+    tasks = {}
+    for n in (0, 4):
+        tasks[n] = {"group": group.name, "width": group.widths()[0], "spec": narrow.to_json(indent=None),
+                "parent": str(tmp_path / "parent" / "checkpoint"), "data": cfg, "steps": 0, "bn_batches": n,
+                "batch_size": 32, "lr": 1e-2, "seed": 0, "augment": True, "shift": 0.0, "threads": 1,
+                "output_dir": str(tmp_path / f"bn{n}")}
+    results = {}
+    pool = LocalPool(1)   # run_proposal sets TensorFlow's threads: a fresh process, as in a run
+    try:
+        pool.run(tasks, results.__setitem__)
+    finally:
+        pool.close()
+    for n in tasks:
+        assert results[n]["bn_batches"] == n and results[n]["train_accuracy"] is None
+    models_ = {n: train.load_checkpoint(results[n]["checkpoint"]) for n in results}
+    assert results[0]["val_accuracy"] == train.evaluate(models_[0], splits.x_val, splits.y_val)
+    assert results[0]["val_accuracy"] != results[4]["val_accuracy"]
+    moving = {n: [w.numpy() for w in m.weights if "moving" in w.name] for n, m in models_.items()}
+    assert any(not np.allclose(a, b) for a, b in zip(moving[0], moving[4]))
+    trained = {n: [w.numpy() for w in m.weights if "moving" not in w.name] for n, m in models_.items()}
+    for a, b in zip(trained[0], trained[4]):
+        np.testing.assert_array_equal(a, b)

@@ -79,9 +79,10 @@ def _all_groups(spec, channel_step=DEFAULT_CHANNEL_STEP):
     return out
 
 
-def groups(spec, channel_step=DEFAULT_CHANNEL_STEP):
-    """The independently shrinkable channel sets of ``spec`` that have a narrower width to go to."""
-    return [g for g in _all_groups(spec, channel_step) if g.widths()]
+def groups(spec, channel_step=DEFAULT_CHANNEL_STEP, at_minimum=False):
+    """The independently shrinkable channel sets of ``spec`` that have a narrower width to go to
+    (``at_minimum=True``: also those already at their narrowest, so a caller can say why they cannot shrink)."""
+    return [g for g in _all_groups(spec, channel_step) if at_minimum or g.widths()]
 
 
 def _find(spec, group, channel_step):
@@ -92,8 +93,14 @@ def _find(spec, group, channel_step):
     raise UserError(f"spec {spec.name} has no channel group {name!r} (see netadapt.groups(spec))")
 
 
-def shrink(spec, group, width, channel_step=DEFAULT_CHANNEL_STEP):
-    """A copy of ``spec`` with ``group`` (a Group or its name) at ``width`` channels."""
+def shrink(spec, group, width, channel_step=None):
+    """A copy of ``spec`` with ``group`` (a Group or its name) at ``width`` channels.
+
+    channel_step: the multiple ``width`` must be; None: a Group's own (the step it was listed with),
+    for a name ``DEFAULT_CHANNEL_STEP``.
+    """
+    if channel_step is None:
+        channel_step = group.channel_step if isinstance(group, Group) else DEFAULT_CHANNEL_STEP
     g = _find(spec, group, channel_step)
     step = g.channel_step
     if not (isinstance(width, int) and not isinstance(width, bool)):

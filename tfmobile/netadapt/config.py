@@ -24,6 +24,7 @@ UNITS = {"latency": "ms", "macs": "MACs", "params": "params", "peak_sram": "byte
 COUNTED = ("macs", "params")
 SELECTIONS = ("ratio", "accuracy")
 FINAL_MODES = ("fine_tune", "from_scratch")
+PICK_MEASUREMENTS = ("single", "interleaved")
 BACKENDS = ("litert", "benchmark_litert", "benchmark_model", "android")
 # What a --resume may change while no iteration has begun: the target (the start does not depend on it)
 RETARGETABLE = ("target", "target_value", "max_iterations")
@@ -71,11 +72,16 @@ class Search:
     max_iterations: int = setting(100, "stop after this many iterations.")
     select: str = setting("ratio", "ratio: max dAcc/|dLatency| (MobileNetV3); accuracy: max accuracy (NetAdapt).",
                           choices=SELECTIONS)
+    channel_multiple: int = setting(8, "proposals' widths are multiples of this (int8 kernels favour 8; 1 = any "
+                                       "width).")
 
 
 @dataclasses.dataclass
 class FineTune:
-    short_steps: int = setting(200, "short-term fine-tune steps per proposal (T).")
+    short_steps: int = setting(200, "short-term fine-tune steps per proposal (T; 0: scored right after the BN "
+                                    "re-estimation).")
+    bn_batches: int = setting(0, "training batches that re-estimate each proposal's BatchNorm statistics (forward "
+                                 "only, weights frozen) before its fine-tune; 0 = off.")
     short_lr: float = setting(5e-4, "short-term fine-tune peak learning rate.")
     batch_size: int = setting(64, "batch size of every training step.")
     seed: int = setting(0, "seed: data split, order, initialisation.")
@@ -93,6 +99,10 @@ class Measurement:
     bench_warmup: int = setting(30, "warm-up runs per measurement.")
     backend_opts: dict = setting(None, "the backend's options (from --binary / --serial)", flag=False)
     lut: str = setting(None, "latency LUT JSON (built/extended as needed; must be this device's).")
+    measure_pick: str = setting("single", "single: measure each pick alone; interleaved: measure it in alternating "
+                                          "rounds with the current model and scale the current value by their "
+                                          "ratio (drift between sessions cancels).", choices=PICK_MEASUREMENTS)
+    pick_rounds: int = setting(6, "alternating rounds of --measure_pick interleaved", flag=False)
 
     def bench_settings(self):
         return {"backend": self.backend, "threads": self.threads, "runs": self.bench_runs,
@@ -209,7 +219,15 @@ class LoopConfig:
             raise UserError(f"--bn_momentum must be in (0, 1), got {self.start.bn_momentum}")
         if not 0.0 < s.delta0 < 1.0 or not 0.0 < s.decay <= 1.0:
             raise UserError(f"need 0 < delta0 < 1 and 0 < decay <= 1, got {s.delta0}, {s.decay}")
-        at_least = {"short_steps": (ft.short_steps, 1), "batch_size": (ft.batch_size, 1),
+        if not isinstance(s.channel_multiple, int) or isinstance(s.channel_multiple, bool):
+            raise UserError(f"--channel_multiple must be a whole number of channels, got {s.channel_multiple!r}")
+        if m.measure_pick not in PICK_MEASUREMENTS:
+            raise UserError(f"--measure_pick must be one of {', '.join(PICK_MEASUREMENTS)}, got {m.measure_pick!r}")
+        if m.measure_pick == "interleaved" and s.resource != "latency":
+            raise UserError(f"--measure_pick interleaved is for latency; {s.resource} measures the same every time")
+        at_least = {"short_steps": (ft.short_steps, 0), "bn_batches": (ft.bn_batches, 0),
+                    "channel_multiple": (s.channel_multiple, 1), "pick_rounds": (m.pick_rounds, 1),
+                    "batch_size": (ft.batch_size, 1),
                     "bench_runs": (m.bench_runs, 1), "worker_threads": (ft.worker_threads, 1),
                     "workers": (self.execution.workers, 1), "max_iterations": (s.max_iterations, 1),
                     "threads": (m.threads, 1), "baseline_rounds": (fin.baseline_rounds, 1),

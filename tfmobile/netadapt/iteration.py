@@ -88,7 +88,8 @@ def predict(session, spec):
 # 1-2. budget and proposals
 # ------------------------------------------------------------------------------------------------
 def plan_iteration(session, start, point, i):
-    """The budget and one proposal per group that meets it (iterations/NNN/plan.json).
+    """The budget and one proposal per group that meets it (iterations/NNN/plan.json), and why the
+    other groups made none (``not_proposing``).
 
     The budget is in measured units; in the LUT's it is ``predicted(current) * budget / measured``
     (the LUT only ranks; its scale error cancels in the ratio). Entries the candidates add to the LUT
@@ -96,33 +97,49 @@ def plan_iteration(session, start, point, i):
     """
     ensure_lut(session, [point.spec])
     current_predicted = predict(session, point.spec)
-    proposals, halvings, budget, budget_predicted = propose(session, start, point, i, current_predicted)
+    proposals, halvings, budget, budget_predicted, not_proposing = propose(session, start, point, i,
+                                                                           current_predicted)
     step = delta(session.cfg.search, i, start.point.measured)
     return {"iteration": i, "delta": step / 2 ** halvings, "halvings": halvings, "budget": budget,
-            "budget_predicted": budget_predicted, "current_predicted": current_predicted, "proposals": proposals}
+            "budget_predicted": budget_predicted, "current_predicted": current_predicted, "proposals": proposals,
+            "groups": len(proposals) + len(not_proposing), "not_proposing": not_proposing}
+
+
+AT_MINIMUM = "at its minimum width"
+NO_WIDTH_MEETS = "no width meets the budget"
+MEETS_UNSHRUNK = "the model meets the budget without shrinking it"
 
 
 def propose(session, start, point, i, current_predicted):
-    """(proposals, halvings, budget, budget in LUT units): the step halved while no group meets it
-    (small models, where the per-invoke overhead is most of the latency, or a memory peak that one
-    group barely moves)."""
+    """(proposals, halvings, budget, budget in LUT units, not_proposing): the step halved while no group
+    meets it (small models, where the per-invoke overhead is most of the latency, or a memory peak
+    that one group barely moves). not_proposing: [{group, width, why}] of the groups of the last
+    budget tried that made no proposal."""
     from tfmobile.models.surgery import groups, shrink
     from tfmobile.netadapt.resource import largest_width
 
     search, threads = session.cfg.search, session.cfg.measurement.threads
+    every = groups(point.spec, channel_step=search.channel_multiple, at_minimum=True)
     for halvings in range(MAX_HALVINGS + 1):
         budget = budget_for(search, i, start.point.measured, point.measured, start.target, halvings)
         budget_predicted = current_predicted * budget / point.measured
-        found = []
-        for g in groups(point.spec):
+        found, not_proposing = [], []
+        for g in every:
+            if not g.widths():
+                not_proposing.append({"group": g.name, "width": g.width, "why": AT_MINIMUM})
+                continue
             w = largest_width(point.spec, g, budget_predicted, search.resource, lut=session.lut, threads=threads)
             if w is not None and w < g.width:
                 found.append((g, int(w), shrink(point.spec, g, w)))
+            else:
+                why = NO_WIDTH_MEETS if w is None else MEETS_UNSHRUNK
+                not_proposing.append({"group": g.name, "width": g.width, "why": why})
         if found:
             break
     ensure_lut(session, [spec for _, _, spec in found])
     return ([{"group": g.name, "from_width": g.width, "width": w, "predicted": predict(session, spec),
-              "spec": spec.to_json(indent=None)} for g, w, spec in found], halvings, budget, budget_predicted)
+              "spec": spec.to_json(indent=None)} for g, w, spec in found], halvings, budget, budget_predicted,
+            not_proposing)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -138,7 +155,8 @@ def run_proposals(session, point, i, plan, progress):
         if r is not None and os.path.isfile(os.path.join(r["checkpoint"], "checkpoint.json")):
             done[p["group"]] = r
     todo = {p["group"]: {"group": p["group"], "width": p["width"], "spec": p["spec"], "parent": point.checkpoint,
-                         "data": session.data.config, "steps": ft.short_steps, "batch_size": ft.batch_size,
+                         "data": session.data.config, "steps": ft.short_steps, "bn_batches": ft.bn_batches,
+                         "batch_size": ft.batch_size,
                          "lr": ft.short_lr, "seed": ft.seed, "augment": ft.augment, "shift": ft.shift,
                          "threads": ft.worker_threads, "output_dir": run_dir.proposal_dir(i, p["group"])}
             for p in plan["proposals"] if p["group"] not in done}
@@ -169,19 +187,20 @@ def record_proposal(run_dir, i, proposal, result):
 # ------------------------------------------------------------------------------------------------
 # 4. measuring a model on the one device
 # ------------------------------------------------------------------------------------------------
-def measure(session, checkpoint, directory, spec=None, not_above=None):
+def measure(session, checkpoint, directory, spec=None, not_above=None, against=None):
     """Convert, measure, keep the .tflite (DIRECTORY/measurement.json, DIRECTORY/model_int8.tflite).
 
     not_above: the value this model cannot honestly exceed (the wider model it was cut from).
     A latency above it is a disturbed measurement on a shared CPU (observed: +50 % on one of
     three iterations under load), and the next budget starts from it, so the model is measured
     twice more and the median of the three kept (all three are recorded).
+    against: the current Point, with ``--measure_pick interleaved``: see ``_measure_against``.
     """
     return session.run_dir.step(os.path.join(directory, "measurement.json"),
-                                lambda: _measure_now(session, checkpoint, directory, spec, not_above))
+                                lambda: _measure_now(session, checkpoint, directory, spec, not_above, against))
 
 
-def _measure_now(session, checkpoint, directory, spec, not_above):
+def _measure_now(session, checkpoint, directory, spec, not_above, against):
     from tfmobile import convert, train
     from tfmobile.io import write_bytes
 
@@ -192,8 +211,11 @@ def _measure_now(session, checkpoint, directory, spec, not_above):
         tfl = convert.to_tflite(train.load_checkpoint(checkpoint), "int8",
                                 representative_data=session.data.calibration)
         write_bytes(session.run_dir.sub(directory, "model_int8.tflite"), tfl)
-    m = session.measurer.measure(tfl, kind, spec.to_json(indent=None))
-    if not_above is not None and kind == "latency" and m["value"] > not_above:
+    if against is not None and kind == "latency":
+        m = _measure_against(session, tfl, against)
+    else:
+        m = session.measurer.measure(tfl, kind, spec.to_json(indent=None))
+    if not_above is not None and kind == "latency" and against is None and m["value"] > not_above:
         tries = [m] + [session.measurer.measure(tfl, "latency") for _ in range(2)]
         m = dict(sorted(tries, key=lambda r: r["value"])[1])
         m["repeats"] = [r["value"] for r in tries]
@@ -202,6 +224,33 @@ def _measure_now(session, checkpoint, directory, spec, not_above):
     ensure_lut(session, [spec])
     m["predicted"] = predict(session, spec)
     m["seconds"] = round(time.time() - t, 2)
+    return m
+
+
+def _measure_against(session, tflite, current):
+    """The pick measured in alternating rounds with ``current`` (same measurer, same session); its value is
+    ``current.measured * pick median / current median``, so a drift of the host between this session and
+    the one that measured ``current`` cannot fake or hide a step."""
+    from tfmobile.netadapt.measure import cv_of
+
+    from tfmobile import convert, train
+
+    kept = os.path.join(os.path.dirname(current.checkpoint), "model_int8.tflite")
+    if os.path.isfile(kept):   # the file its own measurement timed
+        with open(kept, "rb") as f:
+            current_tflite = f.read()
+    else:
+        current_tflite = convert.to_tflite(train.load_checkpoint(current.checkpoint), "int8",
+                                           representative_data=session.data.calibration)
+    rounds = session.cfg.measurement.pick_rounds
+    both = session.measurer.measure_many({"current": current_tflite, "pick": tflite}, rounds)
+    ratio = both["pick"]["value"] / both["current"]["value"]
+    m = dict(both["pick"])
+    m["value"] = current.measured * ratio
+    m["interleaved"] = {"rounds": rounds, "current_median": both["current"]["value"],
+                        "pick_median": both["pick"]["value"], "ratio": ratio,
+                        "current_cv": cv_of(both["current"]), "pick_cv": cv_of(both["pick"]),
+                        "current_measured": current.measured}
     return m
 
 
@@ -222,12 +271,13 @@ def keep_pick(session, i, pick):
 def record_iteration(session, i, point, plan, rows, pick, started):
     """Measure the pick, append its line to history.jsonl, drop the other proposals' weights; the new point."""
     chosen = keep_pick(session, i, pick)
+    interleaved = session.cfg.measurement.measure_pick == "interleaved"
     m = measure(session, chosen, os.path.relpath(session.run_dir.iteration_dir(i), session.run_dir.path),
-                not_above=point.measured)
+                not_above=point.measured, against=point if interleaved else None)
     t_iter, cpu_iter = started
     worker_cpu = sum(r.get("cpu_seconds", 0.0) for r in rows)
     row = {"iteration": i, "budget": plan["budget"], "budget_predicted": plan["budget_predicted"],
-           "delta": plan["delta"],
+           "delta": plan["delta"], "groups": plan.get("groups"), "not_proposing": plan.get("not_proposing"),
            "proposals": [{k: r.get(k) for k in ("group", "from_width", "width", "predicted", "val_accuracy",
                                                 "metric", "seconds")} for r in rows],
            "chosen": pick["group"], "width": pick["width"], "predicted": pick["predicted"],

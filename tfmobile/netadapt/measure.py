@@ -120,6 +120,21 @@ def interleaved(models, settings, rounds):
         return out
 
 
+def cv_of(result):
+    """A latency result's spread on its own clock (std / mean of its runs, or of its passes' medians on the
+    backends timed pass by pass); None when it has none."""
+    if result.get("clock") == "cpu" and result.get("cpu_cv") is not None:
+        return result["cpu_cv"]
+    if result.get("cv") is not None:
+        return result["cv"]
+    values = result.get("pass_values") or []
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return std / mean if mean > 0 else 0.0
+
+
 class RayMeasurer:
     """One Ray actor that does every measurement (the measuring device is one machine)."""
 

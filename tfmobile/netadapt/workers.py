@@ -93,16 +93,59 @@ def _load_parent(checkpoint, files, workdir):
     return train.load_checkpoint(d)
 
 
+def reestimate_batchnorm(model, batches):
+    """Reset every BatchNormalization's moving statistics and set them to the average of ``batches``'
+    batch statistics (forward in training mode; no gradient, so every weight stays as it is).
+
+    A shrunk model's inherited statistics describe the wider parent's activations; re-estimated
+    ones make its accuracy rank the proposals better before (or instead of) fine-tuning
+    (EagleEye, Li et al. 2020). The momentum of batch k is (k-1)/k: a cumulative average.
+    Returns the number of batches used.
+    """
+    import tf_keras as keras
+
+    layers = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization)]
+    momenta = [bn.momentum for bn in layers]
+    for bn in layers:
+        bn.moving_mean.assign(bn.moving_mean * 0.0)
+        bn.moving_variance.assign(bn.moving_variance * 0.0 + 1.0)
+    n = 0
+    try:
+        for x in batches:
+            n += 1
+            for bn in layers:
+                bn.momentum = (n - 1) / n
+            model(x, training=True)
+    finally:
+        for bn, momentum in zip(layers, momenta):
+            bn.momentum = momentum
+    return n
+
+
+def training_batches(splits, input_shape, task, count):
+    """The first ``count`` batches of the proposal's training stream (its seed, augmentation, batch size)."""
+    from tfmobile import data as tdata
+
+    augment = tdata.parse_augment(task["augment"], splits.source)
+    ds = tdata.make_dataset(splits.x_train, splits.y_train, input_shape, task["batch_size"], training=True,
+                            augment=augment, seed=task["seed"], shift=task["shift"])
+    return (x for x, _ in ds.repeat().take(count))
+
+
 def run_proposal(task, splits=None, parent_files=None):
-    """Shrink, transfer, fine-tune for ``task["steps"]`` steps, and measure validation top-1.
+    """Shrink, transfer, re-estimate BatchNorm (``bn_batches``), fine-tune for ``task["steps"]`` steps, and
+    measure validation top-1.
 
     task: {"group", "width", "spec" (the narrower spec's JSON), "parent" (the current model's
-    checkpoint dir), "data" (see ``load_splits``), "steps", "batch_size", "lr", "seed", "augment",
-    "shift", "threads", "output_dir" (where the fine-tuned checkpoint goes; None: return its files
-    as bytes)}. splits / parent_files: the data and the parent checkpoint's files themselves (Ray
-    passes them through its object store, so no worker needs the driver's disk).
+    checkpoint dir), "data" (see ``load_splits``), "steps" (0: scored after the re-estimation),
+    "bn_batches" (0 or absent: off), "batch_size", "lr", "seed", "augment", "shift", "threads",
+    "output_dir" (where the fine-tuned checkpoint goes; None: return its files as bytes)}.
+    splits / parent_files: the data and the parent checkpoint's files themselves (Ray passes them
+    through its object store, so no worker needs the driver's disk).
     """
     configure_tensorflow(task["threads"])
+    import tf_keras as keras
+
     from tfmobile import train
     from tfmobile.models import ModelSpec
     from tfmobile.models.surgery import transfer
@@ -112,18 +155,28 @@ def run_proposal(task, splits=None, parent_files=None):
     tmp = tempfile.mkdtemp(prefix="tfmobile_proposal_")
     try:
         parent = _load_parent(task["parent"], parent_files, tmp)
-        model = transfer(parent, ModelSpec.from_json(task["spec"]))
+        spec = ModelSpec.from_json(task["spec"])
+        model = transfer(parent, spec)
         out = task.get("output_dir") or os.path.join(tmp, "fit")
         if os.path.exists(out):   # a retry after a kill: start the proposal over
             shutil.rmtree(out)
-        _, metrics = train.fit(model, splits, out, epochs=1, steps_per_epoch=task["steps"],
-                               batch_size=task["batch_size"], lr=task["lr"], seed=task["seed"],
-                               augment=task["augment"], shift=task["shift"], tensorboard=False,
-                               verbose=0, warmup_epochs=0)
-        result = {"group": task["group"], "width": task["width"], "val_accuracy": metrics["val_accuracy"],
-                  "train_accuracy": metrics["train_accuracy"], "seconds": round(time.time() - t0, 2),
-                  "cpu_seconds": round(time.process_time() - cpu0, 2), "pid": os.getpid()}
+        bn_batches = task.get("bn_batches", 0)
+        if bn_batches:
+            keras.utils.set_random_seed(task["seed"])   # dropout in training mode: same draws everywhere
+            reestimate_batchnorm(model, training_batches(splits, tuple(spec.input_shape), task, bn_batches))
         ckpt = os.path.join(out, train.CHECKPOINT_DIR)
+        if task["steps"]:
+            _, metrics = train.fit(model, splits, out, epochs=1, steps_per_epoch=task["steps"],
+                                   batch_size=task["batch_size"], lr=task["lr"], seed=task["seed"],
+                                   augment=task["augment"], shift=task["shift"], tensorboard=False,
+                                   verbose=0, warmup_epochs=0)
+        else:   # scored as transferred (and re-estimated): no optimizer step
+            train.save_checkpoint(model, ckpt, extra={"epoch": 0})
+            metrics = {"val_accuracy": train.evaluate(model, splits.x_val, splits.y_val), "train_accuracy": None}
+        result = {"group": task["group"], "width": task["width"], "val_accuracy": metrics["val_accuracy"],
+                  "train_accuracy": metrics["train_accuracy"], "bn_batches": bn_batches,
+                  "seconds": round(time.time() - t0, 2), "cpu_seconds": round(time.process_time() - cpu0, 2),
+                  "pid": os.getpid()}
         if task.get("output_dir"):
             result["checkpoint"] = ckpt
         else:
