@@ -181,3 +181,12 @@ def test_start_and_proposal_records_are_checked_where_they_are_read(tmp_path):
         d.proposal(1, "block_1")
     d.write({"value": 3}, "iterations", "001", "measurement.json")   # other records: read as they are
     assert d.read("iterations", "001", "measurement.json") == {"value": 3}
+
+
+def test_a_run_made_before_a_setting_existed_resumes_when_it_has_the_default(tmp_path):
+    d = RunDir(tmp_path / "run")
+    d.open({"seed": 0}, resume=False)
+    d.write({"measured": 1.0, "predicted": 1.0, "val_accuracy": 0.5}, "start", "start.json")
+    assert RunDir(d.path).open({"seed": 0, "new": 8}, resume=True, defaults={"new": 8})["resumed"]
+    with pytest.raises(UserError, match="another run"):
+        RunDir(d.path).open({"seed": 0, "new": 1}, resume=True, defaults={"new": 8})

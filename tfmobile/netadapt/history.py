@@ -133,13 +133,14 @@ class RunDir:
                 return True
         return False
 
-    def open(self, fingerprint, resume, free_until_first_iteration=()):
+    def open(self, fingerprint, resume, free_until_first_iteration=(), defaults=None):
         """Create the run (fresh dir) or check that ``--resume`` continues the same run.
 
         fingerprint: the JSON-able settings that decide the chosen sequence; a directory holding
         another run (other settings) is refused, so nothing of it is overwritten or mixed in.
         free_until_first_iteration: settings a ``--resume`` may change while no iteration has begun (a new
         target after "the start already meets it" reuses the trained, measured start).
+        defaults: what a setting the stored fingerprint lacks was (a run made before the setting existed).
         A run.json without any result (see ``has_results``) is a run that stopped during its setup:
         a new run takes the directory over, with or without ``resume``.
         Returns the manifest (run_id, fingerprint) plus ``resumed``: whether an earlier run continues.
@@ -158,7 +159,8 @@ class RunDir:
         if not resume:
             raise UserError(f"{self.path} already holds NetAdapt run {man.get('run_id')}: pass --resume to "
                             "continue it, or choose a new --output_dir")
-        theirs = man.get("fingerprint") or {}
+        theirs = dict(man.get("fingerprint") or {})
+        theirs.update({k: v for k, v in (defaults or {}).items() if k in fingerprint and k not in theirs})
         diff = sorted(k for k in set(theirs) | set(fingerprint) if theirs.get(k) != fingerprint.get(k))
         shown = ", ".join(f"{k}={theirs.get(k)!r} (now {fingerprint.get(k)!r})" for k in diff[:4])
         if diff and set(diff) <= set(free_until_first_iteration) and not os.path.exists(self.sub("iterations")):

@@ -88,7 +88,8 @@ def run(cfg, output_dir, resume=False, log=log_stderr):
     try:
         start_mod.open_workers(session)   # then the workers: a Ray cluster that refuses us writes nothing
         with session.run_dir.lock():
-            manifest = session.run_dir.open(cfg.fingerprint(), resume, free_until_first_iteration=RETARGETABLE)
+            manifest = session.run_dir.open(cfg.fingerprint(), resume, free_until_first_iteration=RETARGETABLE,
+                                            defaults=LoopConfig().fingerprint())
             start = start_mod.start_point(session, spec)
             status, point = search(session, start, resumed_point(session, start))
             report = final.finish(cfg, session.run_dir, status, start, point.checkpoint, session.data,

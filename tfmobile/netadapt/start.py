@@ -91,7 +91,7 @@ def load_data(session):
         spec = start_spec(cfg.start, splits.num_classes)
     if splits.num_classes != spec.classes:
         raise UserError(f"the start model has {spec.classes} classes but the data has {splits.num_classes}")
-    if not any(g.width > g.channel_step for g in groups(spec)):
+    if not any(g.width > g.channel_step for g in groups(spec, channel_step=cfg.search.channel_multiple)):
         raise UserError(f"{spec.name} has no shrinkable channel group (every group is at its minimum width)")
     session.data = RunData(splits, data_config,
                            data.sample_images(splits.x_train, tuple(spec.input_shape), seed=cfg.fine_tune.seed))
