@@ -316,7 +316,10 @@ def _distillation_model(student, teacher, distill, temperature):
                         f"does not fit the student (input {list(student.input_shape[1:])}, {classes} classes)")
     inputs = keras.Input(student.input_shape[1:], name="distillation_input")
     student_out = _as_logits(student(inputs), not _ends_in_softmax(student))
-    teacher_out = _as_logits(teacher(inputs, training=False), not _ends_in_softmax(teacher))
+    # the same layers under another name: a teacher of the student's architecture has the student's name
+    renamed = keras.Model(teacher.inputs, teacher.outputs, name="distillation_teacher")
+    renamed.trainable = False
+    teacher_out = _as_logits(renamed(inputs, training=False), not _ends_in_softmax(teacher))
     both = keras.layers.Concatenate(name="student_teacher_logits")([student_out, teacher_out])
     model = keras.Model(inputs, both, name="distillation")
 
