@@ -62,8 +62,8 @@ def markdown(rep):
 
 def final_stage_line(fin):
     """Which final stage ran, why (the default or --final) and how long, in one line."""
-    why = "the default" if fin.get("final_stage_chosen_by") == "default" else "chosen with --final"
-    return (f"Final stage: **{fin.get('final_stage')}** ({why}): {fin.get('final_stage_what') or ''}"
+    why = {"default": " (the default)", "--final": " (chosen with --final)"}.get(fin.get("final_stage_chosen_by"), "")
+    return (f"Final stage: **{fin.get('final_stage')}**{why}: {fin.get('final_stage_what') or ''}"
             f"{'' if fin.get('distillation') else '; no distillation'}.")
 
 
