@@ -7,7 +7,10 @@
     python -m pipelines.benchmark --tflite m.tflite --backend android --serial emulator-5554 [--mode binary]
 
 Result (stdout; ``--json`` = one object): backend, threads, runs, init_ms, mean_ms, median_ms, p90_ms,
-std_ms, min_ms, cv, model_bytes, ops, num_ops, device, warnings (coefficient of variation > 5 %).
+std_ms, min_ms, cv, model_bytes, ops, num_ops, device, warnings (coefficient of variation > 5 %), and
+clock / clock_median_ms: the median on the clock ``pipelines.lut predict`` predicts (its ``clock`` beside
+``predicted_ms``): at 1 thread on litert the invoking thread's CPU time (also ``cpu_median_ms``), else the
+wall clock (``median_ms``). Compare a prediction with ``clock_median_ms``.
 """
 import tfmobile  # noqa: F401
 from absl import flags
@@ -40,7 +43,7 @@ flags.DEFINE_bool("json", False, "print one JSON object")
 FLAGS = flags.FLAGS
 
 SUMMARY = ("backend", "threads", "runs", "init_ms", "mean_ms", "median_ms", "p90_ms", "std_ms", "min_ms", "cv",
-           "model_bytes", "num_ops", "ops", "warnings")
+           "clock", "clock_median_ms", "cpu_median_ms", "model_bytes", "num_ops", "ops", "warnings")
 
 
 def main(argv):

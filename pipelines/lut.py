@@ -5,6 +5,9 @@
     python -m pipelines.lut predict --tflite a.tflite --lut lut.json [--measure_missing] [--layers] --json
     python -m pipelines.lut predict --spec spec.json --lut lut.json --json    (converted to int8 first)
 
+predict's ``predicted_ms`` is on ``clock`` (given beside it with ``threads``): at 1 thread the invoking
+thread's CPU time, else the wall clock; ``pipelines.benchmark``'s ``clock_median_ms`` is on the same one.
+
 The LUT is a JSON cache keyed by device (CPU model string, machine, backend, threads, runtime) and by
 op configuration (op type, input/output shapes and dtypes, weight shapes, strides, padding, fused
 activation, ...); entries are reused across models. Backend: litert.
@@ -18,6 +21,9 @@ from absl import flags
 from pipelines import _cli
 
 COMMANDS = ("build", "predict")
+CLOCK_TEXT = {"cpu": "median CPU time of the invoking thread (1 thread: XNNPACK computes in it; no waiting for "
+                     "a CPU another process holds)",
+              "wall": "median wall-clock time"}
 
 flags.DEFINE_list("tflite", None, ".tflite model(s)")
 flags.DEFINE_string("spec", None, "model spec JSON (predict/build: converted to int8 first)")
@@ -79,7 +85,11 @@ def main(argv):
             raise UserError(f"predict takes one model, got {len(models)}")
         d = L.predict_detail(models[0], FLAGS.lut, threads=FLAGS.threads, measure_missing=FLAGS.measure_missing,
                              verbose=True)
-        res = {"command": "predict", "model": models[0], "predicted_ms": d["predicted_ms"],
+        # the clock it predicts, so that it is compared with pipelines.benchmark's clock_median_ms (same clock)
+        res = {"command": "predict", "model": models[0], "predicted_ms": d["predicted_ms"], "clock": d["clock"],
+               "clock_text": CLOCK_TEXT[d["clock"]], "threads": FLAGS.threads,
+               "compare_with": "clock_median_ms of pipelines.benchmark --threads "
+                               f"{FLAGS.threads} (clock {d['clock']})",
                "overhead_ms": d["overhead_ms"], "num_ops": d["num_ops"], "device_key": d["device_key"],
                "measured_missing": d["measured_missing"], "lut": FLAGS.lut}
         if FLAGS.layers:

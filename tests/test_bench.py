@@ -148,8 +148,20 @@ def test_measure_litert_schema(tiny):
     assert r["model_bytes"] == os.path.getsize(tiny) and r["ops"]["CONV_2D"] == 2
     assert r["cpus"] and len(r["cpus"]) == 1          # pinned to one core
     assert 0 < r["cpu_median_ms"] <= r["median_ms"] * 1.5   # thread CPU time of the 1-thread invokes
+    assert r["clock"] == "cpu" and r["clock_median_ms"] == r["cpu_median_ms"]   # the LUT's clock at 1 thread
     assert r["device"]["cpu"] and r["device"]["runtime"].startswith("ai-edge-litert")
     assert isinstance(r["warnings"], list)
+
+
+def test_clock_median_is_the_lut_clock_of_the_backend_and_threads():
+    from tfmobile.bench import clock_median
+    from tfmobile.bench.lut import latency_clock
+
+    r = {"median_ms": 2.0, "cpu_median_ms": 1.5}
+    assert clock_median(r, "litert", 1) == {"clock": "cpu", "clock_median_ms": 1.5}
+    for backend, threads in (("litert", 2), ("benchmark_model", 1), ("android", 1)):
+        assert clock_median(r, backend, threads) == {"clock": "wall", "clock_median_ms": 2.0}
+        assert latency_clock(backend, threads) == "wall"
 
 
 def test_measure_warns_on_high_cv(tiny, monkeypatch, capsys):
@@ -298,6 +310,7 @@ def test_cli_benchmark_json(cli, tiny):
     for k in SCHEMA:
         assert k in r
     assert r["ops"]["HARD_SWISH"] == 1
+    assert r["clock"] == "cpu" and r["clock_median_ms"] == r["cpu_median_ms"] > 0   # what lut predict predicts
 
 
 def test_cli_benchmark_model_backend_env(cli, tiny, monkeypatch):

@@ -166,6 +166,10 @@ def test_cli_build_and_predict(cli, tiny, tmp_path):
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     assert r["predicted_ms"] > 0 and len(r["layers"]) == r["num_ops"]
+    # the clock it predicts, beside the number: 1 thread = the invoking thread's CPU time, the clock of
+    # pipelines.benchmark's clock_median_ms
+    assert (r["clock"], r["threads"]) == ("cpu", 1) and "CPU time" in r["clock_text"]
+    assert "clock_median_ms" in r["compare_with"]
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -220,3 +220,93 @@ def test_prune_checkpoint_is_stripped_and_resumes_to_target(tmp_path, splits, tr
     assert not any("prune" in type(layer).__name__.lower() for layer in back.layers)  # stripped
     rep = compress.sparsity_report(back)
     assert rep["sparse_layers_sparsity"] == pytest.approx(0.5, abs=0.02)
+
+
+# --------------------------------------------------------------------------------------------
+# knowledge distillation
+# --------------------------------------------------------------------------------------------
+def test_distillation_loss_mixes_labels_and_scaled_soft_targets():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    student, teacher = rng.normal(size=(6, 10)).astype("float32"), rng.normal(size=(6, 10)).astype("float32")
+    labels = rng.integers(0, 10, 6)
+    plain = keras.losses.sparse_categorical_crossentropy(labels, student, from_logits=True).numpy()
+    np.testing.assert_allclose(train.distillation_loss(labels, student, teacher, 0.0, 4.0), plain, rtol=1e-5)
+    mixed = train.distillation_loss(labels, student, teacher, 0.5, 4.0).numpy()
+    assert np.all(np.abs(mixed - plain) > 1e-3)
+    # Hinton's T^2 times KL(teacher_T || student_T), by hand
+    t = 4.0
+    pt, ps = tf.nn.softmax(teacher / t).numpy(), tf.nn.softmax(student / t).numpy()
+    soft = t * t * (pt * (np.log(pt) - np.log(ps))).sum(-1)
+    np.testing.assert_allclose(mixed, 0.5 * plain + 0.5 * soft, rtol=1e-4)
+    # a student equal to its teacher has no soft loss
+    np.testing.assert_allclose(train.distillation_loss(labels, teacher, teacher, 1.0, 4.0), 0.0, atol=1e-5)
+
+
+def _shifted_teacher(model):
+    """The trained model with its classes rolled by one (it disagrees with the labels everywhere) and its
+    probabilities sharpened (the small trained model is unsure; its soft targets at T=2 are near uniform)."""
+    import tensorflow as tf
+
+    inputs = keras.Input(model.input_shape[1:])
+    rolled = keras.layers.Lambda(lambda p: 5.0 * tf.math.log(tf.roll(p, 1, axis=-1) + 1e-7))
+    return keras.Model(inputs, keras.layers.Softmax()(rolled(model(inputs, training=False))))
+
+
+def _agreement(student, teacher, splits):
+    x = data.preprocess(splits.x_val, (16, 16, 3))
+    return float(np.mean(student(x, training=False).numpy().argmax(-1) == teacher(x, training=False).numpy().argmax(-1)))
+
+
+def test_distilled_student_moves_to_its_teacher_and_checkpoint_holds_the_student(trained, splits, tmp_path):
+    _, teacher_base, _ = trained
+    teacher = _shifted_teacher(teacher_base)
+    out = str(tmp_path / "kd")
+    student, m = train.fit(_tiny_model(), splits, out, epochs=4, batch_size=32, lr=5e-3, verbose=0,
+                           teacher=teacher, distill=1.0, temperature=2.0)
+    assert m["distillation"] == {"weight": 1.0, "temperature": 2.0}
+    # W=1: the labels are ignored, the student predicts what the (wrong-on-purpose) teacher predicts
+    assert _agreement(student, teacher, splits) > 0.3   # the teacher itself is right on 4 in 10 of its classes
+    assert m["val_accuracy"] < 0.2     # measured on the true labels: below chance
+    assert teacher.trainable           # the teacher is given back as it came
+    # the checkpoint is the student alone: its own spec, its weights, the same function
+    back = train.load_checkpoint(out)
+    assert models.spec_of(back).name == models.spec_of(student).name
+    x = data.preprocess(splits.x_val[:8], (16, 16, 3))
+    np.testing.assert_allclose(back(x, training=False), student(x, training=False), atol=1e-5)
+
+
+def test_distillation_settings_are_checked(splits, tmp_path, trained):
+    with pytest.raises(UserError, match="teacher"):
+        train.fit(_tiny_model(), splits, str(tmp_path / "a"), epochs=1, verbose=0, distill=0.5)
+    for distill, temperature in ((1.5, 4.0), (-0.1, 4.0), (0.5, 0.0)):
+        with pytest.raises(UserError, match="distillation"):
+            train.fit(_tiny_model(), splits, str(tmp_path / "b"), epochs=1, verbose=0, teacher=trained[1],
+                      distill=distill, temperature=temperature)
+
+
+def test_distilled_fit_resumes_after_kill(trained, splits, tmp_path, monkeypatch):
+    teacher = _shifted_teacher(trained[1])
+    out = str(tmp_path / "kd")
+    kw = dict(epochs=3, batch_size=32, lr=5e-3, verbose=0, steps_per_epoch=8, teacher=teacher, distill=1.0,
+              temperature=2.0)
+    orig, killer = train._EpochCheckpoint, _KillAt(1, 3)
+
+    class Killing(orig):
+        def on_epoch_begin(self, epoch, logs=None):
+            super().on_epoch_begin(epoch, logs)
+            killer.on_epoch_begin(epoch)
+
+        def on_train_batch_begin(self, batch, logs=None):
+            killer.on_train_batch_begin(batch)
+
+    monkeypatch.setattr(train, "_EpochCheckpoint", Killing)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(_tiny_model(), splits, out, **kw)
+    monkeypatch.setattr(train, "_EpochCheckpoint", orig)
+    assert train.checkpoint_info(out)["epoch"] == 1
+    student, m = train.fit(_tiny_model(), splits, out, resume=True, **kw)
+    assert m["resumed_from_epoch"] == 1 and [h["epoch"] for h in m["history"]] == [1, 2, 3]
+    assert int(student.optimizer.iterations.numpy()) == 3 * 8
+    assert m["val_accuracy"] < 0.1     # still following the shifted teacher after the resume, not the labels

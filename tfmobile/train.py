@@ -271,13 +271,77 @@ def _ends_in_softmax(model):
     return name == "softmax" or type(layer).__name__ == "Softmax"
 
 
-class _EpochCheckpoint(keras.callbacks.Callback):
-    """After every epoch (validation already run in eval mode): checkpoint + metrics.json."""
+# --------------------------------------------------------------------------------------------
+# knowledge distillation (Hinton et al. 2015): soft targets of a frozen teacher mixed with the labels
+# --------------------------------------------------------------------------------------------
+DEFAULT_TEMPERATURE = 4.0
 
-    def __init__(self, output_dir, compression, spec, history, started_epoch_time, on_epoch=None):
+
+def check_distillation(distill, temperature):
+    """UserError for a soft-target weight outside [0, 1] or a temperature that is not > 0."""
+    if not (0.0 <= float(distill) <= 1.0):
+        raise UserError(f"distillation weight must be in [0, 1] (0: off), got {distill}")
+    if not (float(temperature) > 0 and math.isfinite(float(temperature))):
+        raise UserError(f"distillation temperature must be a finite number > 0, got {temperature}")
+
+
+def _as_logits(outputs, from_logits):
+    """Logits of a classifier's outputs (a softmax's probabilities are turned back with a log)."""
+    return outputs if from_logits else tf.math.log(tf.clip_by_value(outputs, 1e-7, 1.0))
+
+
+def distillation_loss(labels, student_logits, teacher_logits, distill, temperature):
+    """Per-example (1 - W) * cross-entropy(labels) + W * T^2 * KL(teacher_T || student_T).
+
+    T^2 keeps the soft term's gradients on the scale of the hard one's whatever the temperature
+    (Hinton et al., section 2); KL rather than the soft cross-entropy so that a student matching its
+    teacher has a soft loss of 0.
+    """
+    labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+    hard = keras.losses.sparse_categorical_crossentropy(labels, student_logits, from_logits=True)
+    t = float(temperature)
+    teacher_log_p = tf.nn.log_softmax(teacher_logits / t, axis=-1)
+    student_log_p = tf.nn.log_softmax(student_logits / t, axis=-1)
+    soft = tf.reduce_sum(tf.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1) * t * t
+    return (1.0 - distill) * hard + distill * soft
+
+
+def _distillation_model(student, teacher, distill, temperature):
+    """A Keras model whose output is [student logits | teacher logits] (teacher frozen, in eval mode), compiled
+    loss-ready: training it with ``fit`` trains the student on the distillation loss, and its validation
+    reports the student's accuracy (the loss it reports, train and val, is the distillation loss)."""
+    classes = int(student.output_shape[-1])
+    if tuple(teacher.input_shape[1:]) != tuple(student.input_shape[1:]) or int(teacher.output_shape[-1]) != classes:
+        raise UserError(f"the teacher (input {list(teacher.input_shape[1:])}, {teacher.output_shape[-1]} classes) "
+                        f"does not fit the student (input {list(student.input_shape[1:])}, {classes} classes)")
+    inputs = keras.Input(student.input_shape[1:], name="distillation_input")
+    student_out = _as_logits(student(inputs), not _ends_in_softmax(student))
+    # the same layers under another name: a teacher of the student's architecture has the student's name
+    renamed = keras.Model(teacher.inputs, teacher.outputs, name="distillation_teacher")
+    renamed.trainable = False
+    teacher_out = _as_logits(renamed(inputs, training=False), not _ends_in_softmax(teacher))
+    both = keras.layers.Concatenate(name="student_teacher_logits")([student_out, teacher_out])
+    model = keras.Model(inputs, both, name="distillation")
+
+    def loss(labels, logits):
+        return distillation_loss(labels, logits[:, :classes], logits[:, classes:], distill, temperature)
+
+    def accuracy(labels, logits):   # the student's
+        return keras.metrics.sparse_categorical_accuracy(labels, logits[:, :classes])
+
+    return model, loss, keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")
+
+
+class _EpochCheckpoint(keras.callbacks.Callback):
+    """After every epoch (validation already run in eval mode): checkpoint + metrics.json.
+
+    student: the model saved (the trained model itself, or the student inside a distillation model).
+    """
+
+    def __init__(self, output_dir, compression, spec, history, started_epoch_time, on_epoch=None, student=None):
         super().__init__()
         self.output_dir, self.compression, self.spec = output_dir, compression, spec
-        self.history, self.t0, self.on_epoch = history, started_epoch_time, on_epoch
+        self.history, self.t0, self.on_epoch, self.student = history, started_epoch_time, on_epoch, student
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.time()
@@ -289,7 +353,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         lr = float(lr(opt.iterations)) if callable(lr) else float(lr)
         entry = {"epoch": epoch + 1, **logs, "lr": lr, "seconds": round(time.time() - self.t0, 2)}
         self.history.append(entry)
-        model = self.model
+        model = self.student if self.student is not None else self.model
         if self.compression == "prune":  # a pruning checkpoint holds the stripped model (CONTRACTS)
             from tfmobile import compress
             model = compress.strip(model)
@@ -375,7 +439,7 @@ def prepare_model(model, compression=None, target_sparsity=0.5, structured_2_4=F
 def fit(model, splits, output_dir, epochs=None, batch_size=None, lr=None, compression=None,
         resume=False, target_sparsity=0.5, structured_2_4=False, steps_per_epoch=None,
         augment=None, verbose=1, warmup_epochs=None, seed=0, tensorboard=True, on_epoch=None,
-        shift=None, clipnorm=None):
+        shift=None, clipnorm=None, teacher=None, distill=0.0, temperature=DEFAULT_TEMPERATURE):
     """Train ``model`` (float, or wrapped here for ``compression``) on ``splits``.
 
     Length: ``epochs`` / ``batch_size`` when given, else ``tfmobile.data.default_schedule`` for the
@@ -387,9 +451,16 @@ def fit(model, splits, output_dir, epochs=None, batch_size=None, lr=None, compre
     gets one line per epoch (ours; Keras' own progress output is off) and, unless ``verbose=0``, a
     first line with the schedule and augmentation.
     resume: continue from ``output_dir/checkpoint`` (same architecture and compression required).
+    teacher / distill / temperature: knowledge distillation from ``teacher`` (a Keras classifier of the
+    same input and classes, frozen and run in eval mode): the loss is ``distillation_loss`` with the
+    soft-target weight ``distill`` (0: off, plain cross-entropy) at ``temperature``. The checkpoints hold
+    the student only; a resume takes the teacher again.
     Returns (trained model, metrics dict); ``metrics["warnings"]`` lists problems such as a
     validation accuracy near chance (also written to stderr).
     """
+    check_distillation(distill, temperature)
+    if distill and teacher is None:
+        raise UserError("distillation needs a teacher model")
     keras.utils.set_random_seed(seed)
     spec = _spec_json(model)
     input_shape = tuple(spec.input_shape)
@@ -446,21 +517,31 @@ def fit(model, splits, output_dir, epochs=None, batch_size=None, lr=None, compre
         sys.stderr.write(f"[tfmobile] resuming {spec.name} from epoch {initial_epoch} of {epochs}\n")
     else:
         model, extra_cbs = prepare_model(model, compression, target_sparsity, structured_2_4, total_steps)
-    compile_model(model, optimizer)
+    compile_model(model, optimizer)   # the model returned is compiled with the optimizer that trained it
+    trained, teacher_trainable = model, None
+    if distill:
+        teacher_trainable, teacher.trainable = teacher.trainable, False   # frozen: no optimizer slots, no updates
+        trained, loss, accuracy = _distillation_model(model, teacher, float(distill), float(temperature))
+        trained.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])
 
     os.makedirs(output_dir, exist_ok=True)
     callbacks = list(extra_cbs)
     if tensorboard:
         callbacks.append(ScalarLogger(os.path.join(output_dir, "logs")))
-    callbacks.append(_EpochCheckpoint(output_dir, compression, spec, history, time.time(), on_epoch))
+    callbacks.append(_EpochCheckpoint(output_dir, compression, spec, history, time.time(), on_epoch, student=model))
     t0 = time.time()
     if initial_epoch < epochs and verbose:
         sys.stderr.write(f"[tfmobile] {spec.name} {compression or 'float'}: {schedule.describe()}; "
-                         f"augment: {', '.join(augment) or 'none'}\n")
-    if initial_epoch < epochs:
-        with contextlib.redirect_stdout(sys.stderr):  # stdout stays one JSON object with --json
-            model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                      validation_data=val_ds, callbacks=callbacks, verbose=0)  # our line, not Keras'
+                         f"augment: {', '.join(augment) or 'none'}"
+                         f"{f'; distilled (weight {distill:g}, T {temperature:g})' if distill else ''}\n")
+    try:
+        if initial_epoch < epochs:
+            with contextlib.redirect_stdout(sys.stderr):  # stdout stays one JSON object with --json
+                trained.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                            validation_data=val_ds, callbacks=callbacks, verbose=0)  # our line, not Keras'
+    finally:
+        if teacher_trainable is not None:
+            teacher.trainable = teacher_trainable
     seconds = time.time() - t0
     val_acc = history[-1].get("val_accuracy") if history else None
     warnings = []
@@ -474,6 +555,7 @@ def fit(model, splits, output_dir, epochs=None, batch_size=None, lr=None, compre
         "batch_size": batch_size, "steps_per_epoch": steps, "steps": int(optimizer.iterations.numpy()),
         "schedule": schedule.to_dict(), "lr": lr, "optimizer": "adam+cosine",
         "clipnorm": clipnorm,
+        "distillation": {"weight": float(distill), "temperature": float(temperature)} if distill else None,
         "augment": list(augment), "shift": float(shift) if "shift" in augment else 0.0,
         "train_images": int(len(splits.x_train)), "val_images": int(len(splits.x_val)),
         "data_source": splits.source, "params": int(model.count_params()),

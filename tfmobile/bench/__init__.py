@@ -15,7 +15,9 @@ Backends (``measure(backend=...)``):
   android           adb to a device (``serial=``): our app (``mode="app"``) or a pushed benchmark_model
 
 Every result has backend, threads, runs, init_ms, mean_ms, median_ms, p90_ms, std_ms, min_ms, cv (a
-value the tool does not report is null, with a note), plus model_bytes, ops, num_ops, device, warnings.
+value the tool does not report is null, with a note), plus model_bytes, ops, num_ops, device, warnings,
+and ``clock`` / ``clock_median_ms``: the median on the clock the latency LUT predicts ("cpu" for litert
+at 1 thread, where it equals ``cpu_median_ms``; "wall" otherwise, equal to ``median_ms``).
 This module imports no TensorFlow (the LUT's ``predict`` of a Keras model converts it, and imports it
 then).
 """
@@ -123,6 +125,7 @@ def measure(tflite_path, backend="litert", threads=1, runs=50, warmup=10, warn=T
     res.setdefault("device", device)
     res.update(facts)
     res["backend"] = backend
+    res.update(clock_median(res, backend, threads))
     warnings_ = list(res.get("warnings", []))
     from tfmobile.bench.stats import cv_warning
     w = cv_warning(res)
@@ -134,6 +137,17 @@ def measure(tflite_path, backend="litert", threads=1, runs=50, warmup=10, warn=T
         sys.stderr.flush()
     res["warnings"] = warnings_
     return res
+
+
+def clock_median(res, backend, threads):
+    """{"clock", "clock_median_ms"}: the median on the clock the latency LUT predicts for this backend and
+    thread count (``lut.latency_clock``: the invoking thread's CPU time for LiteRT at 1 thread, else the
+    wall clock), so that ``pipelines.lut predict``'s ``predicted_ms`` (same ``clock``) compares like with
+    like."""
+    from tfmobile.bench.lut import latency_clock
+
+    clock = latency_clock(backend, threads)
+    return {"clock": clock, "clock_median_ms": res.get("cpu_median_ms") if clock == "cpu" else res.get("median_ms")}
 
 
 def __getattr__(name):  # lazy LUT API: keeps ``import tfmobile.bench`` free of heavy imports

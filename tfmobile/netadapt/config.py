@@ -23,7 +23,7 @@ KINDS = ("latency", "macs", "params", "peak_sram", "flash")
 UNITS = {"latency": "ms", "macs": "MACs", "params": "params", "peak_sram": "bytes", "flash": "bytes"}
 COUNTED = ("macs", "params")
 SELECTIONS = ("ratio", "accuracy")
-FINAL_MODES = ("fine_tune", "from_scratch")
+FINAL_MODES = ("fine_tune", "from_scratch", "rewind")
 PICK_MEASUREMENTS = ("single", "interleaved")
 BACKENDS = ("litert", "benchmark_litert", "benchmark_model", "android")
 # What a --resume may change while no iteration has begun: the target (the start does not depend on it)
@@ -46,7 +46,10 @@ class Start:
     model: str = setting("mbv2", "zoo model trained first when no --checkpoint.")
     alpha: float = setting(1.0, "width multiplier of --model.")
     resolution: int = setting(32, "input resolution of --model.")
-    epochs: int = setting(10, "training epochs of --model before the loop.")
+    # None: the main job's step-based schedule for the data (data.default_schedule): 10 epochs of a small
+    # --data_dir left the start near chance
+    epochs: int = setting(None, "training epochs (passes) of --model before the loop (default: the step-based "
+                                "schedule for the data, as pipelines.main).")
     lr: float = setting(None, "peak learning rate of the start training and the baselines (default train's).")
     # Keras' 0.999 left the zoo start at chance in eval mode after a short run (train 0.54, val 0.10)
     bn_momentum: float = setting(0.9, "BatchNorm momentum of --model (Keras' 0.999 lags in short runs).")
@@ -113,9 +116,13 @@ class Measurement:
 class Final:
     long_epochs: int = setting(5, "long-term fine-tune epochs after the loop.")
     long_lr: float = setting(5e-4, "long-term fine-tune peak learning rate.")
-    mode: str = setting("fine_tune", "final stage: fine-tune the loop's weights (--long_epochs), or train the "
-                                     "found architecture from scratch with the baselines' budget.",
+    mode: str = setting("fine_tune", "final stage: fine_tune the loop's weights (--long_epochs); from_scratch: "
+                                     "the found architecture freshly initialised, or rewind: from the loop's "
+                                     "weights, trained with the baselines' whole budget at --lr.",
                         choices=FINAL_MODES, name="final")
+    distill: float = setting(0.0, "final stage: weight of the soft targets of the start model (the teacher) in "
+                                  "the loss, labels 1-W (0: no distillation).")
+    distill_temperature: float = setting(4.0, "temperature of the distillation's soft targets (loss scaled by T^2).")
     qat_epochs: int = setting(1, "QAT epochs of the final model (0: post-training int8).")
     tflm: bool = setting(True, "export the final int8 model for TFLite-Micro (arena measured).")
     baselines: tuple = setting((), "width multipliers trained with the same budget and measured with the "
@@ -232,12 +239,18 @@ class LoopConfig:
                     "workers": (self.execution.workers, 1), "max_iterations": (s.max_iterations, 1),
                     "threads": (m.threads, 1), "baseline_rounds": (fin.baseline_rounds, 1),
                     "long_epochs": (fin.long_epochs, 0), "qat_epochs": (fin.qat_epochs, 0),
-                    "bench_warmup": (m.bench_warmup, 0), "epochs": (self.start.epochs, 1)}
+                    "bench_warmup": (m.bench_warmup, 0)}
+        if self.start.epochs is not None:   # None: the data's step-based schedule
+            at_least["epochs"] = (self.start.epochs, 1)
         for name, (value, low) in at_least.items():
             if value < low:
                 raise UserError(f"--{name} must be >= {low}, got {value}")
         if fin.mode not in FINAL_MODES:
             raise UserError(f"--final must be one of {', '.join(FINAL_MODES)}, got {fin.mode!r}")
+        if not 0.0 <= fin.distill <= 1.0:
+            raise UserError(f"--distill must be in [0, 1] (0: off), got {fin.distill}")
+        if not (fin.distill_temperature > 0 and math.isfinite(fin.distill_temperature)):
+            raise UserError(f"--distill_temperature must be a finite number > 0, got {fin.distill_temperature}")
         for a in fin.baselines or ():
             if not a > 0:
                 raise UserError(f"baseline width multipliers must be > 0, got {a}")

@@ -14,18 +14,27 @@ import time
 from tfmobile.netadapt.config import UNITS
 
 
-def train_and_export(cfg, data, name, spec, model, directory, epochs, lr, log):
+def train_and_export(cfg, data, name, spec, model, directory, epochs, lr, log, teacher=None):
     """``model`` through main_job's float -> QAT -> int8 (+ TFLM) -> LiteRT test accuracy stages in ``directory``
-    (resumed there); the row, with the Keras validation accuracy and the spec (also DIRECTORY/spec.json)."""
+    (resumed there); the row, with the Keras validation accuracy and the spec (also DIRECTORY/spec.json).
+
+    teacher: a Keras model the float stage distils from (``--distill`` weight, ``--distill_temperature``).
+    """
     from tfmobile import train
     from tfmobile.io import write_json
     from tfmobile.main_job import Job
 
-    ft = cfg.fine_tune
+    ft, fin = cfg.fine_tune, cfg.final
     job = Job(directory, data.splits, batch_size=ft.batch_size, progress=log,
               resume={"seed": ft.seed, "verbose": 2})
-    row, fmodel, qmodel = job.float_qat_int8(name, model, epochs, lr, cfg.final.qat_epochs, data.calibration,
-                                             tflm=cfg.final.tflm, bench=False)
+    if teacher is not None and fin.distill and epochs > 0:
+        # main_job's float stage, with the teacher (its checkpoint dir, so a resume continues it)
+        model, _ = job.stage("float training (distilled)", lambda: train.fit(
+            model, data.splits, os.path.join(directory, "train", "float"), **job.fit_options, **job.resume_options,
+            epochs=epochs, lr=lr, teacher=teacher, distill=fin.distill, temperature=fin.distill_temperature))
+        epochs = 0   # trained: the stages below take it as it is
+    row, fmodel, qmodel = job.float_qat_int8(name, model, epochs, lr, fin.qat_epochs, data.calibration,
+                                             tflm=fin.tflm, bench=False)
     row["quantization"] = "qat" if qmodel is not None else "ptq"
     row["val_accuracy_keras"] = train.evaluate(fmodel, data.splits.x_val, data.splits.y_val)
     row["spec"] = spec.to_dict()
@@ -34,41 +43,70 @@ def train_and_export(cfg, data, name, spec, model, directory, epochs, lr, log):
 
 
 def budget_epochs(cfg, start_train_epochs):
-    """The whole training budget of the NetAdapt model: start training + long-term fine-tune epochs
-    (what a baseline, or the found architecture trained from scratch, gets)."""
-    return int(start_train_epochs or cfg.start.epochs) + cfg.final.long_epochs
+    """The whole training budget of the NetAdapt model: start training + long-term fine-tune epochs, in
+    passes over the training images (what a baseline, or the found architecture trained from scratch or
+    rewound, gets)."""
+    return int(start_train_epochs or cfg.start.epochs or 0) + cfg.final.long_epochs
 
 
 def final_training(cfg, start_train_epochs, last_checkpoint, spec):
     """(starting model, epochs, peak lr, description) of the final stage.
 
     ``fine_tune`` (NetAdapt's long-term fine-tune): the loop's last weights, ``long_epochs`` at
-    ``long_lr``. ``from_scratch``: the found architecture ``spec`` freshly initialised and trained with
-    the baselines' budget (``budget_epochs``, at ``lr``) — in the benchmark that beat the
-    width-multiplier curve where the fine-tuned weights only reached it (docs/netadapt_results.md).
+    ``long_lr``. ``from_scratch`` (MobileNetV3's recipe): the found architecture ``spec`` freshly
+    initialised and trained with the baselines' budget (``budget_epochs``, at ``lr``) — in the benchmark
+    that beat the width-multiplier curve where the fine-tuned weights only reached it
+    (docs/netadapt_results.md). ``rewind``: the baselines' budget and rate too, from the loop's last
+    weights (what the pruned channels learnt is kept, the schedule restarts).
     """
     from tfmobile import models, train
 
     fin = cfg.final
-    if fin.mode == "from_scratch":
+    if fin.mode in ("from_scratch", "rewind"):
         epochs = budget_epochs(cfg, start_train_epochs)
+        if fin.mode == "rewind":
+            return (train.load_checkpoint(last_checkpoint), epochs, cfg.start.lr,
+                    f"{epochs} epoch(s) of the found architecture from the loop's weights (rewind)")
         return (models.build(spec), epochs, cfg.start.lr,
                 f"{epochs} epoch(s) of the found architecture from scratch")
     return (train.load_checkpoint(last_checkpoint), fin.long_epochs, fin.long_lr,
             f"{fin.long_epochs} long-term fine-tune epoch(s)")
 
 
-def final_model(cfg, run_dir, data, start_train_epochs, last_checkpoint, log):
-    """The NetAdapt model through the final stage (final/final.json); its row without the measurement."""
+def chosen_by(cfg):
+    """Why this final stage ran: "default", or "--final" (the report says which and why)."""
+    from tfmobile.netadapt.config import Final
+
+    return "default" if cfg.final.mode == Final().mode else "--final"
+
+
+def final_model(cfg, run_dir, data, start_train_epochs, last_checkpoint, log, teacher_checkpoint=None):
+    """The NetAdapt model through the final stage (final/final.json); its row without the measurement.
+
+    teacher_checkpoint: the start model, the teacher of ``--distill`` (unused when it is 0).
+    """
     from tfmobile.models import ModelSpec
 
     def compute():
+        from tfmobile import train
+
         t = time.time()
         spec = ModelSpec.load(os.path.join(last_checkpoint, "spec.json"))
         model, epochs, lr, what = final_training(cfg, start_train_epochs, last_checkpoint, spec)
-        log(f"final stage: {what}, {cfg.final.qat_epochs} QAT epoch(s), int8 + TFLM")
-        row = train_and_export(cfg, data, "netadapt_int8", spec, model, run_dir.sub("final"), epochs, lr, log)
-        row.update(final_stage=cfg.final.mode, epochs=epochs, seconds=round(time.time() - t, 1))
+        fin = cfg.final
+        teacher = None
+        if fin.distill and epochs > 0:
+            if not teacher_checkpoint:
+                raise ValueError("--distill needs the start model's checkpoint (the teacher)")
+            teacher = train.load_checkpoint(teacher_checkpoint)
+            what += f", distilled from the start model (weight {fin.distill:g}, T {fin.distill_temperature:g})"
+        log(f"final stage: {what}, {fin.qat_epochs} QAT epoch(s), int8 + TFLM")
+        row = train_and_export(cfg, data, "netadapt_int8", spec, model, run_dir.sub("final"), epochs, lr, log,
+                               teacher=teacher)
+        row.update(final_stage=fin.mode, final_stage_chosen_by=chosen_by(cfg), final_stage_what=what,
+                   distillation={"weight": fin.distill, "temperature": fin.distill_temperature,
+                                 "teacher": "start/checkpoint"} if teacher is not None else None,
+                   epochs=epochs, seconds=round(time.time() - t, 1))
         return row
 
     return run_dir.step(os.path.join("final", "final.json"), compute)
@@ -188,6 +226,8 @@ def finish(cfg, run_dir, status, start, last_checkpoint, data, measurer, log, ru
            "workers": workers, "start": start.summary(), "start_measurement": start.measurement,
            "iterations": hist, "reached": reached(hist, start.summary()), "config": cfg.fingerprint()}
     rep["start"]["model"] = start.point.spec.name
+    recorded = run_dir.read("start", "start.json") or {}
+    rep["start"].update({k: recorded.get(k) for k in ("train_steps", "train_schedule")})
     if status == "met":
         rep.update(final_and_baselines(cfg, run_dir, start, last_checkpoint, data, measurer, log))
     rep["timings"] = timings(hist, rep, started)
@@ -204,7 +244,8 @@ def finish(cfg, run_dir, status, start, last_checkpoint, data, measurer, log, ru
 
 def final_and_baselines(cfg, run_dir, start, last_checkpoint, data, measurer, log):
     """The report's final, baselines, comparison and final_meets_target: trained, exported, measured together."""
-    fin = final_model(cfg, run_dir, data, start.train_epochs, last_checkpoint, log)
+    fin = final_model(cfg, run_dir, data, start.train_epochs, last_checkpoint, log,
+                      teacher_checkpoint=start.point.checkpoint)
     rows = {"netadapt": fin}
     base_rows = []
     if cfg.final.baselines:

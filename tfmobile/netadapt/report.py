@@ -29,9 +29,13 @@ def markdown(rep):
                      f"| {len(h['proposals'])} | {h['seconds']:.0f} | {_f(h.get('cpu_seconds'), '{:.0f}')} |")
     r = rep["reached"]
     lines += ["", f"Reached: {_f(r['measured'])} {unit} at iteration {r['iteration']}.", ""]
+    steps = s.get("train_steps")
+    if steps:
+        lines += [f"Start training: {steps} optimizer steps ({s.get('train_epochs')} passes over the training "
+                  "images); the baselines' budget adds the long-term fine-tune's passes to these.", ""]
     fin = rep.get("final")
     if fin:
-        lines += ["## Final model and width-multiplier baselines", "",
+        lines += ["## Final model and width-multiplier baselines", "", final_stage_line(fin), "",
                   "Accuracy: the int8 .tflite in LiteRT on the test set. Measured together (interleaved rounds).", "",
                   f"| model | measured ({unit}) | LiteRT test top-1 | int8 bytes | TFLM arena (bytes) |",
                   "|---|---|---|---|---|",
@@ -54,6 +58,13 @@ def markdown(rep):
     t = rep["timings"]
     lines += ["## Time", ""] + [f"- {k}: {v}" for k, v in t.items()] + ["", "![NetAdapt](netadapt.png)", ""]
     return "\n".join(lines)
+
+
+def final_stage_line(fin):
+    """Which final stage ran, why (the default or --final) and how long, in one line."""
+    why = {"default": " (the default)", "--final": " (chosen with --final)"}.get(fin.get("final_stage_chosen_by"), "")
+    return (f"Final stage: **{fin.get('final_stage')}**{why}: {fin.get('final_stage_what') or ''}"
+            f"{'' if fin.get('distillation') else '; no distillation'}.")
 
 
 def plot(rep, path):

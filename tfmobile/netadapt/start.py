@@ -112,7 +112,8 @@ def start_point(session, spec):
         return {"spec": spec.to_dict(), "checkpoint": checkpoint, "measured": m["value"], "measurement": m,
                 "predicted": m["predicted"],
                 "val_accuracy": train.evaluate(model, session.data.splits.x_val, session.data.splits.y_val),
-                "train_epochs": train.checkpoint_info(checkpoint).get("epoch", 0)}
+                **start_training(session.cfg, len(session.data.splits.x_train),
+                                 train.checkpoint_info(checkpoint).get("epoch", 0))}
 
     s = session.run_dir.step(os.path.join("start", "start.json"), evaluate)
     start = Start(Point(0, spec, s["checkpoint"], s["measured"], s["predicted"], s["val_accuracy"]),
@@ -127,8 +128,29 @@ def start_point(session, spec):
     return start
 
 
+def start_schedule(cfg, n_train):
+    """The zoo start's training length: ``--epochs`` passes, or (not given) the main job's step-based
+    schedule for the data (``data.default_schedule``: at least its minimum of optimizer steps)."""
+    from tfmobile import data
+
+    return data.default_schedule(n_train, batch_size=cfg.fine_tune.batch_size, epochs=cfg.start.epochs)
+
+
+def start_training(cfg, n_train, checkpoint_epochs):
+    """start.json's record of the start training. ``train_epochs`` counts passes over the training images
+    (the unit of ``--epochs`` and of the baselines' budget: an epoch of a small set's schedule is several
+    passes); ``train_steps`` and ``train_schedule`` are the zoo start's optimizer steps (None for a
+    --checkpoint, trained elsewhere)."""
+    if cfg.start.checkpoint:
+        return {"train_epochs": checkpoint_epochs, "train_steps": None, "train_schedule": None}
+    schedule = start_schedule(cfg, n_train)
+    return {"train_epochs": checkpoint_epochs * schedule.passes_per_epoch,
+            "train_steps": checkpoint_epochs * schedule.steps_per_epoch, "train_schedule": schedule.to_dict()}
+
+
 def start_checkpoint(session, spec):
-    """start/checkpoint: a copy of --checkpoint, or the zoo model trained for --epochs (resumed)."""
+    """start/checkpoint: a copy of --checkpoint, or the zoo model trained for --epochs or the data's
+    step-based schedule (resumed)."""
     from tfmobile import models, train
 
     cfg = session.cfg.start
@@ -141,11 +163,12 @@ def start_checkpoint(session, spec):
             train.save_checkpoint(train.load_checkpoint(cfg.checkpoint), checkpoint,
                                   extra={"epoch": info.get("epoch", 0), "metrics": info.get("metrics", {})})
         return checkpoint
-    if done is not None and done >= cfg.epochs:
+    schedule = start_schedule(session.cfg, len(session.data.splits.x_train))
+    if done is not None and done >= schedule.epochs:
         return checkpoint
     ft = session.cfg.fine_tune
-    session.log(f"resuming the start training of {spec.name} from epoch {done} of {cfg.epochs}" if done else
-                f"training the start model {spec.name} for {cfg.epochs} epochs")
+    session.log(f"resuming the start training of {spec.name} from epoch {done} of {schedule.epochs}" if done else
+                f"training the start model {spec.name}: {schedule.describe()}")
     train.fit_or_load(lambda: models.build(spec), session.data.splits, session.run_dir.sub("start"),
                       epochs=cfg.epochs, lr=cfg.lr, batch_size=ft.batch_size, seed=ft.seed, verbose=2)
     return checkpoint
