@@ -11,28 +11,19 @@ import numpy as np
 import pytest
 
 import tfmobile  # noqa: F401
+from netadapt_tiny import tiny_spec
 from conftest import REPO, run_cli
 
 FAST = ["--subset", "--limit", "300", "--batch_size", "32", "--short_steps", "2", "--resource", "macs",
         "--long_epochs", "0", "--qat_epochs", "0", "--notflm"]
 
 
-def _tiny_spec(classes=10):
-    from tfmobile import models
-
-    spec = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=classes, bn_momentum=0.5)
-    d = spec.to_dict()
-    d["blocks"] = [b for b in d["blocks"] if b["name"] in ("stem", "block_1", "block_2", "top")]
-    for b, w in zip(d["blocks"][:3], (8, 24, 24)):
-        b["filters"] = w
-    d["name"] = "mbv1_tiny_32"
-    return models.ModelSpec.from_dict(d)
 
 
 def _checkpoint(path, classes=10):
     from tfmobile import models, train
 
-    train.save_checkpoint(models.build(_tiny_spec(classes)), str(path))
+    train.save_checkpoint(models.build(tiny_spec(classes=classes)), str(path))
     return str(path)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tfmobile  # noqa: F401
+from netadapt_tiny import tiny_spec
 from conftest import run_cli
 from tfmobile.errors import UserError
 from tfmobile.netadapt import config, final, report
@@ -15,15 +16,7 @@ from tfmobile.netadapt.history import RunDir
 
 
 def _tiny_spec():
-    from tfmobile import models
-
-    spec = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=10, bn_momentum=0.5)
-    d = spec.to_dict()
-    d["blocks"] = [b for b in d["blocks"] if b["name"] in ("stem", "block_1", "top")]
-    for b, w in zip(d["blocks"][:2], (8, 16)):
-        b["filters"] = w
-    d["name"] = "mbv1_final_test"
-    return models.ModelSpec.from_dict(d)
+    return tiny_spec((8, 16), name="mbv1_final_test")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import time
 import pytest
 
 import tfmobile  # noqa: F401
+from netadapt_tiny import tiny_spec
 from conftest import REPO, run_cli
 from netadapt_tasks import sleepy_task
 from tfmobile.errors import UserError
@@ -202,18 +203,6 @@ def _alive(pid):
 # ------------------------------------------------------------------------------------------------
 # a tiny start model
 # ------------------------------------------------------------------------------------------------
-def tiny_spec(widths=(8, 24, 24)):
-    from tfmobile import models
-
-    # BatchNorm momentum 0.5: its moving statistics follow the few training steps here, so the
-    # proposals' validation accuracies differ (with 0.99 every one is at chance and ties decide)
-    spec = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=10, bn_momentum=0.5)
-    d = spec.to_dict()
-    d["blocks"] = [b for b in d["blocks"] if b["name"] in ("stem", "block_1", "block_2", "top")]
-    for b, w in zip(d["blocks"][:3], widths):
-        b["filters"] = w
-    d["name"] = "mbv1_tiny_32"
-    return models.ModelSpec.from_dict(d)
 
 
 @pytest.fixture(scope="module")

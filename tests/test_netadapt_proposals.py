@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 import tfmobile  # noqa: F401
+from netadapt_tiny import tiny_spec
 from conftest import run_cli
 from tfmobile.errors import UserError
 from tfmobile.netadapt import iteration
@@ -16,16 +17,6 @@ from tfmobile.netadapt.history import RunDir
 from tfmobile.netadapt.state import Point, RunData, Session, Start
 
 
-def tiny_spec(widths=(8, 24, 24)):
-    from tfmobile import models
-
-    spec = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=10, bn_momentum=0.5)
-    d = spec.to_dict()
-    d["blocks"] = [b for b in d["blocks"] if b["name"] in ("stem", "block_1", "block_2", "top")]
-    for b, w in zip(d["blocks"][:3], widths):
-        b["filters"] = w
-    d["name"] = "mbv1_tiny_32"
-    return models.ModelSpec.from_dict(d)
 
 
 @pytest.fixture(scope="module")
