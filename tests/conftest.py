@@ -19,3 +19,12 @@ def run_cli(module, *args, timeout=600):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def process_alive(pid):
+    """Whether ``pid`` runs (a zombie does not: it has exited, only its parent has not reaped it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

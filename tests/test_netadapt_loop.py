@@ -13,7 +13,7 @@ import pytest
 
 import tfmobile  # noqa: F401
 from netadapt_tiny import tiny_spec
-from conftest import REPO, run_cli
+from conftest import REPO, process_alive, run_cli
 from netadapt_tasks import sleepy_task
 from tfmobile.errors import UserError
 from tfmobile.netadapt import loop
@@ -187,17 +187,11 @@ def test_workers_die_with_the_driver(tmp_path):
     driver.kill()
     driver.wait()
     t0 = time.time()
-    while any(_alive(p) for p in pids):
+    while any(process_alive(p) for p in pids):
         assert time.time() - t0 < 10, "a worker outlived its driver"
         time.sleep(0.05)
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import tfmobile  # noqa: F401
-from conftest import REPO
+from conftest import REPO, process_alive
 from tfmobile.netadapt.workers import LocalPool, stage_checkpoint
 
 
@@ -60,12 +60,6 @@ def _wait_for(paths, timeout=60, alive=None):
         time.sleep(0.05)
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 # ------------------------------------------------------------------------------------------------
@@ -144,7 +138,7 @@ def test_sigterm_of_the_driver_leaves_no_temp_files_and_its_scratch_is_wiped_at_
     for pid, scratch, loose in attempts:
         assert not os.path.exists(scratch) and not os.path.exists(loose)
         t0 = time.time()
-        while _alive(int(pid)):
+        while process_alive(int(pid)):
             assert time.time() - t0 < 10, "a worker outlived the pool"
             time.sleep(0.05)
 
