@@ -478,13 +478,13 @@ def test_latency_loop_end_to_end_two_iterations_and_resume_after_kill(tmp_path):
     assert first.stat().st_mtime_ns == mtime and (out / "iterations" / "002" / "plan.json").read_bytes() == plan
     rep = json.loads((out / "report.json").read_text())
     assert rep["status"] == "max_iterations" and [h["iteration"] for h in rep["iterations"]] == [1, 2]
-    start = rep["start"]["measured"]
-    for h in rep["iterations"]:
+    previous = rep["start"]["measured"]
+    for h in rep["iterations"]:   # each budget starts from the measurement before it (noisy: not the start's)
         m = h["measurement"]
         assert m["kind"] == "latency" and m["clock"] == "cpu" and m["runs"] == 20 and m["value"] > 0
-        assert h["budget"] < start and h["predicted"] <= h["budget_predicted"]
+        assert h["budget"] < previous and h["predicted"] <= h["budget_predicted"]
+        previous = h["measured"]
         assert (out / "iterations" / f"{h['iteration']:03d}" / "model_int8.tflite").read_bytes()[4:8] == b"TFL3"
-    assert rep["iterations"][1]["budget"] < rep["iterations"][0]["measured"]   # the next budget starts there
     lut = json.loads((out / "lut.json").read_text())
     (device,) = lut["devices"].values()
     assert device["entries"] and set(lut_before["devices"]) == set(lut["devices"])

@@ -146,7 +146,6 @@ def run_proposal(task, splits=None, parent_files=None):
     configure_tensorflow(task["threads"])
     import tf_keras as keras
 
-    from tfmobile import train
     from tfmobile.models import ModelSpec
     from tfmobile.models.surgery import transfer
 
@@ -164,15 +163,7 @@ def run_proposal(task, splits=None, parent_files=None):
         if bn_batches:
             keras.utils.set_random_seed(task["seed"])   # dropout in training mode: same draws everywhere
             reestimate_batchnorm(model, training_batches(splits, tuple(spec.input_shape), task, bn_batches))
-        ckpt = os.path.join(out, train.CHECKPOINT_DIR)
-        if task["steps"]:
-            _, metrics = train.fit(model, splits, out, epochs=1, steps_per_epoch=task["steps"],
-                                   batch_size=task["batch_size"], lr=task["lr"], seed=task["seed"],
-                                   augment=task["augment"], shift=task["shift"], tensorboard=False,
-                                   verbose=0, warmup_epochs=0)
-        else:   # scored as transferred (and re-estimated): no optimizer step
-            train.save_checkpoint(model, ckpt, extra={"epoch": 0})
-            metrics = {"val_accuracy": train.evaluate(model, splits.x_val, splits.y_val), "train_accuracy": None}
+        ckpt, metrics = _short_term_fine_tune(model, splits, out, task)
         result = {"group": task["group"], "width": task["width"], "val_accuracy": metrics["val_accuracy"],
                   "train_accuracy": metrics["train_accuracy"], "bn_batches": bn_batches,
                   "seconds": round(time.time() - t0, 2), "cpu_seconds": round(time.process_time() - cpu0, 2),
@@ -185,6 +176,21 @@ def run_proposal(task, splits=None, parent_files=None):
         return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _short_term_fine_tune(model, splits, out, task):
+    """(checkpoint dir, metrics) after ``task["steps"]`` steps; 0 steps: scored as it is, no optimizer step."""
+    from tfmobile import train
+
+    ckpt = os.path.join(out, train.CHECKPOINT_DIR)
+    if task["steps"]:
+        _, metrics = train.fit(model, splits, out, epochs=1, steps_per_epoch=task["steps"],
+                               batch_size=task["batch_size"], lr=task["lr"], seed=task["seed"],
+                               augment=task["augment"], shift=task["shift"], tensorboard=False,
+                               verbose=0, warmup_epochs=0)
+        return ckpt, metrics
+    train.save_checkpoint(model, ckpt, extra={"epoch": 0})
+    return ckpt, {"val_accuracy": train.evaluate(model, splits.x_val, splits.y_val), "train_accuracy": None}
 
 
 def checkpoint_files(directory):
