@@ -17,3 +17,10 @@ def tiny_spec(widths=(8, 24, 24), classes=10, name="mbv1_tiny_32"):
         b["filters"] = w
     d["name"] = name
     return models.ModelSpec.from_dict(d)
+
+
+def tiny_splits():
+    """300 training images of the shipped Fashion-MNIST subset, a tenth of them held out for validation."""
+    from tfmobile import data
+
+    return data.train_val_split(data.load_dataset(None, subset=True), 0.1, limit=300)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import tfmobile  # noqa: F401
-from netadapt_tiny import tiny_spec
+from netadapt_tiny import tiny_splits, tiny_spec
 from conftest import REPO, process_alive, run_cli
 from netadapt_tasks import sleepy_task
 from tfmobile.errors import UserError
@@ -201,10 +201,10 @@ def test_workers_die_with_the_driver(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from tfmobile import data, models, train
+    from tfmobile import models, train
 
     out = tmp_path_factory.mktemp("tiny")
-    splits = data.train_val_split(data.load_dataset(None, subset=True), 0.1, limit=300)
+    splits = tiny_splits()
     train.fit(models.build(tiny_spec()), splits, str(out), epochs=2, batch_size=32, lr=1e-2, tensorboard=False,
               verbose=0)
     return os.path.join(out, "checkpoint")
@@ -389,7 +389,7 @@ def _session(tmp_path, checkpoint, measurer=None, **kw):
     from tfmobile.netadapt.state import RunData, Session
 
     cfg = _cfg(checkpoint, **kw)
-    splits = data.train_val_split(data.load_dataset(None, subset=True), 0.1, limit=300)
+    splits = tiny_splits()
     return Session(cfg, RunDir(tmp_path / "run"), measurer=measurer, log=lambda m: None,
                    data=RunData(splits, cfg.data_config((32, 32, 3)),
                                 data.sample_images(splits.x_train, (32, 32, 3), n=20)))

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 import tfmobile  # noqa: F401
-from netadapt_tiny import tiny_spec
+from netadapt_tiny import tiny_splits, tiny_spec
 from conftest import run_cli
 from tfmobile.errors import UserError
 from tfmobile.netadapt import iteration
@@ -21,9 +21,7 @@ from tfmobile.netadapt.state import Point, RunData, Session, Start
 
 @pytest.fixture(scope="module")
 def splits():
-    from tfmobile import data
-
-    return data.train_val_split(data.load_dataset(None, subset=True), 0.1, limit=300)
+    return tiny_splits()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import time
 import pytest
 
 import tfmobile  # noqa: F401
+from netadapt_tiny import tiny_splits
 from conftest import REPO, process_alive
 from tfmobile.netadapt.workers import LocalPool, stage_checkpoint
 
@@ -233,7 +234,7 @@ def test_a_proposal_scored_after_bn_reestimation_only(tmp_path):
     moving statistics, and so the score, differ; the trained weights are the same in both."""
     import numpy as np
 
-    from tfmobile import data, models, train
+    from tfmobile import models, train
     from tfmobile.models.surgery import groups, shrink
     spec = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=10, bn_momentum=0.5)
     d = spec.to_dict()
@@ -243,7 +244,7 @@ def test_a_proposal_scored_after_bn_reestimation_only(tmp_path):
     spec = models.ModelSpec.from_dict(d)
     cfg = {"data_dir": None, "subset": True, "limit": 300, "val_fraction": 0.1, "seed": 0,
            "input_shape": [32, 32, 3]}
-    splits = data.train_val_split(data.load_dataset(None, subset=True), 0.1, limit=300)
+    splits = tiny_splits()
     train.fit(models.build(spec), splits, str(tmp_path / "parent"), epochs=1, batch_size=32, lr=1e-2,
               tensorboard=False, verbose=0)
     group = [g for g in groups(spec) if g.name != "stem"][0]
