@@ -32,7 +32,8 @@ flags.DEFINE_list("score_settings", ["50:0", "50:50", "50:200", "0:200"],
                   "N:T pairs: N BatchNorm re-estimation batches, then T fine-tune steps.")
 flags.DEFINE_integer("long_steps", 1000, "fine-tune steps of the reference accuracy (at least 1000).")
 flags.DEFINE_float("long_study_lr", None, "peak learning rate of the reference fine-tune (default --short_lr).")
-flags.DEFINE_integer("max_proposals", 0, "study only the first K proposals of each iteration (0: all).")
+flags.DEFINE_integer("max_proposals", 0, "study K proposals of each iteration, spread evenly over its groups "
+                                        "in network order (0: all).")
 flags.DEFINE_float("tolerance", 0.05, "a setting within this of the best mean correlation qualifies.")
 flags.DEFINE_boolean("smoke", False, "tiny settings (shipped data subset, 1-epoch mbv1, macs, a few steps) "
                                      "to show the script works; its numbers mean nothing.")
@@ -89,6 +90,16 @@ def spearman(a, b):
     return cov / (va * vb) ** 0.5 if va > 0 and vb > 0 else None
 
 
+def spread(items, k):
+    """``k`` of ``items`` evenly spaced from first to last (all when k is 0 or covers them): a sample of
+    the network's depth, not only its first layers."""
+    if not k or k >= len(items):
+        return list(items)
+    if k == 1:
+        return [items[0]]
+    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
+
+
 def choose_default(summary, tolerance):
     """The cheapest setting whose mean correlation is within ``tolerance`` of the best (None: none measured)."""
     scored = [s for s in summary if s["mean_spearman"] is not None]
@@ -132,7 +143,7 @@ def study(session, start, out, settings, long_steps, long_lr, max_proposals, log
         i = row["iteration"]
         parent = start.point.checkpoint if i == 1 else os.path.join(run_dir.iteration_dir(i - 1), "checkpoint")
         plan = run_dir.read(os.path.join("iterations", f"{i:03d}"), "plan.json")
-        proposals = plan["proposals"][:max_proposals or None]
+        proposals = spread(plan["proposals"], max_proposals)
         for name, n, t, lr in runs:
             for p in proposals:
                 path = os.path.join(out, "study", f"{i:03d}", name, p["group"].replace("/", "__") + ".json")

@@ -21,6 +21,7 @@ class Point:
     measured: float         # on the measuring device: what the budgets start from
     predicted: float        # by the LUT / count (only ranks proposals; see iteration.plan_iteration)
     val_accuracy: float     # top-1 on the validation split carved from the training images
+    resources: dict = dataclasses.field(default_factory=dict)   # every constrained kind -> measured value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Start:
     measurement: dict
     train_epochs: int
     target: float           # absolute, in the resource's unit
+    limits: dict = dataclasses.field(default_factory=dict)      # every constrained kind -> absolute limit
 
     def summary(self):
         return {"measured": self.point.measured, "predicted": self.point.predicted,
@@ -43,10 +45,24 @@ class RunData:
     splits: object
     config: dict
     calibration: object
+    _calibrations: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def input_shape(self):
         return tuple(self.config["input_shape"])
+
+    def calibration_for(self, input_shape):
+        """The int8 calibration images at ``input_shape``: a model at another resolution (a resolution
+        proposal, a baseline of the resolution grid) is calibrated on the same images, resized."""
+        input_shape = tuple(input_shape)
+        if input_shape == self.input_shape:
+            return self.calibration
+        if input_shape not in self._calibrations:
+            from tfmobile import data
+
+            self._calibrations[input_shape] = data.sample_images(self.splits.x_train, input_shape,
+                                                                 seed=self.config["seed"])
+        return self._calibrations[input_shape]
 
 
 def log_stderr(message):
