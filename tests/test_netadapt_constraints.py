@@ -160,7 +160,7 @@ def test_history_records_with_bad_constraint_keys_are_refused(tmp_path):
 # ------------------------------------------------------------------------------------------------
 def test_the_run_ends_when_every_limit_holds_and_a_resume_restores_the_resources(tmp_path, monkeypatch):
     cfg = LoopConfig.of(**BASE, checkpoint=_checkpoint(tmp_path / "ckpt"), resource="macs", target=0.9,
-                        constraint=("params=0.75",))
+                        constraint=("params=0.6",))
     out = str(tmp_path / "run")
     original = RunDir.append_history
 
@@ -187,7 +187,7 @@ def test_the_run_ends_when_every_limit_holds_and_a_resume_restores_the_resources
     assert entered[0].iteration == 1 and entered[0].resources == first["resources"]   # restored, not guessed
 
     start = json.loads(open(os.path.join(out, "start", "start.json")).read())
-    limits = {"macs": 0.9 * start["resources"]["macs"], "params": 0.75 * start["resources"]["params"]}
+    limits = {"macs": 0.9 * start["resources"]["macs"], "params": 0.6 * start["resources"]["params"]}
     rows = RunDir(out).history()
     assert len(rows) >= 2 and rows[0] == first
     holds = [all(r["resources"][k] <= v for k, v in limits.items()) for r in rows]
@@ -197,5 +197,5 @@ def test_the_run_ends_when_every_limit_holds_and_a_resume_restores_the_resources
         assert r["driving"] in ("macs", "params")
         plan = json.loads(open(os.path.join(out, "iterations", f"{r['iteration']:03d}", "plan.json")).read())
         assert plan["driving"] == r["driving"]
-    # the primary met early: the constraint kept the run going (macs 0.9 takes fewer steps than params 0.75)
-    assert rows[0]["driving"] == "params"
+    # the primary was met early (macs 0.9 takes fewer steps than params 0.6): the constraint kept the run going
+    assert rows[0]["driving"] == "params" and any(r["resources"]["macs"] <= limits["macs"] for r in rows[:-1])
