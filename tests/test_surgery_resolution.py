@@ -146,3 +146,37 @@ def test_every_family_converts_to_int8_at_its_lowest_resolution(name):
     size = spec.input_shape[0]
     out = run_tflite(data, np.zeros((1, size, size, 3), np.float32))
     assert np.asarray(out).shape[-1] == 10
+
+
+def test_a_resolution_proposal_trains_and_validates_at_its_input_size(tmp_path):
+    """run_proposal on a spec one resolution step down: BatchNorm re-estimated, fine-tuned and validated
+    on the run's images resized to the proposal's input (the data config keeps the run's 32x32), and
+    its checkpoint takes that input."""
+    from netadapt_tiny import tiny_splits, tiny_spec
+
+    from tfmobile import train
+    from tfmobile.netadapt.workers import LocalPool
+
+    spec = tiny_spec()
+    assert surgery.lowest_resolution(spec) == 4
+    train.save_checkpoint(models.build(spec), str(tmp_path / "parent"))
+    low = surgery.with_resolution(spec, 24)
+    task = {"group": surgery.RESOLUTION_GROUP, "width": 24, "spec": low.to_json(indent=None),
+            "parent": str(tmp_path / "parent"), "steps": 2, "bn_batches": 2, "batch_size": 32,
+            "lr": 1e-2, "seed": 0, "augment": True, "shift": 0.0, "threads": 1,
+            "output_dir": str(tmp_path / "proposal"),
+            "data": {"data_dir": None, "subset": True, "limit": 300, "val_fraction": 0.1, "seed": 0,
+                     "input_shape": [32, 32, 3]}}
+    results = {}
+    pool = LocalPool(1)   # run_proposal sets TensorFlow's threads: a fresh process, as in a run
+    try:
+        pool.run({"r": task}, results.__setitem__)
+    finally:
+        pool.close()
+    result = results["r"]
+    assert (result["group"], result["width"]) == ("resolution", 24)
+    assert train.checkpoint_spec(result["checkpoint"]) == low
+    model = train.load_checkpoint(result["checkpoint"])
+    assert model.input_shape == (None, 24, 24, 3)
+    splits = tiny_splits()
+    assert result["val_accuracy"] == pytest.approx(train.evaluate(model, splits.x_val, splits.y_val))
