@@ -160,7 +160,7 @@ def test_history_records_with_bad_constraint_keys_are_refused(tmp_path):
 # ------------------------------------------------------------------------------------------------
 def test_the_run_ends_when_every_limit_holds_and_a_resume_restores_the_resources(tmp_path, monkeypatch):
     cfg = LoopConfig.of(**BASE, checkpoint=_checkpoint(tmp_path / "ckpt"), resource="macs", target=0.9,
-                        constraint=("params=0.6",))
+                        constraint=("params=0.6",), delta0=0.2)
     out = str(tmp_path / "run")
     original = RunDir.append_history
 
@@ -199,3 +199,77 @@ def test_the_run_ends_when_every_limit_holds_and_a_resume_restores_the_resources
         assert plan["driving"] == r["driving"]
     # the primary was met early (macs 0.9 takes fewer steps than params 0.6): the constraint kept the run going
     assert rows[0]["driving"] == "params" and any(r["resources"]["macs"] <= limits["macs"] for r in rows[:-1])
+
+
+# ------------------------------------------------------------------------------------------------
+# the input resolution as a proposal
+# ------------------------------------------------------------------------------------------------
+def test_a_resolution_proposal_competes_when_it_meets_the_budget(tmp_path):
+    from tfmobile.models import ModelSpec
+    from tfmobile.models.surgery import RESOLUTION_GROUP, with_resolution
+    from tfmobile.netadapt.resource import resource
+
+    spec = tiny_spec((16, 24, 24))
+    session = _session(tmp_path, resource="macs", target=0.5, resolution_step=8)
+    macs = resource(spec, "macs")
+    start = _start(spec, {"macs": macs}, {"macs": 0.5 * macs}, "macs")
+    plan = iteration.plan_iteration(session, start, start.point, 1)
+    (res,) = [p for p in plan["proposals"] if p["group"] == RESOLUTION_GROUP]
+    assert plan["proposals"][-1] is res and len(plan["proposals"]) == 4   # besides one per channel group
+    assert (res["from_width"], res["width"]) == (32, 24) and ModelSpec.from_json(res["spec"]).input_shape[:2] == (24, 24)
+    assert res["predicted"] == resource(with_resolution(spec, 24), "macs") <= plan["budget_predicted"]
+    assert "driving" not in plan   # one constraint: a resolution proposal adds no key to the plan
+    # a resource the resolution does not change (params): the step cannot meet the budget
+    session = _session(tmp_path, resource="params", target=0.5, resolution_step=8)
+    params = resource(spec, "params")
+    start = _start(spec, {"params": params}, {"params": 0.5 * params}, "params")
+    plan = iteration.plan_iteration(session, start, start.point, 1)
+    assert RESOLUTION_GROUP not in {p["group"] for p in plan["proposals"]}
+    assert {"group": RESOLUTION_GROUP, "width": 32, "why": iteration.RESOLUTION_MISSES} in plan["not_proposing"]
+    # never below the network's total stride (4 for the tiny model: 8 - 8 = 0 is refused)
+    session = _session(tmp_path, resource="macs", target=0.5, resolution_step=8)
+    low = with_resolution(spec, 8)
+    start = _start(low, {"macs": resource(low, "macs")}, {"macs": 0.5 * resource(low, "macs")}, "macs")
+    plan = iteration.plan_iteration(session, start, start.point, 1)
+    assert {"group": RESOLUTION_GROUP, "width": 8, "why": iteration.AT_LOWEST_RESOLUTION} in plan["not_proposing"]
+
+
+def test_a_chosen_resolution_proposal_is_kept_at_its_lower_input_and_measured_there(tmp_path):
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tfmobile.models.surgery import RESOLUTION_GROUP
+    from tfmobile.netadapt.measure import LocalMeasurer
+    from tfmobile.netadapt.resource import resource
+    from tfmobile.netadapt.workers import LocalPool
+
+    spec = tiny_spec((16, 24, 24))
+    checkpoint = _checkpoint(tmp_path / "ckpt")
+    session = _session(tmp_path, checkpoint=checkpoint, resource="macs", target=0.5, constraint=("flash=1MB",),
+                       resolution_step=8)
+    session.run_dir.open(session.cfg.fingerprint(), resume=False)
+    session.measurer = LocalMeasurer(session.cfg.measurement.bench_settings())
+    macs, flash = resource(spec, "macs"), resource(spec, "flash")
+    point = Point(0, spec, checkpoint, macs, macs, 0.2, {"macs": macs, "flash": flash})
+    start = Start(point, {}, 1, 0.5 * macs, {"macs": 0.5 * macs, "flash": 1 << 20})
+    plan = iteration.plan_iteration(session, start, point, 1)
+    plan["proposals"] = [p for p in plan["proposals"] if p["group"] in ("block_2", RESOLUTION_GROUP)]
+    session.pool = LocalPool(1, log=lambda m: None, temp_dir=session.run_dir.scratch_dir())
+    try:
+        rows = iteration.run_proposals(session, point, 1, plan, lambda *a: None)
+    finally:
+        session.pool.close()
+    assert [r["group"] for r in rows] == ["block_2", RESOLUTION_GROUP] and all(0 <= r["val_accuracy"] <= 1 for r in rows)
+    for r in rows:   # the same accuracy: the ratio favours the proposal that saves the most (the resolution)
+        r["val_accuracy"] = 0.1
+    chosen = iteration.pick("ratio", rows, point, plan)
+    assert chosen["group"] == RESOLUTION_GROUP
+    new = iteration.record_iteration(session, 1, point, plan, rows, chosen, (0.0, 0.0))
+    assert tuple(new.spec.input_shape) == (24, 24, 3) and new.spec.name.endswith("_24")
+    (row,) = session.run_dir.history()
+    assert (row["chosen"], row["width"]) == (RESOLUTION_GROUP, 24) and row["driving"] == "macs"
+    tflite = tmp_path / "run" / "iterations" / "001" / "model_int8.tflite"
+    interpreter = Interpreter(model_path=str(tflite))
+    assert list(interpreter.get_input_details()[0]["shape"]) == [1, 24, 24, 3]      # converted at its input
+    assert row["resources"] == {"macs": resource(new.spec, "macs"), "flash": tflite.stat().st_size}
+    assert new.resources == row["resources"] and np.isclose(row["measured"], macs * 24 * 24 / (32 * 32), rtol=0.02)
