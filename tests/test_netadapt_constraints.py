@@ -273,3 +273,31 @@ def test_a_chosen_resolution_proposal_is_kept_at_its_lower_input_and_measured_th
     assert list(interpreter.get_input_details()[0]["shape"]) == [1, 24, 24, 3]      # converted at its input
     assert row["resources"] == {"macs": resource(new.spec, "macs"), "flash": tflite.stat().st_size}
     assert new.resources == row["resources"] and np.isclose(row["measured"], macs * 24 * 24 / (32 * 32), rtol=0.02)
+
+
+@pytest.mark.slow
+def test_peak_sram_target_flash_constraint_and_resolution_steps_end_to_end(tmp_path):
+    """The issue's case on the tiny model through the CLI: arena (predicted by analysis, measured by TFLM) as
+    the target, flash (the .tflite's size) as a constraint, resolution proposals competing with the channels."""
+    from conftest import run_cli
+    from tfmobile import convert
+    from tfmobile.models.surgery import RESOLUTION_GROUP
+
+    out = tmp_path / "run"
+    r = run_cli("pipelines.netadapt", "--checkpoint", _checkpoint(tmp_path / "ckpt"), "--resource", "peak_sram",
+                "--target", "0.5", "--constraint", "flash=0.9", "--resolution_step", "8", "--subset", "--limit",
+                "300", "--batch_size", "32", "--short_steps", "2", "--short_lr", "1e-2", "--long_epochs", "0",
+                "--qat_epochs", "0", "--notflm", "--output_dir", out, "--json", timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)["status"] == "met"
+    start = json.loads((out / "start" / "start.json").read_text())
+    limits = {"peak_sram": 0.5 * start["resources"]["peak_sram"], "flash": 0.9 * start["resources"]["flash"]}
+    rows = RunDir(out).history()
+    holds = [all(row["resources"][k] <= v for k, v in limits.items()) for row in rows]
+    assert holds[-1] and not any(holds[:-1])
+    for row in rows:
+        tflite = (out / "iterations" / f"{row['iteration']:03d}" / "model_int8.tflite").read_bytes()
+        assert row["resources"] == {"peak_sram": convert.measure_arena(tflite)["arena_bytes"], "flash": len(tflite)}
+        assert row["measured"] == row["resources"]["peak_sram"]
+    plan = json.loads((out / "iterations" / "001" / "plan.json").read_text())
+    assert RESOLUTION_GROUP in {p["group"] for p in plan["proposals"]}
