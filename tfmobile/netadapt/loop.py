@@ -51,7 +51,9 @@ def search(session, start, point):
 def progress_log(session, start, point, i, plan):
     """The per-proposal progress line (with an ETA from the schedule's estimate of the iterations left)."""
     search_cfg, unit = session.cfg.search, UNITS[session.cfg.search.resource]
-    total = i - 1 + estimate_iterations(search_cfg, i, start.point.measured, point.measured, start.target)
+    first, now = iteration.resources_of(session, start.point), iteration.resources_of(session, point)
+    total = i - 1 + max(estimate_iterations(search_cfg, i, first[kind], now[kind], limit)
+                        for kind, limit in iteration.limits_of(session, start).items())
     n, t0 = len(plan["proposals"]), time.time()
 
     def progress(done, todo, group, result):
