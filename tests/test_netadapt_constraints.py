@@ -220,7 +220,8 @@ def test_a_resolution_proposal_competes_when_it_meets_the_budget(tmp_path):
     plan = iteration.plan_iteration(session, start, start.point, 1)
     (res,) = [p for p in plan["proposals"] if p["group"] == RESOLUTION_GROUP]
     assert plan["proposals"][-1] is res and len(plan["proposals"]) == 4   # besides one per channel group
-    assert (res["from_width"], res["width"]) == (32, 24) and ModelSpec.from_json(res["spec"]).input_shape[:2] == (24, 24)
+    assert (res["from_width"], res["width"]) == (32, 24)
+    assert tuple(ModelSpec.from_json(res["spec"]).input_shape) == (24, 24, 3)
     assert res["predicted"] == resource(with_resolution(spec, 24), "macs") <= plan["budget_predicted"]
     assert "driving" not in plan   # one constraint: a resolution proposal adds no key to the plan
     # a resource the resolution does not change (params): the step cannot meet the budget
@@ -263,7 +264,8 @@ def test_a_chosen_resolution_proposal_is_kept_at_its_lower_input_and_measured_th
         rows = iteration.run_proposals(session, point, 1, plan, lambda *a: None)
     finally:
         session.pool.close()
-    assert [r["group"] for r in rows] == ["block_2", RESOLUTION_GROUP] and all(0 <= r["val_accuracy"] <= 1 for r in rows)
+    assert [r["group"] for r in rows] == ["block_2", RESOLUTION_GROUP]
+    assert all(0 <= r["val_accuracy"] <= 1 for r in rows)
     for r in rows:   # the same accuracy: the ratio favours the proposal that saves the most (the resolution)
         r["val_accuracy"] = 0.1
     chosen = iteration.pick("ratio", rows, point, plan)
