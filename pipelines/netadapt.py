@@ -1,8 +1,10 @@
-"""NetAdapt: shrink a trained model until its measured latency (or memory) meets a target.
+"""NetAdapt: shrink a trained model until its measured latency (or memory) meets a target (and every --constraint).
 
     python -m pipelines.netadapt --model mbv2 --alpha 1.0 --resolution 32 --epochs 10 --target 0.5 --output_dir runs/na
     python -m pipelines.netadapt --checkpoint runs/mbv2/checkpoint --target_ms 0.06 --workers 2 --output_dir runs/na
     python -m pipelines.netadapt --checkpoint C --resource peak_sram --target 256KB --output_dir runs/na_sram
+    python -m pipelines.netadapt --checkpoint C --resource peak_sram --target 64KB --constraint flash=256KB
+        --resolution_step 8 --output_dir runs/na_mcu              # several limits; the input resolution too
     python -m pipelines.netadapt ... --ray_address auto          # proposals as Ray tasks
     python -m pipelines.netadapt ... --resume                     # after a kill: continues, redoes nothing
 

@@ -76,6 +76,37 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path):
         assert time.time() - t < 60, f"{bad}: refused only after slow work"
 
 
+def _refused_before_anything_is_written(tmp_path, cases):
+    for k, (bad, expect) in enumerate(cases):
+        out = tmp_path / f"run{k}"
+        t = time.time()
+        r = run_cli("pipelines.netadapt", *FAST, *bad, "--output_dir", out, timeout=300)
+        line = _one_error_line(r)
+        assert expect in line, (bad, line)
+        assert not os.path.exists(out), (bad, os.listdir(out))
+        assert time.time() - t < 60, f"{bad}: refused only after slow work"
+
+
+def test_bad_constraints_are_refused_before_anything_is_written(tmp_path):
+    _refused_before_anything_is_written(tmp_path, [
+        (["--target", "0.6", "--constraint", "foo=1"], "unknown resource 'foo'"),
+        (["--target", "0.6", "--constraint", "latency=64KB"], "kb is not a unit of latency"),
+        (["--target", "0.6", "--constraint", "flash=256KB", "--constraint", "flash=128KB"], "constrained twice"),
+        (["--target", "0.6", "--constraint", "flash256KB"], "expected kind=value"),
+    ])
+
+
+def test_contradictions_bad_resolution_steps_and_unreachable_limits_are_refused_early(tmp_path):
+    _refused_before_anything_is_written(tmp_path, [
+        (["--target", "256KB", "--resource", "flash", "--constraint", "flash=128KB"], "contradicts --resource flash"),
+        (["--target", "0.6", "--resolution_step", "-8"], "--resolution_step"),
+        (["--target", "0.6", "--resolution_step", "32"], "smaller than the start's resolution 32"),
+        # decided on the spec, before the start is trained: even the smallest reachable model is too big
+        (["--target", "0.6", "--constraint", "flash=1KB", "--resolution_step", "8"],
+         "flash: the smallest model the loop can reach needs"),
+    ])
+
+
 def test_bad_checkpoints_are_refused_before_anything_is_written(tmp_path):
     three = _checkpoint(tmp_path / "three", classes=3)          # 3 classes, the data has 10
     trunc = _checkpoint(tmp_path / "trunc")

@@ -30,14 +30,15 @@ BACKENDS = ("litert", "benchmark_litert", "benchmark_model", "android")
 RETARGETABLE = ("target", "target_value", "max_iterations")
 
 
-def setting(default, help_text, choices=None, flag=True, name=None):
+def setting(default, help_text, choices=None, flag=True, name=None, repeated=False):
     """A config field: its default, its ``--help`` line, and how it appears on the command line.
 
     flag=False: no flag of its own (set from other flags, e.g. ``target`` from ``--target``);
-    name: its flat name when the field's own would read badly in its group (``final.mode`` is ``--final``).
+    name: its flat name when the field's own would read badly in its group (``final.mode`` is ``--final``);
+    repeated: a tuple given as one flag per item (``--constraint a --constraint b``), not comma-separated.
     """
     return dataclasses.field(default=default, metadata={"help": help_text, "choices": choices, "flag": flag,
-                                                        "name": name})
+                                                        "name": name, "repeated": repeated})
 
 
 @dataclasses.dataclass
@@ -77,6 +78,11 @@ class Search:
                           choices=SELECTIONS)
     channel_multiple: int = setting(8, "proposals' widths are multiples of this (int8 kernels favour 8; 1 = any "
                                        "width).")
+    constraints: tuple = setting((), "another resource that must also end at or below a limit, as kind=value "
+                                     "(value as --target: flash=256KB, latency=0.05ms, macs=0.5); repeatable.",
+                                 name="constraint", repeated=True)
+    resolution_step: int = setting(0, "also propose lowering the input resolution by this many pixels each "
+                                      "iteration (0: off; never below what the network's strides allow).")
 
 
 @dataclasses.dataclass
@@ -128,6 +134,8 @@ class Final:
     baselines: tuple = setting((), "width multipliers trained with the same budget and measured with the "
                                    "NetAdapt model, e.g. 0.35,0.5,0.75.")
     baseline_rounds: int = setting(6, "interleaved rounds of the final measurement", flag=False)
+    baseline_resolutions: tuple = setting((), "input resolutions of the --baselines grid, e.g. 32,40,48 (default: "
+                                              "the start's resolution only).")
 
 
 @dataclasses.dataclass
@@ -190,6 +198,8 @@ class LoopConfig:
              if k not in {flat_name(f) for f in dataclasses.fields(Execution)}}
         d["backend_opts"] = dict(d["backend_opts"]) if d["backend_opts"] is not None else None
         d["baselines"] = list(d["baselines"] or ())
+        d["constraint"] = list(d["constraint"] or ())
+        d["baseline_resolutions"] = list(d["baseline_resolutions"] or ())
         if d["checkpoint"]:
             d["checkpoint"] = os.path.abspath(d["checkpoint"])
             for k in ("model", "alpha", "resolution", "epochs", "lr", "bn_momentum"):
@@ -230,7 +240,8 @@ class LoopConfig:
             raise UserError(f"--channel_multiple must be a whole number of channels, got {s.channel_multiple!r}")
         if m.measure_pick not in PICK_MEASUREMENTS:
             raise UserError(f"--measure_pick must be one of {', '.join(PICK_MEASUREMENTS)}, got {m.measure_pick!r}")
-        if m.measure_pick == "interleaved" and s.resource != "latency":
+        constrained = constrained_kinds(self)
+        if m.measure_pick == "interleaved" and "latency" not in constrained:
             raise UserError(f"--measure_pick interleaved is for latency; {s.resource} measures the same every time")
         at_least = {"short_steps": (ft.short_steps, 0), "bn_batches": (ft.bn_batches, 0),
                     "channel_multiple": (s.channel_multiple, 1), "pick_rounds": (m.pick_rounds, 1),
@@ -254,33 +265,74 @@ class LoopConfig:
         for a in fin.baselines or ():
             if not a > 0:
                 raise UserError(f"baseline width multipliers must be > 0, got {a}")
+        for r in fin.baseline_resolutions or ():
+            if not (isinstance(r, int) and not isinstance(r, bool) and r > 0):
+                raise UserError(f"--baseline_resolutions must be whole numbers of pixels > 0, got {r!r}")
+        if not (isinstance(s.resolution_step, int) and not isinstance(s.resolution_step, bool)
+                and s.resolution_step >= 0):
+            raise UserError(f"--resolution_step must be a whole number of pixels >= 0 (0: off), "
+                            f"got {s.resolution_step!r}")
         timeout = self.execution.proposal_timeout
         if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
             raise UserError(f"--proposal_timeout must be a number of seconds > 0, got {timeout}")
 
 
-def parse_target(text, kind):
-    """'0.5' -> (0.5, None) a fraction; '256KB' / '0.4ms' / '1.5M' -> (None, absolute value)."""
+def constrained_kinds(cfg):
+    """Every resource the run must bring under its limit: the primary ``--resource`` first, then the constraints."""
+    return (cfg.search.resource, *parse_constraints(cfg))
+
+
+def parse_constraints(cfg):
+    """{kind: (value, is_fraction)} of the ``--constraint kind=value`` settings, in their order (value: a
+    fraction of the start when is_fraction, else absolute in the kind's unit). A constraint that repeats the
+    primary ``--resource`` with the same limit is dropped; every other repetition or contradiction, an
+    unknown kind, a unit of another kind or a malformed item is a UserError."""
+    s = cfg.search
+    primary = (s.target, s.target_value)
+    out = {}
+    for text in s.constraints or ():
+        kind, sep, value = str(text).partition("=")
+        kind, value = kind.strip(), value.strip()
+        if not sep or not kind or not value:
+            raise UserError(f"--constraint {text!r}: expected kind=value, e.g. flash=256KB")
+        if kind not in KINDS:
+            raise UserError(f"--constraint {text}: unknown resource {kind!r}; one of {', '.join(KINDS)}")
+        fraction, absolute = parse_target(value, kind, flag=f"--constraint {kind}=")
+        if kind in out:
+            raise UserError(f"--constraint {text}: {kind} is constrained twice")
+        if kind == s.resource:
+            if (fraction, absolute) != primary:
+                raise UserError(f"--constraint {text} contradicts --resource {kind} with its --target")
+            continue
+        out[kind] = (fraction, True) if fraction is not None else (absolute, False)
+    return out
+
+
+def parse_target(text, kind, flag="--target"):
+    """'0.5' -> (0.5, None) a fraction; '256KB' / '0.4ms' / '1.5M' -> (None, absolute value).
+
+    flag: how the error names the setting (``--constraint flash=``)."""
+    sep = "" if flag.endswith("=") else " "
     s = str(text).strip().replace(" ", "")
     units = {"KB": 1024, "KIB": 1024, "MB": 1 << 20, "MIB": 1 << 20, "B": 1, "MS": 1, "K": 1e3, "M": 1e6, "G": 1e9}
     for u in sorted(units, key=len, reverse=True):
         if s.upper().endswith(u) and s[:-len(u)]:
             if (u == "MS") != (kind == "latency") and u not in ("K", "M", "G"):
-                raise UserError(f"--target {text}: {u.lower()} is not a unit of {kind}")
+                raise UserError(f"{flag}{sep}{text}: {u.lower()} is not a unit of {kind}")
             try:
                 value = float(s[:-len(u)]) * units[u]
             except ValueError:
                 break
             if not (value > 0 and math.isfinite(value)):
-                raise UserError(f"--target {text}: a value must be finite and > 0")
+                raise UserError(f"{flag}{sep}{text}: a value must be finite and > 0")
             return None, value
     try:
         v = float(s)
     except ValueError:
-        raise UserError(f"--target must be a fraction of the start (0.5) or a value with a unit "
+        raise UserError(f"{flag.rstrip('=')} must be a fraction of the start (0.5) or a value with a unit "
                         f"(0.4ms, 256KB), got {text!r}") from None
     if not 0.0 < v < 1.0:
-        raise UserError(f"--target {text}: a fraction of the start must be in (0, 1)")
+        raise UserError(f"{flag}{sep}{text}: a fraction of the start must be in (0, 1)")
     return v, None
 
 
@@ -297,7 +349,9 @@ def define_flags(flag_values):
         if not f.metadata["flag"]:
             continue
         name, help_text, choices = flat_name(f), f.metadata["help"], f.metadata["choices"]
-        if choices:
+        if f.metadata.get("repeated"):
+            flags.DEFINE_multi_string(name, list(f.default), help_text, **kw)
+        elif choices:
             flags.DEFINE_enum(name, f.default, list(choices), help_text, **kw)
         elif f.type in (bool, "bool"):
             flags.DEFINE_boolean(name, f.default, help_text, **kw)
@@ -335,5 +389,11 @@ def from_flags(values):
         settings["baselines"] = tuple(float(a) for a in values.baselines)
     except ValueError:
         raise UserError(f"--baselines must be width multipliers, got {','.join(values.baselines)}") from None
+    settings["constraint"] = tuple(values.constraint or ())
+    try:
+        settings["baseline_resolutions"] = tuple(int(r) for r in values.baseline_resolutions)
+    except ValueError:
+        raise UserError(f"--baseline_resolutions must be whole numbers of pixels, got "
+                        f"{','.join(values.baseline_resolutions)}") from None
     opts = {k: values[k].value for k in ("binary", "serial") if values[k].value}
     return LoopConfig.of(**settings, target=fraction, target_value=value, backend_opts=opts)

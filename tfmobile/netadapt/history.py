@@ -46,6 +46,8 @@ _TEXT = ((str,), "a string")
 HISTORY_FIELDS = {"iteration": _INTEGER, "measured": _NUMBER, "predicted": _NUMBER, "val_accuracy": _NUMBER}
 START_FIELDS = {"measured": _NUMBER, "predicted": _NUMBER, "val_accuracy": _NUMBER}
 PROPOSAL_FIELDS = {"group": _TEXT, "width": _INTEGER, "val_accuracy": _NUMBER, "predicted": _NUMBER}
+# What a run with several constraints adds (absent in a run with one, or made before they existed).
+OPTIONAL_FIELDS = {"resources": "an object of numbers", "driving": "a string"}
 
 
 def log_stderr(message):
@@ -73,7 +75,18 @@ def _check_record(record, fields, where):
         value = record[name]
         if isinstance(value, bool) or not isinstance(value, types):
             raise UserError(f"corrupt {where}: {name!r} is {value!r}, not {what}")
+    _check_optional(record, where)
     return record
+
+
+def _check_optional(record, where):
+    """The several-constraints keys, where present: ``resources`` {kind: number}, ``driving`` a kind."""
+    resources, driving = record.get("resources"), record.get("driving")
+    if resources is not None and not (isinstance(resources, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in resources.values())):
+        raise UserError(f"corrupt {where}: 'resources' is {resources!r}, not {OPTIONAL_FIELDS['resources']}")
+    if driving is not None and not isinstance(driving, str):
+        raise UserError(f"corrupt {where}: 'driving' is {driving!r}, not {OPTIONAL_FIELDS['driving']}")
 
 
 def _fields_of(relpath):

@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 
-from tfmobile.netadapt.config import COUNTED, UNITS
+from tfmobile.netadapt.config import COUNTED, UNITS, constrained_kinds
 from tfmobile.netadapt.state import Point
 
 MAX_HALVINGS = 5   # the step is halved at most 5 times (to 1/32) when no group meets the budget
@@ -56,9 +56,11 @@ def choose(select, proposals, current):
     return best[1] if best else None
 
 
-def pick(select, rows, point):
-    """The chosen proposal against ``point``; each row gets its ``metric`` (None for -inf: JSON has none)."""
-    current = {"predicted": point.predicted, "val_accuracy": point.val_accuracy}
+def pick(select, rows, point, plan=None):
+    """The chosen proposal against ``point``; each row gets its ``metric`` (None for -inf: JSON has none).
+    With several constraints the ratio is taken in the plan's driving resource (``driving_predicted``)."""
+    current_predicted = (plan or {}).get("driving_predicted", point.predicted)
+    current = {"predicted": current_predicted, "val_accuracy": point.val_accuracy}
     for r in rows:
         m = metric(select, r, current)
         r["metric"] = m if math.isfinite(m) else None
@@ -69,19 +71,86 @@ def pick(select, rows, point):
 # prediction: the LUT first made complete, then read
 # ------------------------------------------------------------------------------------------------
 def ensure_lut(session, specs):
-    """Measure the LUT entries ``specs`` lack (latency only; the counted kinds need no LUT)."""
-    if session.cfg.search.resource == "latency":
+    """Measure the LUT entries ``specs`` lack (when latency is constrained; the other kinds need no LUT)."""
+    if "latency" in constrained_kinds(session.cfg):
         from tfmobile.netadapt.resource import ensure_lut as ensure
 
         ensure(list(specs), session.lut, threads=session.cfg.measurement.threads)
 
 
-def predict(session, spec):
-    """The LUT's (or the count's) value of ``spec``: pure once ``ensure_lut`` saw it."""
+def predict(session, spec, kind=None):
+    """The LUT's (or the count's) value of ``spec`` (``kind``, default the primary ``--resource``): pure once
+    ``ensure_lut`` saw it."""
     from tfmobile.netadapt.resource import resource
 
-    return float(resource(spec, session.cfg.search.resource, lut=session.lut,
+    return float(resource(spec, kind or session.cfg.search.resource, lut=session.lut,
                           threads=session.cfg.measurement.threads))
+
+
+# ------------------------------------------------------------------------------------------------
+# several constraints: which resource drives the iteration, which ones a proposal must keep
+# ------------------------------------------------------------------------------------------------
+def limits_of(session, start):
+    """{kind: absolute limit} of every constrained resource (a start made without ``limits``: the target)."""
+    return dict(start.limits) or {session.cfg.search.resource: start.target}
+
+
+def resources_of(session, point):
+    """{kind: measured value} of ``point`` (a point made without ``resources``: the primary's)."""
+    return dict(point.resources) or {session.cfg.search.resource: point.measured}
+
+
+def all_hold(session, start, point):
+    """Whether every constrained resource of ``point`` is at or below its limit: the loop's end."""
+    now = resources_of(session, point)
+    return all(now[kind] <= limit for kind, limit in limits_of(session, start).items())
+
+
+def driving_kind(session, start, point, i):
+    """The resource furthest from its limit relative to its own schedule: the one whose schedule (its start
+    value, its current value, its limit) needs the most iterations; ties go to the primary, then to the
+    constraints' order."""
+    first, now = resources_of(session, start.point), resources_of(session, point)
+    primary = session.cfg.search.resource
+    needs = {kind: estimate_iterations(session.cfg.search, i, first[kind], now[kind], limit)
+             for kind, limit in limits_of(session, start).items() if now[kind] > limit}
+    if not needs or needs.get(primary) == max(needs.values()):
+        return primary
+    return max(needs, key=lambda kind: needs[kind])   # max keeps the first of equal ones
+
+
+def kept_limits(session, start, point, driving):
+    """{kind: (limit, limit in predicted units)} of the constraints other than ``driving`` that already hold:
+    a proposal predicted above one of them is discarded. The predicted-units limit scales the measured one by
+    the current model's predicted / measured (as the budget is), so a prediction's scale error cancels."""
+    now = resources_of(session, point)
+    kept = {}
+    for kind, limit in limits_of(session, start).items():
+        if kind != driving and now[kind] <= limit:
+            kept[kind] = (limit, limit * predict(session, point.spec, kind) / now[kind])
+    return kept
+
+
+def _format_value(value, kind):
+    return f"{int(round(value))}" if kind != "latency" and abs(value - round(value)) < 1e-6 else f"{value:.4g}"
+
+
+def _discard_breaking(session, found, kept, not_proposing):
+    """``found`` without the proposals predicted above a limit that already holds; each discarded one is
+    listed in ``not_proposing`` with why ("breaks flash <= 262144")."""
+    if not kept:
+        return found
+    ensure_lut(session, [spec for _, _, _, spec in found])
+    keep = []
+    for name, from_width, width, spec in found:
+        broken = [kind for kind, (_, limit_predicted) in kept.items() if predict(session, spec, kind) > limit_predicted]
+        if broken:
+            not_proposing.append({"group": name, "width": from_width, "proposed": width,
+                                  "why": "breaks " + ", ".join(f"{k} <= {_format_value(kept[k][0], k)}"
+                                                               for k in broken)})
+        else:
+            keep.append((name, from_width, width, spec))
+    return keep
 
 
 # ------------------------------------------------------------------------------------------------
@@ -94,52 +163,93 @@ def plan_iteration(session, start, point, i):
     The budget is in measured units; in the LUT's it is ``predicted(current) * budget / measured``
     (the LUT only ranks; its scale error cancels in the ratio). Entries the candidates add to the LUT
     keep its fixed overhead, so the current model's prediction is the same before and after the search.
+    With several constraints the budget is the driving resource's (``driving_kind``), recorded as
+    ``driving`` with its current prediction ``driving_predicted``.
     """
     ensure_lut(session, [point.spec])
     current_predicted = predict(session, point.spec)
-    proposals, halvings, budget, budget_predicted, not_proposing = propose(session, start, point, i,
-                                                                           current_predicted)
-    step = delta(session.cfg.search, i, start.point.measured)
-    return {"iteration": i, "delta": step / 2 ** halvings, "halvings": halvings, "budget": budget,
+    kind = driving_kind(session, start, point, i)
+    driving_predicted = current_predicted if kind == session.cfg.search.resource else predict(session, point.spec,
+                                                                                              kind)
+    proposals, halvings, budget, budget_predicted, not_proposing = propose(session, start, point, i, kind,
+                                                                           driving_predicted)
+    step = delta(session.cfg.search, i, resources_of(session, start.point)[kind])
+    plan = {"iteration": i, "delta": step / 2 ** halvings, "halvings": halvings, "budget": budget,
             "budget_predicted": budget_predicted, "current_predicted": current_predicted, "proposals": proposals,
             "groups": len(proposals) + len(not_proposing), "not_proposing": not_proposing}
+    if len(limits_of(session, start)) > 1:
+        plan.update(driving=kind, driving_predicted=driving_predicted)
+    return plan
 
 
 AT_MINIMUM = "at its minimum width"
 NO_WIDTH_MEETS = "no width meets the budget"
 MEETS_UNSHRUNK = "the model meets the budget without shrinking it"
+AT_LOWEST_RESOLUTION = "at the lowest resolution the network's strides allow"
+RESOLUTION_MISSES = "one resolution step does not meet the budget"
 
 
-def propose(session, start, point, i, current_predicted):
-    """(proposals, halvings, budget, budget in LUT units, not_proposing): the step halved while no group
-    meets it (small models, where the per-invoke overhead is most of the latency, or a memory peak
-    that one group barely moves). not_proposing: [{group, width, why}] of the groups of the last
-    budget tried that made no proposal."""
-    from tfmobile.models.surgery import groups, shrink
-    from tfmobile.netadapt.resource import largest_width
+def propose(session, start, point, i, kind, current_predicted):
+    """(proposals, halvings, budget, budget in LUT units, not_proposing) in resource ``kind``: the step halved
+    while no group meets it (small models, where the per-invoke overhead is most of the latency, or a memory
+    peak that one group barely moves). not_proposing: [{group, width, why}] of the groups of the last
+    budget tried that made no proposal, or whose proposal broke a constraint that already holds."""
+    from tfmobile.models.surgery import groups
 
-    search, threads = session.cfg.search, session.cfg.measurement.threads
+    search = session.cfg.search
     every = groups(point.spec, channel_step=search.channel_multiple, at_minimum=True)
+    first, now = resources_of(session, start.point)[kind], resources_of(session, point)[kind]
+    limit, kept = limits_of(session, start)[kind], kept_limits(session, start, point, kind)
     for halvings in range(MAX_HALVINGS + 1):
-        budget = budget_for(search, i, start.point.measured, point.measured, start.target, halvings)
-        budget_predicted = current_predicted * budget / point.measured
-        found, not_proposing = [], []
-        for g in every:
-            if not g.widths():
-                not_proposing.append({"group": g.name, "width": g.width, "why": AT_MINIMUM})
-                continue
-            w = largest_width(point.spec, g, budget_predicted, search.resource, lut=session.lut, threads=threads)
-            if w is not None and w < g.width:
-                found.append((g, int(w), shrink(point.spec, g, w)))
-            else:
-                why = NO_WIDTH_MEETS if w is None else MEETS_UNSHRUNK
-                not_proposing.append({"group": g.name, "width": g.width, "why": why})
+        budget = budget_for(search, i, first, now, limit, halvings)
+        budget_predicted = current_predicted * budget / now
+        found, not_proposing = _channel_proposals(session, point.spec, every, budget_predicted, kind)
+        if search.resolution_step:
+            _resolution_proposal(session, point.spec, budget_predicted, kind, found, not_proposing)
+        found = _discard_breaking(session, found, kept, not_proposing)
         if found:
             break
-    ensure_lut(session, [spec for _, _, spec in found])
-    return ([{"group": g.name, "from_width": g.width, "width": w, "predicted": predict(session, spec),
-              "spec": spec.to_json(indent=None)} for g, w, spec in found], halvings, budget, budget_predicted,
-            not_proposing)
+    ensure_lut(session, [spec for _, _, _, spec in found])
+    return ([{"group": name, "from_width": from_width, "width": w, "predicted": predict(session, spec, kind),
+              "spec": spec.to_json(indent=None)} for name, from_width, w, spec in found], halvings, budget,
+            budget_predicted, not_proposing)
+
+
+def _channel_proposals(session, spec, every, budget_predicted, kind):
+    """([(group, from_width, width, spec)], not_proposing): each group's widest width meeting the budget."""
+    from tfmobile.models.surgery import shrink
+    from tfmobile.netadapt.resource import largest_width
+
+    found, not_proposing = [], []
+    for g in every:
+        if not g.widths():
+            not_proposing.append({"group": g.name, "width": g.width, "why": AT_MINIMUM})
+            continue
+        w = largest_width(spec, g, budget_predicted, kind, lut=session.lut, threads=session.cfg.measurement.threads)
+        if w is not None and w < g.width:
+            found.append((g.name, g.width, int(w), shrink(spec, g, w)))
+        else:
+            why = NO_WIDTH_MEETS if w is None else MEETS_UNSHRUNK
+            not_proposing.append({"group": g.name, "width": g.width, "why": why})
+    return found, not_proposing
+
+
+def _resolution_proposal(session, spec, budget_predicted, kind, found, not_proposing):
+    """The input resolution one ``--resolution_step`` lower (never below ``surgery.lowest_resolution``) as one more
+    proposal (group ``surgery.RESOLUTION_GROUP``, width = the resolution) when it meets the budget."""
+    from tfmobile.models.surgery import RESOLUTION_GROUP, lowest_resolution, with_resolution
+
+    resolution = int(spec.input_shape[0])
+    lower = resolution - session.cfg.search.resolution_step
+    if lower < lowest_resolution(spec):
+        not_proposing.append({"group": RESOLUTION_GROUP, "width": resolution, "why": AT_LOWEST_RESOLUTION})
+        return
+    candidate = with_resolution(spec, lower)
+    ensure_lut(session, [candidate])
+    if predict(session, candidate, kind) <= budget_predicted:
+        found.append((RESOLUTION_GROUP, resolution, lower, candidate))
+    else:
+        not_proposing.append({"group": RESOLUTION_GROUP, "width": resolution, "why": RESOLUTION_MISSES})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -190,10 +300,13 @@ def record_proposal(run_dir, i, proposal, result):
 def measure(session, checkpoint, directory, spec=None, not_above=None, against=None):
     """Convert, measure, keep the .tflite (DIRECTORY/measurement.json, DIRECTORY/model_int8.tflite).
 
-    not_above: the value this model cannot honestly exceed (the wider model it was cut from).
-    A latency above it is a disturbed measurement on a shared CPU (observed: +50 % on one of
-    three iterations under load), and the next budget starts from it, so the model is measured
-    twice more and the median of the three kept (all three are recorded).
+    Every constrained resource is measured on the one conversion; the record is the primary's
+    measurement, plus (several constraints) ``resources`` {kind: value} and each other kind's record
+    under ``constraints``.
+    not_above: the value this model cannot honestly exceed (the wider model it was cut from): a number
+    (the primary's) or {kind: value}. A latency above it is a disturbed measurement on a shared CPU
+    (observed: +50 % on one of three iterations under load), and the next budget starts from it, so the
+    model is measured twice more and the median of the three kept (all three are recorded).
     against: the current Point, with ``--measure_pick interleaved``: see ``_measure_against``.
     """
     return session.run_dir.step(os.path.join(directory, "measurement.json"),
@@ -205,31 +318,45 @@ def _measure_now(session, checkpoint, directory, spec, not_above, against):
     from tfmobile.io import write_bytes
 
     t = time.time()
-    kind, spec = session.cfg.search.resource, spec or session.checkpoint_spec(checkpoint)
+    kinds, spec = constrained_kinds(session.cfg), spec or session.checkpoint_spec(checkpoint)
     tfl = None
-    if kind not in COUNTED:   # macs / params are counted on the spec: no conversion
+    if any(kind not in COUNTED for kind in kinds):   # macs / params are counted on the spec: no conversion
         tfl = convert.to_tflite(train.load_checkpoint(checkpoint), "int8",
-                                representative_data=session.data.calibration)
+                                representative_data=session.data.calibration_for(spec.input_shape))
         write_bytes(session.run_dir.sub(directory, "model_int8.tflite"), tfl)
-    if against is not None and kind == "latency":
-        m = _measure_against(session, tfl, against)
-    else:
-        m = session.measurer.measure(tfl, kind, spec.to_json(indent=None))
-    if not_above is not None and kind == "latency" and against is None and m["value"] > not_above:
-        tries = [m] + [session.measurer.measure(tfl, "latency") for _ in range(2)]
-        m = dict(sorted(tries, key=lambda r: r["value"])[1])
-        m["repeats"] = [r["value"] for r in tries]
-        session.log(f"{directory}: measured {tries[0]['value']:.4g} ms, above the wider model's {not_above:.4g} "
-                    f"ms; measured twice more, kept the median {m['value']:.4g} ms")
+    if not isinstance(not_above, dict):
+        not_above = {} if not_above is None else {kinds[0]: not_above}
+    results = {kind: _measure_kind(session, kind, tfl, spec, directory, not_above.get(kind), against)
+               for kind in kinds}
+    m = results[kinds[0]]
+    if len(kinds) > 1:
+        m["resources"] = {kind: r["value"] for kind, r in results.items()}
+        m["constraints"] = {kind: r for kind, r in results.items() if kind != kinds[0]}
     ensure_lut(session, [spec])
     m["predicted"] = predict(session, spec)
     m["seconds"] = round(time.time() - t, 2)
     return m
 
 
+def _measure_kind(session, kind, tflite, spec, directory, not_above, against):
+    """One resource of the converted model (latency interleaved with ``against``, or re-measured when above
+    ``not_above``)."""
+    if against is not None and kind == "latency":
+        m = _measure_against(session, tflite, against)
+    else:
+        m = session.measurer.measure(tflite, kind, spec.to_json(indent=None))
+    if not_above is not None and kind == "latency" and against is None and m["value"] > not_above:
+        tries = [m] + [session.measurer.measure(tflite, "latency") for _ in range(2)]
+        m = dict(sorted(tries, key=lambda r: r["value"])[1])
+        m["repeats"] = [r["value"] for r in tries]
+        session.log(f"{directory}: measured {tries[0]['value']:.4g} ms, above the wider model's {not_above:.4g} "
+                    f"ms; measured twice more, kept the median {m['value']:.4g} ms")
+    return m
+
+
 def _measure_against(session, tflite, current):
     """The pick measured in alternating rounds with ``current`` (same measurer, same session); its value is
-    ``current.measured * pick median / current median``, so a drift of the host between this session and
+    ``current's latency * pick median / current median``, so a drift of the host between this session and
     the one that measured ``current`` cannot fake or hide a step."""
     from tfmobile.netadapt.measure import cv_of
 
@@ -241,16 +368,17 @@ def _measure_against(session, tflite, current):
             current_tflite = f.read()
     else:
         current_tflite = convert.to_tflite(train.load_checkpoint(current.checkpoint), "int8",
-                                           representative_data=session.data.calibration)
+                                           representative_data=session.data.calibration_for(current.spec.input_shape))
     rounds = session.cfg.measurement.pick_rounds
     both = session.measurer.measure_many({"current": current_tflite, "pick": tflite}, rounds)
     ratio = both["pick"]["value"] / both["current"]["value"]
+    current_latency = resources_of(session, current)["latency"]
     m = dict(both["pick"])
-    m["value"] = current.measured * ratio
+    m["value"] = current_latency * ratio
     m["interleaved"] = {"rounds": rounds, "current_median": both["current"]["value"],
                         "pick_median": both["pick"]["value"], "ratio": ratio,
                         "current_cv": cv_of(both["current"]), "pick_cv": cv_of(both["pick"]),
-                        "current_measured": current.measured}
+                        "current_measured": current_latency}
     return m
 
 
@@ -273,20 +401,24 @@ def record_iteration(session, i, point, plan, rows, pick, started):
     chosen = keep_pick(session, i, pick)
     interleaved = session.cfg.measurement.measure_pick == "interleaved"
     m = measure(session, chosen, os.path.relpath(session.run_dir.iteration_dir(i), session.run_dir.path),
-                not_above=point.measured, against=point if interleaved else None)
+                not_above=resources_of(session, point), against=point if interleaved else None)
+    several = "driving" in plan
+    predicted = m["predicted"] if several else pick["predicted"]   # the primary's (the pick's is the driving one's)
     t_iter, cpu_iter = started
     worker_cpu = sum(r.get("cpu_seconds", 0.0) for r in rows)
     row = {"iteration": i, "budget": plan["budget"], "budget_predicted": plan["budget_predicted"],
            "delta": plan["delta"], "groups": plan.get("groups"), "not_proposing": plan.get("not_proposing"),
            "proposals": [{k: r.get(k) for k in ("group", "from_width", "width", "predicted", "val_accuracy",
                                                 "metric", "seconds")} for r in rows],
-           "chosen": pick["group"], "width": pick["width"], "predicted": pick["predicted"],
+           "chosen": pick["group"], "width": pick["width"], "predicted": predicted,
            "measured": m["value"], "measurement": {k: v for k, v in m.items() if k != "predicted"},
-           "prediction_error": (pick["predicted"] - m["value"]) / m["value"],
-           "prediction_error_scaled": (pick["predicted"] / point.predicted * point.measured - m["value"])
+           "prediction_error": (predicted - m["value"]) / m["value"],
+           "prediction_error_scaled": (predicted / point.predicted * point.measured - m["value"])
            / m["value"],
            "val_accuracy": pick["val_accuracy"], "seconds": round(time.time() - t_iter, 2),
            "cpu_seconds": round(time.process_time() - cpu_iter + worker_cpu, 2)}
+    if several:
+        row.update(resources=m["resources"], driving=plan["driving"])
     session.run_dir.append_history(row)
     for r in rows:   # only the chosen proposal's weights are kept (the JSONs stay); after the line is written,
         if r["group"] != pick["group"]:   # so a kill before it leaves every proposal whole (nothing redone)
@@ -294,7 +426,8 @@ def record_iteration(session, i, point, plan, rows, pick, started):
     unit = UNITS[session.cfg.search.resource]
     session.log(f"iteration {i}: chose {row['chosen']} -> {row['width']} (val {row['val_accuracy']:.4f}); "
                 f"measured {row['measured']:.4g} {unit} (budget {row['budget']:.4g}, predicted "
-                f"{row['predicted']:.4g} in LUT units), {row['seconds']:.0f} s")
+                f"{row['predicted']:.4g} in LUT units), {row['seconds']:.0f} s"
+                + (f"; driven by {row['driving']}, resources {row['resources']}" if several else ""))
     return point_of(session, row)
 
 
@@ -302,4 +435,5 @@ def point_of(session, row):
     """The point an iteration's history line stands for."""
     checkpoint = os.path.join(session.run_dir.iteration_dir(row["iteration"]), "checkpoint")
     return Point(row["iteration"], session.checkpoint_spec(checkpoint), checkpoint, row["measured"],
-                 row["predicted"], row["val_accuracy"])
+                 row["predicted"], row["val_accuracy"],
+                 dict(row.get("resources") or {session.cfg.search.resource: row["measured"]}))

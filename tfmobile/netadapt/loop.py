@@ -24,14 +24,15 @@ class TargetNotMet(UserError):
 
 
 def search(session, start, point):
-    """From ``point`` (the start, or the last finished iteration's pick) until the target is met.
+    """From ``point`` (the start, or the last finished iteration's pick) until every limit is met.
 
-    Iteration i: budget_i = max(target, measured - delta_i) -> one proposal per channel group that
-    meets it (shrink, transfer, short-term fine-tune, validate) -> pick the best by --select ->
-    measure the pick for real. Returns (status, last point).
+    Iteration i: budget_i = max(target, measured - delta_i) of the resource furthest from its limit ->
+    one proposal per channel group (and the input resolution) that meets it and keeps the limits already
+    met (shrink, transfer, short-term fine-tune, validate) -> pick the best by --select -> measure the
+    pick for real, every constrained resource. Returns (status, last point).
     """
     search_cfg = session.cfg.search
-    while point.measured > start.target:
+    while not iteration.all_hold(session, start, point):
         i = point.iteration + 1
         if i > search_cfg.max_iterations:
             return "max_iterations", point
@@ -42,7 +43,7 @@ def search(session, start, point):
             return "no_shrinkable_group", point
         point = dataclasses.replace(point, predicted=plan.get("current_predicted", point.predicted))
         rows = iteration.run_proposals(session, point, i, plan, progress_log(session, start, point, i, plan))
-        pick = iteration.pick(search_cfg.select, rows, point)
+        pick = iteration.pick(search_cfg.select, rows, point, plan)
         point = iteration.record_iteration(session, i, point, plan, rows, pick, started)
     return "met", point
 
@@ -50,7 +51,9 @@ def search(session, start, point):
 def progress_log(session, start, point, i, plan):
     """The per-proposal progress line (with an ETA from the schedule's estimate of the iterations left)."""
     search_cfg, unit = session.cfg.search, UNITS[session.cfg.search.resource]
-    total = i - 1 + estimate_iterations(search_cfg, i, start.point.measured, point.measured, start.target)
+    first, now = iteration.resources_of(session, start.point), iteration.resources_of(session, point)
+    total = i - 1 + max(estimate_iterations(search_cfg, i, first[kind], now[kind], limit)
+                        for kind, limit in iteration.limits_of(session, start).items())
     n, t0 = len(plan["proposals"]), time.time()
 
     def progress(done, todo, group, result):
@@ -66,6 +69,10 @@ def resumed_point(session, start):
     """Where the search continues: the last finished iteration's pick, else the start."""
     history = session.run_dir.history()
     return iteration.point_of(session, history[-1]) if history else start.point
+
+
+def _limits_text(values):
+    return ", ".join(f"{kind} {value:.4g} {UNITS[kind]}" for kind, value in values.items())
 
 
 def _duration(s):
@@ -98,6 +105,10 @@ def run(cfg, output_dir, resume=False, log=log_stderr):
     finally:
         if session.pool is not None:
             session.pool.close()
+    if status != "met" and len(start.limits) > 1:
+        raise TargetNotMet(f"limits {_limits_text(start.limits)} not all met ({status}): reached "
+                           f"{_limits_text(point.resources)} at iteration {point.iteration}; report in "
+                           f"{os.path.join(session.run_dir.path, 'report.md')}")
     if status != "met":
         best = report["reached"]
         raise TargetNotMet(f"target {start.target:.4g} {UNITS[cfg.search.resource]} not met ({status}): best "

@@ -3,7 +3,7 @@ start point (trained or copied, measured, validated: start/start.json)."""
 import os
 
 from tfmobile.errors import UserError
-from tfmobile.netadapt.config import UNITS
+from tfmobile.netadapt.config import UNITS, parse_constraints
 from tfmobile.netadapt.measure import LocalMeasurer, RayMeasurer
 from tfmobile.netadapt.state import Point, RunData, Start
 from tfmobile.netadapt.workers import LocalPool, RayPool, load_splits
@@ -93,9 +93,56 @@ def load_data(session):
         raise UserError(f"the start model has {spec.classes} classes but the data has {splits.num_classes}")
     if not any(g.width > g.channel_step for g in groups(spec, channel_step=cfg.search.channel_multiple)):
         raise UserError(f"{spec.name} has no shrinkable channel group (every group is at its minimum width)")
+    check_reachable(cfg, spec)
     session.data = RunData(splits, data_config,
                            data.sample_images(splits.x_train, tuple(spec.input_shape), seed=cfg.fine_tune.seed))
     return spec
+
+
+def smallest_reachable(spec, search):
+    """The smallest model the loop can reach from ``spec``: every channel group at its minimum width and, with
+    ``--resolution_step``, the lowest resolution its steps reach above ``surgery.lowest_resolution``."""
+    from tfmobile.models.surgery import groups, shrink
+
+    small = spec
+    for g in groups(spec, channel_step=search.channel_multiple):
+        small = shrink(small, g.name, g.widths()[-1], channel_step=search.channel_multiple)
+    if search.resolution_step:
+        from tfmobile.models.surgery import lowest_resolution, with_resolution
+
+        resolution = int(spec.input_shape[0])
+        steps = (resolution - lowest_resolution(small)) // search.resolution_step
+        if steps > 0:
+            small = with_resolution(small, resolution - steps * search.resolution_step)
+    return small
+
+
+def _show(value, kind):
+    return f"{value:.4g} {UNITS[kind]}" if kind == "latency" else f"{int(round(value))} {UNITS[kind]}"
+
+
+def check_reachable(cfg, spec):
+    """UserError, before the start is trained, for a ``--resolution_step`` the start's input cannot take and
+    for a limit that even the smallest model the loop can reach misses (judged on the spec's prediction, so
+    latency, which needs this host's LUT, is left to the loop; a fraction is of the start's prediction)."""
+    from tfmobile.netadapt.resource import resource
+
+    step, resolution = cfg.search.resolution_step, int(spec.input_shape[0])
+    if step and step >= resolution:
+        raise UserError(f"--resolution_step {step} must be smaller than the start's resolution {resolution}")
+    s = cfg.search
+    limits = {s.resource: (s.target, True) if s.target is not None else (s.target_value, False),
+              **parse_constraints(cfg)}
+    checked = {kind: limit for kind, limit in limits.items() if kind != "latency"}
+    if not checked:
+        return
+    smallest = smallest_reachable(spec, s)
+    for kind, (value, is_fraction) in checked.items():
+        limit = value * resource(spec, kind) if is_fraction else value
+        need = resource(smallest, kind)
+        if need > limit:
+            raise UserError(f"{kind}: the smallest model the loop can reach needs {_show(need, kind)} > limit "
+                            f"{_show(limit, kind)}")
 
 
 def start_point(session, spec):
@@ -109,22 +156,34 @@ def start_point(session, spec):
 
         m = iteration.measure(session, checkpoint, "start", spec)
         model = train.load_checkpoint(checkpoint)
+        several = {"resources": m["resources"]} if "resources" in m else {}
         return {"spec": spec.to_dict(), "checkpoint": checkpoint, "measured": m["value"], "measurement": m,
-                "predicted": m["predicted"],
+                **several, "predicted": m["predicted"],
                 "val_accuracy": train.evaluate(model, session.data.splits.x_val, session.data.splits.y_val),
                 **start_training(session.cfg, len(session.data.splits.x_train),
                                  train.checkpoint_info(checkpoint).get("epoch", 0))}
 
     s = session.run_dir.step(os.path.join("start", "start.json"), evaluate)
-    start = Start(Point(0, spec, s["checkpoint"], s["measured"], s["predicted"], s["val_accuracy"]),
-                  s["measurement"], s["train_epochs"], session.cfg.target_of(s["measured"]))
-    unit = UNITS[session.cfg.search.resource]
-    if start.target >= start.point.measured:
+    primary = session.cfg.search.resource
+    resources = dict(s.get("resources") or {primary: s["measured"]})
+    target = session.cfg.target_of(s["measured"])
+    limits = {primary: target, **{kind: value * resources[kind] if is_fraction else value
+                                  for kind, (value, is_fraction) in parse_constraints(session.cfg).items()}}
+    start = Start(Point(0, spec, s["checkpoint"], s["measured"], s["predicted"], s["val_accuracy"], resources),
+                  s["measurement"], s["train_epochs"], target, limits)
+    unit = UNITS[primary]
+    if len(limits) > 1 and all(resources[kind] <= limit for kind, limit in limits.items()):
+        raise UserError("the start already meets every limit (" + ", ".join(
+            f"{kind} {_show(resources[kind], kind)} <= {_show(limit, kind)}" for kind, limit in limits.items())
+            + "): nothing to do (lower limits with --resume reuse the trained start)")
+    if len(limits) == 1 and start.target >= start.point.measured:
         raise UserError(f"target {start.target:.4g} {unit} is not below the start's measured "
                         f"{start.point.measured:.4g} {unit}: nothing to do (a lower --target with --resume "
                         "reuses the trained start)")
     session.log(f"start {spec.name}: measured {start.point.measured:.4g} {unit} (predicted "
-                f"{start.point.predicted:.4g}), val top-1 {start.point.val_accuracy:.4f}; target {start.target:.4g} {unit}")
+                f"{start.point.predicted:.4g}), val top-1 {start.point.val_accuracy:.4f}; target {start.target:.4g} {unit}"
+                + ("".join(f"; {kind} {_show(resources[kind], kind)}, limit {_show(limit, kind)}"
+                           for kind, limit in limits.items() if kind != primary)))
     return start
 
 
