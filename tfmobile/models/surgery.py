@@ -18,8 +18,8 @@ ShuffleNet's stage channels pass through channel shuffles, splits and concatenat
 every stage; its shrinkable widths are the branch (``mid``) widths of each stage, where V1's
 grouped 1x1 convolutions and shuffle are followed channel by channel.
 
-The input resolution is a proposal too (``RESOLUTION_GROUP``): the arena grows with its square, and
-no weight depends on it (convolutions slide over any size, every zoo head pools globally), so
+The input resolution is a proposal too (``RESOLUTION_GROUP``): activation memory and MACs grow with
+its square, and no weight depends on it (convolutions slide over any size, every zoo head pools globally), so
 ``with_resolution`` changes only the spec's input and ``transfer`` copies every weight unchanged.
 """
 from dataclasses import dataclass, replace
