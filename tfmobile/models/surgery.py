@@ -17,6 +17,10 @@ the shrinking and the weight transfer, which are the same for every type.
 ShuffleNet's stage channels pass through channel shuffles, splits and concatenations that mix
 every stage; its shrinkable widths are the branch (``mid``) widths of each stage, where V1's
 grouped 1x1 convolutions and shuffle are followed channel by channel.
+
+The input resolution is a proposal too (``RESOLUTION_GROUP``): the arena grows with its square, and
+no weight depends on it (convolutions slide over any size, every zoo head pools globally), so
+``with_resolution`` changes only the spec's input and ``transfer`` copies every weight unchanged.
 """
 from dataclasses import dataclass, replace
 
@@ -26,9 +30,11 @@ from tfmobile.errors import UserError
 from tfmobile.models import kinds
 from tfmobile.models.channels import (CHAN, GROUPED_IN, IN, OUT, SHUFFLED_CHAN, ChannelWalker,
                                       Tie)  # noqa: F401  (Tie: part of a Group)
+from tfmobile.models.registry import total_stride
 from tfmobile.models.spec import ModelSpec
 
 DEFAULT_CHANNEL_STEP = 8
+RESOLUTION_GROUP = "resolution"   # NetAdapt's input-resolution proposal (width: the new resolution)
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,56 @@ def shrink(spec, group, width, channel_step=None):
         i = new.block_index(block)
         new.blocks[i] = replace(new.blocks[i], **{field: width})
     return new.check()
+
+
+# ------------------------------------------------------------------------------ input resolution
+def lowest_resolution(spec):
+    """The smallest square input ``spec`` may take: its total stride (the product of its blocks'
+    strides), so every stride still halves a real map and the last one is at least 1x1 (the size
+    ``models.build`` refuses to go below)."""
+    if not isinstance(spec, ModelSpec):
+        raise UserError(f"lowest_resolution needs a ModelSpec, got {type(spec).__name__}")
+    return total_stride(spec.check())
+
+
+def with_resolution(spec, resolution):
+    """A copy of ``spec`` taking a square ``resolution`` x ``resolution`` input (same channels and
+    blocks); a name ending in the old resolution like the zoo's (``mbv2_0.35_32``) gets the new one."""
+    if not isinstance(spec, ModelSpec):
+        raise UserError(f"with_resolution needs a ModelSpec, got {type(spec).__name__}")
+    if not (isinstance(resolution, int) and not isinstance(resolution, bool) and resolution > 0):
+        raise UserError(f"resolution must be a positive integer, got {resolution!r}")
+    lowest = lowest_resolution(spec)
+    if resolution < lowest:
+        raise UserError(f"resolution {resolution} is below {lowest}, the total stride of {spec.name} "
+                        f"(its last feature map would vanish)")
+    new = spec.copy()
+    height, width, channels = spec.input_shape
+    new.input_shape = (resolution, resolution, channels)
+    stem, sep, suffix = spec.name.rpartition("_")
+    if sep and height == width and suffix == str(height):
+        new.name = f"{stem}_{resolution}"
+    elif (height, width) != (resolution, resolution):
+        new.name = f"{spec.name}_{resolution}"
+    return new.check()
+
+
+_SIZE_BOUND_LAYERS = ("Flatten", "Reshape")
+
+
+def _input_size_bound_layer(model):
+    """The first layer that folds a feature map's positions into channels (a Flatten or Reshape of
+    a map larger than 1x1, e.g. after a fixed-window pooling), or None. The width of what follows
+    such a layer is fixed by the input size, so the model cannot move to another resolution; every
+    zoo head pools globally first (its Flatten sees 1x1 at any size) and a channel shuffle's
+    Reshapes keep the map."""
+    for layer in model.layers:
+        if type(layer).__name__ not in _SIZE_BOUND_LAYERS or isinstance(layer.input, (list, tuple)):
+            continue
+        before, after = tuple(layer.input.shape), tuple(layer.output.shape)
+        if len(before) == 4 and before[1:3] != (1, 1) and after[1:3] != before[1:3]:
+            return layer.name
+    return None
 
 
 # ------------------------------------------------------------------------------ weight transfer
@@ -251,7 +307,8 @@ def _slice(weights, axis, segments):
 
 def transfer(model, new_spec):
     """``new_spec`` built and filled from ``model`` (a float model of a wider spec of the same
-    architecture): shrunk groups keep their largest-L2-norm channels, everything else is copied."""
+    architecture, possibly at another input resolution): shrunk groups keep their largest-L2-norm
+    channels, everything else is copied (no weight depends on the resolution; the shapes are checked)."""
     from tfmobile.models.registry import build, spec_of
 
     wrapped = _wrapped_layers(model)
@@ -264,10 +321,22 @@ def transfer(model, new_spec):
         raise UserError("transfer needs a model built by tfmobile.models (it has no spec)")
     if not isinstance(new_spec, ModelSpec):
         raise UserError(f"transfer needs a ModelSpec, got {type(new_spec).__name__}")
+    if tuple(new_spec.input_shape) != tuple(old_spec.input_shape):
+        if new_spec.input_shape[-1] != old_spec.input_shape[-1]:
+            raise UserError(f"{new_spec.name} takes {new_spec.input_shape[-1]} input channels, "
+                            f"{old_spec.name} {old_spec.input_shape[-1]}: transfer keeps the channels")
+        bound = _input_size_bound_layer(model)
+        if bound is not None:
+            raise UserError(f"{old_spec.name} cannot change its input resolution: layer {bound!r} "
+                            f"folds a feature map into a vector whose width depends on the input size")
     old_groups = {g.name: g for g in _all_groups(old_spec)}
     new_groups = {g.name: g for g in _all_groups(new_spec)}
-    if set(old_groups) != set(new_groups) or _with_widths(new_spec, old_groups) != _comparable(old_spec):
-        raise UserError(f"{new_spec.name} is not {old_spec.name} with narrower channel groups")
+    at_old_input = new_spec.copy()
+    at_old_input.input_shape = tuple(old_spec.input_shape)
+    if set(old_groups) != set(new_groups) \
+            or _with_widths(at_old_input, old_groups) != _comparable(old_spec):
+        raise UserError(f"{new_spec.name} is not {old_spec.name} with narrower channel groups "
+                        f"(or another input resolution)")
     maps = {}
     for name, old in old_groups.items():
         new_width = new_groups[name].width

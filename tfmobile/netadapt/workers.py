@@ -1,7 +1,10 @@
 """Where NetAdapt's proposals run: a local process pool or Ray tasks, with dead workers detected.
 
 A proposal (shrink one group -> transfer weights by L2 norm -> short-term fine-tune -> validation
-accuracy) is a pure function of its task dict (``run_proposal``), so it can run anywhere. Every
+accuracy) is a pure function of its task dict (``run_proposal``), so it can run anywhere. A resolution
+proposal (group ``surgery.RESOLUTION_GROUP``) is the same with a spec at a lower input size: the data
+stays as the run loaded it (``task["data"]``: Fashion-MNIST at 28x28, an image folder decoded at the
+start's size) and every step resizes it to the proposal's ``spec.input_shape``, as the pipeline does. Every
 worker runs TensorFlow with the same thread count and op determinism, so the same task gives the
 same accuracy in the driver's pool of 1 or N processes and on Ray: the chosen sequence does not
 depend on how the proposals were spread.
