@@ -157,15 +157,13 @@ def test_report_says_the_default_final_stage_ran_by_default():
 # the MCU fit: the final model at its own resolution, verified in TFLM; the baseline grid
 # ------------------------------------------------------------------------------------------------
 def _lower_resolution_checkpoint(start_checkpoint, directory, resolution):
-    """The loop's last checkpoint after a resolution proposal: the start's weights (they do not depend on the
-    input size) in the same architecture at a smaller square input."""
-    from tfmobile import models, train
+    """The loop's last checkpoint after a resolution proposal: the start's weights carried over unchanged
+    (``surgery.transfer``) into the same architecture at a smaller square input (``with_resolution``)."""
+    from tfmobile import train
+    from tfmobile.models.surgery import transfer, with_resolution
 
-    d = train.checkpoint_spec(start_checkpoint).to_dict()
-    d["input_shape"], d["name"] = [resolution, resolution, 3], f"{d['name']}_{resolution}"
-    spec = models.ModelSpec.from_dict(d)
-    model = models.build(spec)
-    model.set_weights(train.load_checkpoint(start_checkpoint).get_weights())
+    spec = with_resolution(train.checkpoint_spec(start_checkpoint), resolution)
+    model = transfer(train.load_checkpoint(start_checkpoint), spec)
     train.save_checkpoint(model, str(directory), extra={"epoch": 0, "metrics": {}}, spec=spec)
     return str(directory), spec
 
@@ -202,8 +200,12 @@ def test_final_stage_of_a_lower_resolution_converts_evaluates_and_verifies_at_th
     m = mcu["final"]
     assert (m["tflite"], m["resolution"], m["arena_bytes"], m["flash_bytes"]) == (fin["path"], 24, arena, len(tflite))
     assert m["accuracy"] == fin["accuracy"] and m["macs"] == analysis.profile(spec24).macs
-    assert abs(round(len(splits.y_test) * (m["tflm_accuracy"] - m["accuracy"]))) <= 1
-    assert m["tflm_test_images"] == len(splits.y_test) and m["tflm_agreement"]["runtime"] == "litert"
+    # TFLM on the same int8 inputs as LiteRT: a near-chance model has near-tied logits that LiteRT's optimized
+    # kernels (1 LSB apart from TFLM's reference ports) flip now and then, so agreement is not exact here
+    agree = m["tflm_agreement"]
+    assert m["tflm_test_images"] == len(splits.y_test) and agree["runtime"] == "litert"
+    assert agree["litert_accuracy"] == m["accuracy"] and agree["fraction"] >= 0.98
+    assert abs(m["tflm_accuracy"] - m["accuracy"]) <= 0.01
     assert f"_kMinArenaBytes = {arena};" in open(m["header"]).read() and os.path.isfile(m["c_array"])
     assert "MicroMutableOpResolver" in open(m["op_resolver"]).read()
     assert m["budget"]["peak_sram"]["fits"] and m["budget"]["peak_sram"]["verdict"].startswith("fits")

@@ -264,8 +264,6 @@ def tflm_accuracy(tflite_bytes, images, labels, arena_bytes=None, timeout=3600, 
     """
     import time
 
-    from tfmobile.convert.verification import quantize
-
     if agree_with not in (None, "litert", "litert_reference"):
         raise ValueError(f"agree_with must be None, 'litert' or 'litert_reference', got {agree_with!r}")
     data = bytes(tflite_bytes)
@@ -279,7 +277,11 @@ def tflm_accuracy(tflite_bytes, images, labels, arena_bytes=None, timeout=3600, 
     x = _model_input_images(images, tuple(int(v) for v in t.shape[1:]))
     if len(x) != len(labels) or not len(x):
         raise UserError(f"tflm_accuracy needs as many labels as images (got {len(x)} images, {len(labels)} labels)")
-    fed = quantize(x, np.int8 if t.dtype == "int8" else np.uint8, t.scales[0], t.zero_points[0])
+    # exactly evaluation.evaluate_tflite's quantization (zero point added before rounding: the [-1, 1]
+    # images sit on half steps, so rounding first and then shifting would move half the pixels by 1 LSB)
+    dtype = np.int8 if t.dtype == "int8" else np.uint8
+    fed = np.clip(np.round(x / t.scales[0] + t.zero_points[0]), np.iinfo(dtype).min,
+                  np.iinfo(dtype).max).astype(dtype)
     t0 = time.time()
     if arena_bytes is None:
         arena_bytes = measure_arena(data, fed[:1], timeout=timeout)["arena_bytes"]
