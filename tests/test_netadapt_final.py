@@ -262,3 +262,35 @@ def test_the_grid_without_resolutions_is_the_width_multiplier_baselines_of_befor
     grid = final.baseline_grid(cfg, 48)
     assert grid == [(0.25, 32), (0.25, None), (0.5, 32), (0.5, None)]
     assert [final.baseline_key(a, r) for a, r in grid] == ["a0.25_r32", "a0.25", "a0.5_r32", "a0.5"]
+
+
+@pytest.mark.slow
+def test_a_real_tiny_grid_names_the_most_accurate_fitting_point_and_keeps_the_old_layout(start_checkpoint, splits,
+                                                                                         tmp_path):
+    from tfmobile import convert, data as tdata
+    from tfmobile.netadapt.measure import LocalMeasurer
+    from tfmobile.netadapt.state import RunData
+
+    last, _ = _lower_resolution_checkpoint(start_checkpoint, tmp_path / "last", 24)
+    cfg = _cfg(start_checkpoint, resource="peak_sram", target=0.5, baselines=(0.25,))
+    cfg.final.baseline_resolutions = (32, 40)      # 32: the start's resolution
+    limits = {"peak_sram": 1 << 20, "flash": 1 << 20}
+    start = _memory_start(start_checkpoint, limits)
+    run_data = RunData(splits, cfg.data_config((32, 32, 3)), tdata.sample_images(splits.x_train, (32, 32, 3), n=20))
+    run_dir = RunDir(tmp_path / "run", log=lambda m: None)
+    out = final.final_and_baselines(cfg, run_dir, start, last, run_data,
+                                    LocalMeasurer(cfg.measurement.bench_settings()), lambda m: None)
+    assert os.path.isfile(tmp_path / "run" / "baselines" / "a0.25" / "result.json")        # as before the grid
+    assert os.path.isfile(tmp_path / "run" / "baselines" / "a0.25_r40" / "result.json")
+    grid = out["mcu"]["grid"]
+    assert [(g["alpha"], g["resolution"]) for g in grid] == [(0.25, 32), (0.25, 40)]
+    for g in grid:
+        tflite = open(g["tflite"], "rb").read()
+        assert g["arena_bytes"] == convert.measure_arena(tflite)["arena_bytes"] and g["flash_bytes"] == len(tflite)
+        assert g["fits"] == (g["arena_bytes"] <= limits["peak_sram"] and g["flash_bytes"] <= limits["flash"])
+    best = out["mcu"]["best_fitting"]
+    assert best["accuracy"] == max(g["accuracy"] for g in grid if g["fits"])
+    assert out["mcu"]["gain_points"] == pytest.approx(100 * (out["final"]["accuracy"] - best["accuracy"]))
+    assert 0.0 <= best["tflm_accuracy"] <= 1.0
+    assert [b.get("resolution") for b in out["baselines"]] == [None, 40]   # a grid point says its input
+    assert out["comparison"]["points"] == 1                                # the width curve: the start's input
