@@ -7,8 +7,9 @@ The final model is trained, calibrated, converted and evaluated at its own input
 resolution proposal may have lowered it below the start's). Each step leaves a file when it is done
 (``final/final.json``, ``baselines/aALPHA/result.json`` (``aALPHA_rRES`` for a grid resolution other
 than the start's), ``final/measurements.json``, ``final/resources.json``, ``final/tflm_accuracy.json``,
-training checkpoints resumed by ``train.fit``), so a resumed run skips what is finished. Everything here takes its inputs explicitly: the settings, the run directory,
-the start (``state.Start``), the last checkpoint, the data (``state.RunData``) and the measurer.
+training checkpoints resumed by ``train.fit``), so a resumed run skips what is finished. Everything here
+takes its inputs explicitly: the settings, the run directory, the start (``state.Start``), the last
+checkpoint, the data (``state.RunData``) and the measurer.
 """
 import hashlib
 import json
@@ -98,7 +99,7 @@ def final_model(cfg, run_dir, data, start_train_epochs, last_checkpoint, log, te
 
     At the last checkpoint's resolution (lower than the start's after a resolution proposal).
     teacher_checkpoint: the start model, the teacher of ``--distill`` (unused when it is 0).
-    tflm: the TFLM export (None: ``--tflm``; a memory run exports whatever ``--tflm`` says).
+    tflm: the TFLM export (None: ``--tflm``; ``final_and_baselines`` turns it on for a memory run).
     """
     from tfmobile.models import ModelSpec
 

@@ -117,7 +117,8 @@ def mcu_section(mcu):
         if best is None:
             lines.append("No grid point fits every constraint.")
         else:
-            lines.append(f"Best fitting grid point: alpha {best['alpha']:g} at {best['resolution']}x{best['resolution']}, "
+            r = best["resolution"]
+            lines.append(f"Best fitting grid point: alpha {best['alpha']:g} at {r}x{r}, "
                          f"{_pct(best['accuracy'])} (TFLM {_pct(best.get('tflm_accuracy'))}); the NetAdapt model is "
                          f"{mcu['gain_points']:+.2f} points over it.")
         lines.append("")
