@@ -294,3 +294,18 @@ def test_a_real_tiny_grid_names_the_most_accurate_fitting_point_and_keeps_the_ol
     assert 0.0 <= best["tflm_accuracy"] <= 1.0
     assert [b.get("resolution") for b in out["baselines"]] == [None, 40]   # a grid point says its input
     assert out["comparison"]["points"] == 1                                # the width curve: the start's input
+
+
+def test_a_grid_resolution_below_the_baselines_stride_is_refused_before_anything_trains(tmp_path):
+    from tfmobile.models.surgery import lowest_resolution
+
+    spec = _tiny_spec()
+    cfg = config.LoopConfig.of(checkpoint="x", target=0.5, baselines=(0.25, 0.5))
+    cfg.final.baseline_resolutions = (24, 32, 40)
+    name_spec = final.baseline_spec(cfg, spec, (32, 32, 3), 10, spec.family, 0.25, 40)
+    assert name_spec.input_shape == (40, 40, 3) and name_spec.options["alpha"] == 0.25
+    assert lowest_resolution(name_spec) == 32                      # mbv1: five stride-2 layers
+    with pytest.raises(UserError, match="--baseline_resolutions 24: .*at least 32 px"):
+        final.check_baseline_grid(cfg, spec, (32, 32, 3), 10)
+    cfg.final.baseline_resolutions = (32, 40)
+    final.check_baseline_grid(cfg, spec, (32, 32, 3), 10)         # every point can be built

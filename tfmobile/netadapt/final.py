@@ -16,6 +16,7 @@ import json
 import os
 import time
 
+from tfmobile.errors import UserError
 from tfmobile.netadapt.config import UNITS
 
 MEMORY_KINDS = ("peak_sram", "flash")
@@ -143,6 +144,35 @@ def baseline_grid(cfg, start_resolution):
     return [(a, r) for a in cfg.final.baselines for r in dict.fromkeys(resolutions)]
 
 
+def baseline_spec(cfg, start_spec, input_shape, classes, name, alpha, resolution=None):
+    """The zoo architecture of one baseline: ``name`` at ``alpha``, the start's channels and BatchNorm
+    momentum, a square ``resolution`` input (None: ``input_shape``, the start's)."""
+    from tfmobile import models
+
+    h, w, c = input_shape
+    if resolution is not None:
+        h = w = int(resolution)
+    bn_momentum = start_spec.options.get("bn_momentum", cfg.start.bn_momentum)   # as the start model's
+    return models.get_spec(name, input_shape=(h, w, c), alpha=alpha, classes=classes, bn_momentum=bn_momentum)
+
+
+def check_baseline_grid(cfg, start_spec, input_shape, classes):
+    """UserError naming the grid resolutions the baseline network cannot take (below its total stride):
+    before anything trains (the loop may call it before the start; the final stage calls it first)."""
+    from tfmobile.models.surgery import lowest_resolution
+
+    name = cfg.start.model if not cfg.start.checkpoint else start_spec.family
+    bad = {}
+    for alpha, resolution in baseline_grid(cfg, input_shape[0]):
+        spec = baseline_spec(cfg, start_spec, input_shape, classes, name, alpha, resolution)
+        lowest = lowest_resolution(spec)
+        if spec.input_shape[0] < lowest:
+            bad[spec.input_shape[0]] = lowest
+    if bad:
+        raise UserError(f"--baseline_resolutions {','.join(str(r) for r in sorted(bad))}: below what the "
+                        f"{name} baselines' strides allow (at least {max(bad.values())} px)")
+
+
 def baseline(cfg, run_dir, data, start, name, alpha, log, resolution=None, tflm=None):
     """A width-multiplier model trained with the NetAdapt model's whole training budget.
 
@@ -155,12 +185,7 @@ def baseline(cfg, run_dir, data, start, name, alpha, log, resolution=None, tflm=
 
     fin, ft = cfg.final, cfg.fine_tune
     epochs = budget_epochs(cfg, start.train_epochs)
-    h, w, c = data.input_shape
-    if resolution is not None:
-        h = w = int(resolution)
-    bn_momentum = start.point.spec.options.get("bn_momentum", cfg.start.bn_momentum)   # as the start model's
-    spec = models.get_spec(name, input_shape=(h, w, c), alpha=alpha, classes=data.splits.num_classes,
-                           bn_momentum=bn_momentum)
+    spec = baseline_spec(cfg, start.point.spec, data.input_shape, data.splits.num_classes, name, alpha, resolution)
     setting = {"spec": spec.to_dict(), "epochs": epochs, "qat_epochs": fin.qat_epochs, "lr": cfg.start.lr,
                "batch_size": ft.batch_size, "seed": ft.seed, "data": data.config, "tflm": fin.tflm}
     digest = hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
@@ -179,7 +204,7 @@ def baseline(cfg, run_dir, data, start, name, alpha, log, resolution=None, tflm=
         return row
 
     row = run_dir.step(os.path.join(d, "result.json"), compute)   # an absolute path stays as it is
-    return dict(row, directory=d, resolution=int(h))
+    return dict(row, directory=d, resolution=int(spec.input_shape[0]))
 
 
 def measure_all(cfg, run_dir, measurer, rows):
@@ -301,6 +326,8 @@ def final_and_baselines(cfg, run_dir, start, last_checkpoint, data, measurer, lo
     """The report's final, baselines, comparison, final_meets_target, constraints and (memory runs or --tflm)
     mcu: trained, exported, measured together."""
     mcu = is_mcu_run(cfg, start)
+    if cfg.final.baselines:
+        check_baseline_grid(cfg, start.point.spec, data.input_shape, data.splits.num_classes)
     fin = final_model(cfg, run_dir, data, start.train_epochs, last_checkpoint, log,
                       teacher_checkpoint=start.point.checkpoint, tflm=mcu)
     rows = {"netadapt": fin}
