@@ -151,3 +151,161 @@ def test_report_says_the_default_final_stage_ran_by_default():
     line = report.final_stage_line({"final_stage": "fine_tune", "final_stage_chosen_by": "default",
                                     "final_stage_what": "5 long-term fine-tune epoch(s)", "distillation": None})
     assert line.startswith("Final stage: **fine_tune** (the default)") and "no distillation" in line
+
+
+# ------------------------------------------------------------------------------------------------
+# the MCU fit: the final model at its own resolution, verified in TFLM; the baseline grid
+# ------------------------------------------------------------------------------------------------
+def _lower_resolution_checkpoint(start_checkpoint, directory, resolution):
+    """The loop's last checkpoint after a resolution proposal: the start's weights carried over unchanged
+    (``surgery.transfer``) into the same architecture at a smaller square input (``with_resolution``)."""
+    from tfmobile import train
+    from tfmobile.models.surgery import transfer, with_resolution
+
+    spec = with_resolution(train.checkpoint_spec(start_checkpoint), resolution)
+    model = transfer(train.load_checkpoint(start_checkpoint), spec)
+    train.save_checkpoint(model, str(directory), extra={"epoch": 0, "metrics": {}}, spec=spec)
+    return str(directory), spec
+
+
+def _memory_start(start_checkpoint, limits):
+    from tfmobile import train
+    from tfmobile.netadapt.state import Point, Start
+
+    spec = train.checkpoint_spec(start_checkpoint)
+    return Start(Point(0, spec, start_checkpoint, 1e5, 1e5, 0.5), {}, 1, limits["peak_sram"], limits=limits)
+
+
+def test_final_stage_of_a_lower_resolution_converts_evaluates_and_verifies_at_that_size(start_checkpoint, splits,
+                                                                                        tmp_path):
+    from tfmobile import analysis, convert, data as tdata, evaluation
+    from tfmobile.convert import flatbuffer
+    from tfmobile.netadapt.measure import LocalMeasurer
+    from tfmobile.netadapt.state import RunData
+
+    last, spec24 = _lower_resolution_checkpoint(start_checkpoint, tmp_path / "last", 24)
+    # a memory run with --tflm off: the MCU fit is checked all the same; a flash limit the model cannot meet
+    cfg = _cfg(start_checkpoint, resource="peak_sram", target=0.5, tflm=False)
+    start = _memory_start(start_checkpoint, {"peak_sram": 1 << 20, "flash": 1000})
+    run_data = RunData(splits, cfg.data_config((32, 32, 3)), tdata.sample_images(splits.x_train, (32, 32, 3), n=20))
+    run_dir = RunDir(tmp_path / "run", log=lambda m: None)
+    rep = final.finish(cfg, run_dir, "met", start, last, run_data, LocalMeasurer(cfg.measurement.bench_settings()),
+                       lambda m: None, "test", "local", (time.time(), time.process_time()))
+    fin, mcu = rep["final"], rep["mcu"]
+    tflite = open(fin["path"], "rb").read()
+    info = flatbuffer.parse(tflite)
+    assert info.tensors[info.inputs[0]].shape == [1, 24, 24, 3] and fin["resolution"] == 24
+    assert fin["accuracy"] == evaluation.evaluate_tflite(tflite, splits.x_test, splits.y_test)["accuracy"]
+    arena = convert.measure_arena(tflite)["arena_bytes"]
+    m = mcu["final"]
+    assert (m["tflite"], m["resolution"], m["arena_bytes"], m["flash_bytes"]) == (fin["path"], 24, arena, len(tflite))
+    assert m["accuracy"] == fin["accuracy"] and m["macs"] == analysis.profile(spec24).macs
+    # TFLM on the same int8 inputs as LiteRT: a near-chance model has near-tied logits that LiteRT's optimized
+    # kernels (1 LSB apart from TFLM's reference ports) flip now and then, so agreement is not exact here
+    agree = m["tflm_agreement"]
+    assert m["tflm_test_images"] == len(splits.y_test) and agree["runtime"] == "litert"
+    assert agree["litert_accuracy"] == m["accuracy"] and agree["fraction"] >= 0.98
+    assert abs(m["tflm_accuracy"] - m["accuracy"]) <= 0.01
+    assert f"_kMinArenaBytes = {arena};" in open(m["header"]).read() and os.path.isfile(m["c_array"])
+    assert "MicroMutableOpResolver" in open(m["op_resolver"]).read()
+    assert m["budget"]["peak_sram"]["fits"] and m["budget"]["peak_sram"]["verdict"].startswith("fits")
+    assert m["budget"]["flash"] == dict(m["budget"]["flash"], fits=False, limit=1000, measured=len(tflite),
+                                        verdict=f"exceeds by {len(tflite) - 1000} bytes")
+    assert [(c["kind"], c["limit"], c["measured"]) for c in rep["constraints"]] == [
+        ("peak_sram", 1 << 20, arena), ("flash", 1000, len(tflite))]
+    assert (mcu["grid"], mcu["best_fitting"], mcu["gain_points"]) == ([], None, None)
+    assert mcu["latency_note"].startswith("MCU latency is not measured here")
+    with open(tmp_path / "run" / "report.json") as f:
+        assert json.load(f)["mcu"]["final"]["tflm_accuracy"] == m["tflm_accuracy"]
+    md = open(tmp_path / "run" / "report.md").read()
+    assert "## MCU fit" in md and "24x24 input" in md and f"{arena:,} B" in md
+    assert f"exceeds by {len(tflite) - 1000} bytes" in md and "no MCU is attached" in md
+    assert "## Constraints" in md
+
+
+def _grid(*points):
+    return [{"key": f"a{a:g}_r{r}", "alpha": a, "resolution": r, "tflite": "x", "arena_bytes": arena,
+             "flash_bytes": flash, "accuracy": acc, "macs": 1, "fits": fits, "verdicts": []}
+            for a, r, acc, arena, flash, fits in points]
+
+
+def test_the_best_fitting_grid_point_is_the_most_accurate_that_fits_every_constraint():
+    limits = {"peak_sram": 65536, "flash": 262144}
+    rows = {"a0.5_r48": {"alpha": 0.5, "resolution": 48, "accuracy": 0.91, "path": "p", "spec": {}},
+            "a0.35_r40": {"alpha": 0.35, "resolution": 40, "accuracy": 0.89, "path": "p", "spec": {}},
+            "a0.25_r32": {"alpha": 0.25, "resolution": 32, "accuracy": 0.87, "path": "p", "spec": {}}}
+    values = {"a0.5_r48": {"peak_sram": 90000, "flash": 200000},          # the most accurate: arena too big
+              "a0.35_r40": {"peak_sram": 65536, "flash": 262144},         # exactly at both limits: fits
+              "a0.25_r32": {"peak_sram": 30000, "flash": 100000}}
+    grid = [final.grid_row(k, rows[k], values[k], limits, 1) for k in rows]
+    assert [g["fits"] for g in grid] == [False, True, True]
+    assert grid[0]["verdicts"][0]["verdict"] == "exceeds by 24464 bytes"
+    assert final.best_fitting(grid)["key"] == "a0.35_r40"
+    assert final.best_fitting(grid[:1]) is None
+    # equal accuracy: the smaller arena
+    tie = _grid((0.35, 40, 0.9, 60000, 1, True), (0.25, 48, 0.9, 50000, 1, True), (0.5, 48, 0.95, 70000, 1, False))
+    assert final.best_fitting(tie)["key"] == "a0.25_r48"
+    md = "\n".join(report.mcu_section({"final": {"resolution": 40, "arena_bytes": 1, "flash_bytes": 2,
+                                                 "macs": 3, "accuracy": 0.9, "tflm_accuracy": 0.9},
+                                       "grid": tie, "best_fitting": None, "gain_points": None,
+                                       "latency_note": final.MCU_LATENCY_NOTE}))
+    assert "No grid point fits every constraint." in md and md.count("| yes |") == 2
+
+
+def test_the_grid_without_resolutions_is_the_width_multiplier_baselines_of_before():
+    cfg = config.LoopConfig.of(target=0.5, baselines=(0.25, 0.5))
+    if not hasattr(cfg.final, "baseline_resolutions"):      # part A's setting, until it is merged
+        cfg.final.baseline_resolutions = ()
+    assert final.baseline_grid(cfg, 48) == [(0.25, None), (0.5, None)]
+    assert [final.baseline_key(a, r) for a, r in final.baseline_grid(cfg, 48)] == ["a0.25", "a0.5"]
+    cfg.final.baseline_resolutions = (32, 48)
+    grid = final.baseline_grid(cfg, 48)
+    assert grid == [(0.25, 32), (0.25, None), (0.5, 32), (0.5, None)]
+    assert [final.baseline_key(a, r) for a, r in grid] == ["a0.25_r32", "a0.25", "a0.5_r32", "a0.5"]
+
+
+@pytest.mark.slow
+def test_a_real_tiny_grid_names_the_most_accurate_fitting_point_and_keeps_the_old_layout(start_checkpoint, splits,
+                                                                                         tmp_path):
+    from tfmobile import convert, data as tdata
+    from tfmobile.netadapt.measure import LocalMeasurer
+    from tfmobile.netadapt.state import RunData
+
+    last, _ = _lower_resolution_checkpoint(start_checkpoint, tmp_path / "last", 24)
+    cfg = _cfg(start_checkpoint, resource="peak_sram", target=0.5, baselines=(0.25,))
+    cfg.final.baseline_resolutions = (32, 40)      # 32: the start's resolution
+    limits = {"peak_sram": 1 << 20, "flash": 1 << 20}
+    start = _memory_start(start_checkpoint, limits)
+    run_data = RunData(splits, cfg.data_config((32, 32, 3)), tdata.sample_images(splits.x_train, (32, 32, 3), n=20))
+    run_dir = RunDir(tmp_path / "run", log=lambda m: None)
+    out = final.final_and_baselines(cfg, run_dir, start, last, run_data,
+                                    LocalMeasurer(cfg.measurement.bench_settings()), lambda m: None)
+    assert os.path.isfile(tmp_path / "run" / "baselines" / "a0.25" / "result.json")        # as before the grid
+    assert os.path.isfile(tmp_path / "run" / "baselines" / "a0.25_r40" / "result.json")
+    grid = out["mcu"]["grid"]
+    assert [(g["alpha"], g["resolution"]) for g in grid] == [(0.25, 32), (0.25, 40)]
+    for g in grid:
+        tflite = open(g["tflite"], "rb").read()
+        assert g["arena_bytes"] == convert.measure_arena(tflite)["arena_bytes"] and g["flash_bytes"] == len(tflite)
+        assert g["fits"] == (g["arena_bytes"] <= limits["peak_sram"] and g["flash_bytes"] <= limits["flash"])
+    best = out["mcu"]["best_fitting"]
+    assert best["accuracy"] == max(g["accuracy"] for g in grid if g["fits"])
+    assert out["mcu"]["gain_points"] == pytest.approx(100 * (out["final"]["accuracy"] - best["accuracy"]))
+    assert 0.0 <= best["tflm_accuracy"] <= 1.0
+    assert [b.get("resolution") for b in out["baselines"]] == [None, 40]   # a grid point says its input
+    assert out["comparison"]["points"] == 1                                # the width curve: the start's input
+
+
+def test_a_grid_resolution_below_the_baselines_stride_is_refused_before_anything_trains(tmp_path):
+    from tfmobile.models.surgery import lowest_resolution
+
+    spec = _tiny_spec()
+    cfg = config.LoopConfig.of(checkpoint="x", target=0.5, baselines=(0.25, 0.5))
+    cfg.final.baseline_resolutions = (24, 32, 40)
+    name_spec = final.baseline_spec(cfg, spec, (32, 32, 3), 10, spec.family, 0.25, 40)
+    assert name_spec.input_shape == (40, 40, 3) and name_spec.options["alpha"] == 0.25
+    assert lowest_resolution(name_spec) == 32                      # mbv1: five stride-2 layers
+    with pytest.raises(UserError, match="--baseline_resolutions 24: .*at least 32 px"):
+        final.check_baseline_grid(cfg, spec, (32, 32, 3), 10)
+    cfg.final.baseline_resolutions = (32, 40)
+    final.check_baseline_grid(cfg, spec, (32, 32, 3), 10)         # every point can be built

@@ -249,6 +249,91 @@ def tflm_run(tflite_bytes, inputs, arena_bytes, timeout=600):
         return np.load(os.path.join(wd, "out.npy"))
 
 
+def tflm_accuracy(tflite_bytes, images, labels, arena_bytes=None, timeout=3600, agree_with=None):
+    """Top-1 of the int8 model run by TFLite-Micro itself, the runtime the firmware will run.
+
+    All images go through one child process (TFLM aborts in-process on some ops; one process per image
+    would spend minutes starting). ``images``: uint8 [N, h, w(, c)] (``data.preprocess``ed to the model's
+    input, as ``evaluation.evaluate_tflite`` does) or float32 already preprocessed at the model's input;
+    quantized with the input tensor's scale / zero point as LiteRT's path does. ``arena_bytes`` None: the
+    measured minimum (``measure_arena``). ``agree_with="litert"``: also run LiteRT's default kernels on the
+    same int8 inputs and report how many top-1 predictions agree ("litert_reference": its reference
+    kernels, which TFLM's are ported from: they should agree on every image; the default ones round some
+    ops 1 LSB apart, which flips the near-ties of a barely trained model).
+    Returns {"accuracy", "n", "agree_with", "seconds", "arena_bytes"}.
+    """
+    import time
+
+    if agree_with not in (None, "litert", "litert_reference"):
+        raise ValueError(f"agree_with must be None, 'litert' or 'litert_reference', got {agree_with!r}")
+    data = bytes(tflite_bytes)
+    flatbuffer.check_tflite_bytes(data)
+    info = flatbuffer.parse(data)
+    check_tflm_ops(data)
+    t = info.tensors[info.inputs[0]]
+    if t.dtype not in ("int8", "uint8"):
+        raise UserError(f"TFLite-Micro accuracy needs an int8/uint8 model input, the model has {t.dtype}")
+    labels = np.asarray(labels).reshape(-1)
+    x = _model_input_images(images, tuple(int(v) for v in t.shape[1:]))
+    if len(x) != len(labels) or not len(x):
+        raise UserError(f"tflm_accuracy needs as many labels as images (got {len(x)} images, {len(labels)} labels)")
+    # exactly evaluation.evaluate_tflite's quantization (zero point added before rounding: the [-1, 1]
+    # images sit on half steps, so rounding first and then shifting would move half the pixels by 1 LSB)
+    dtype = np.int8 if t.dtype == "int8" else np.uint8
+    fed = np.clip(np.round(x / t.scales[0] + t.zero_points[0]), np.iinfo(dtype).min,
+                  np.iinfo(dtype).max).astype(dtype)
+    t0 = time.time()
+    if arena_bytes is None:
+        arena_bytes = measure_arena(data, fed[:1], timeout=timeout)["arena_bytes"]
+    raw = tflm_run(data, fed, arena_bytes, timeout=timeout)
+    predicted = raw.reshape(len(fed), -1).argmax(-1)
+    result = {"accuracy": float((predicted == labels).mean()), "n": int(len(labels)), "agree_with": None,
+              "seconds": round(time.time() - t0, 2), "arena_bytes": int(arena_bytes)}
+    if agree_with is not None:
+        reference = _litert_predictions(data, fed, reference_kernels=agree_with == "litert_reference")
+        same = int((reference == predicted).sum())
+        result["agree_with"] = {"runtime": agree_with, "agreeing": same, "fraction": same / len(fed),
+                                "litert_accuracy": float((reference == labels).mean())}
+    return result
+
+
+def _model_input_images(images, input_shape):
+    """float32 [N, *input_shape] in [-1, 1]: uint8 images preprocessed, float ones checked."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        from tfmobile.data import preprocess
+
+        return preprocess(images, input_shape)
+    if tuple(images.shape[1:]) != tuple(input_shape):
+        raise UserError(f"images are {list(images.shape[1:])}, the model input is {list(input_shape)} "
+                        f"(give uint8 images to have them resized)")
+    return images.astype(np.float32)
+
+
+def _litert_predictions(data, fed, reference_kernels=False, batch=250):
+    """LiteRT's top-1 of raw int8 inputs, batched where the model allows it."""
+    from tfmobile.convert.verification import interpreter
+
+    it = interpreter(data, reference_kernels=reference_kernels)
+    d = it.get_input_details()[0]
+    out = it.get_output_details()[0]
+    try:
+        it.resize_tensor_input(d["index"], [batch, *fed.shape[1:]])
+        it.allocate_tensors()
+    except (RuntimeError, ValueError):
+        batch, it = 1, interpreter(data, reference_kernels=reference_kernels)
+    preds = []
+    for s in range(0, len(fed), batch):
+        xb = fed[s:s + batch]
+        n = len(xb)
+        if n < batch:
+            xb = np.concatenate([xb, np.zeros((batch - n, *fed.shape[1:]), fed.dtype)])
+        it.set_tensor(d["index"], xb.astype(d["dtype"]))
+        it.invoke()
+        preds.append(it.get_tensor(out["index"]).reshape(batch, -1)[:n].argmax(-1))
+    return np.concatenate(preds)
+
+
 def _raise_on_failure(proc, events, info, what):
     if proc.returncode == 0:
         return

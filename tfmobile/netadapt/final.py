@@ -1,24 +1,37 @@
 """After the loop: long-term fine-tune, QAT, int8 + TFLM export, LiteRT test accuracy, measurement;
-the width-multiplier baselines; the comparison; report.json / report.md / netadapt.png.
+the width-multiplier (x resolution) baselines; the comparison; the MCU fit of a memory run (TFLM
+accuracy, arena, flash, verdicts against the constraints, the best fitting baseline);
+report.json / report.md / netadapt.png.
 
-Each step leaves a file when it is done (``final/final.json``, ``baselines/aALPHA/result.json``,
-``final/measurements.json``, training checkpoints resumed by ``train.fit``), so a resumed run skips
-what is finished. Everything here takes its inputs explicitly: the settings, the run directory,
-the start (``state.Start``), the last checkpoint, the data (``state.RunData``) and the measurer.
+The final model is trained, calibrated, converted and evaluated at its own input resolution (a
+resolution proposal may have lowered it below the start's). Each step leaves a file when it is done
+(``final/final.json``, ``baselines/aALPHA/result.json`` (``aALPHA_rRES`` for a grid resolution other
+than the start's), ``final/measurements.json``, ``final/resources.json``, ``final/tflm_accuracy.json``,
+training checkpoints resumed by ``train.fit``), so a resumed run skips what is finished. Everything here
+takes its inputs explicitly: the settings, the run directory, the start (``state.Start``), the last
+checkpoint, the data (``state.RunData``) and the measurer.
 """
 import hashlib
 import json
 import os
 import time
 
+from tfmobile.errors import UserError
 from tfmobile.netadapt.config import UNITS
 
+MEMORY_KINDS = ("peak_sram", "flash")
+MCU_LATENCY_NOTE = ("MCU latency is not measured here: no MCU is attached; MACs are the only compute figure "
+                    "(the latencies in this report, if any, are of this host's LiteRT).")
 
-def train_and_export(cfg, data, name, spec, model, directory, epochs, lr, log, teacher=None):
+
+def train_and_export(cfg, data, name, spec, model, directory, epochs, lr, log, teacher=None, tflm=None):
     """``model`` through main_job's float -> QAT -> int8 (+ TFLM) -> LiteRT test accuracy stages in ``directory``
     (resumed there); the row, with the Keras validation accuracy and the spec (also DIRECTORY/spec.json).
 
+    Training and evaluation resize the images to the spec's input; the int8 calibration images are taken
+    at it too (``data.calibration_for``), so a model below the start's resolution is calibrated on what it sees.
     teacher: a Keras model the float stage distils from (``--distill`` weight, ``--distill_temperature``).
+    tflm: the TFLM export (None: ``--tflm``).
     """
     from tfmobile import train
     from tfmobile.io import write_json
@@ -33,11 +46,13 @@ def train_and_export(cfg, data, name, spec, model, directory, epochs, lr, log, t
             model, data.splits, os.path.join(directory, "train", "float"), **job.fit_options, **job.resume_options,
             epochs=epochs, lr=lr, teacher=teacher, distill=fin.distill, temperature=fin.distill_temperature))
         epochs = 0   # trained: the stages below take it as it is
-    row, fmodel, qmodel = job.float_qat_int8(name, model, epochs, lr, fin.qat_epochs, data.calibration,
-                                             tflm=fin.tflm, bench=False)
+    row, fmodel, qmodel = job.float_qat_int8(name, model, epochs, lr, fin.qat_epochs,
+                                             data.calibration_for(spec.input_shape),
+                                             tflm=fin.tflm if tflm is None else tflm, bench=False)
     row["quantization"] = "qat" if qmodel is not None else "ptq"
     row["val_accuracy_keras"] = train.evaluate(fmodel, data.splits.x_val, data.splits.y_val)
     row["spec"] = spec.to_dict()
+    row["resolution"] = int(spec.input_shape[0])
     write_json(os.path.join(directory, "spec.json"), spec.to_dict())
     return row
 
@@ -80,10 +95,12 @@ def chosen_by(cfg):
     return "default" if cfg.final.mode == Final().mode else "--final"
 
 
-def final_model(cfg, run_dir, data, start_train_epochs, last_checkpoint, log, teacher_checkpoint=None):
+def final_model(cfg, run_dir, data, start_train_epochs, last_checkpoint, log, teacher_checkpoint=None, tflm=None):
     """The NetAdapt model through the final stage (final/final.json); its row without the measurement.
 
+    At the last checkpoint's resolution (lower than the start's after a resolution proposal).
     teacher_checkpoint: the start model, the teacher of ``--distill`` (unused when it is 0).
+    tflm: the TFLM export (None: ``--tflm``; ``final_and_baselines`` turns it on for a memory run).
     """
     from tfmobile.models import ModelSpec
 
@@ -100,9 +117,10 @@ def final_model(cfg, run_dir, data, start_train_epochs, last_checkpoint, log, te
                 raise ValueError("--distill needs the start model's checkpoint (the teacher)")
             teacher = train.load_checkpoint(teacher_checkpoint)
             what += f", distilled from the start model (weight {fin.distill:g}, T {fin.distill_temperature:g})"
-        log(f"final stage: {what}, {fin.qat_epochs} QAT epoch(s), int8 + TFLM")
+        log(f"final stage at {spec.input_shape[0]}x{spec.input_shape[1]}: {what}, {fin.qat_epochs} QAT epoch(s), "
+            f"int8{' + TFLM' if (fin.tflm if tflm is None else tflm) else ''}")
         row = train_and_export(cfg, data, "netadapt_int8", spec, model, run_dir.sub("final"), epochs, lr, log,
-                               teacher=teacher)
+                               teacher=teacher, tflm=tflm)
         row.update(final_stage=fin.mode, final_stage_chosen_by=chosen_by(cfg), final_stage_what=what,
                    distillation={"weight": fin.distill, "temperature": fin.distill_temperature,
                                  "teacher": "start/checkpoint"} if teacher is not None else None,
@@ -112,9 +130,53 @@ def final_model(cfg, run_dir, data, start_train_epochs, last_checkpoint, log, te
     return run_dir.step(os.path.join("final", "final.json"), compute)
 
 
-def baseline(cfg, run_dir, data, start, name, alpha, log):
+def baseline_key(alpha, resolution=None):
+    """The name of a baseline (its folder under baselines/, its key in the measurements): ``aALPHA`` at the
+    start's resolution (the layout of runs before the grid, so they stay resumable), else ``aALPHA_rRES``."""
+    return f"a{alpha:g}" if resolution is None else f"a{alpha:g}_r{int(resolution)}"
+
+
+def baseline_grid(cfg, start_resolution):
+    """[(alpha, resolution or None = the start's)]: ``--baselines`` x ``--baseline_resolutions`` (none given:
+    the start's resolution only, exactly the width-multiplier baselines of before)."""
+    resolutions = [int(r) for r in (getattr(cfg.final, "baseline_resolutions", None) or ())]
+    resolutions = [None if r == int(start_resolution) else r for r in resolutions] or [None]
+    return [(a, r) for a in cfg.final.baselines for r in dict.fromkeys(resolutions)]
+
+
+def baseline_spec(cfg, start_spec, input_shape, classes, name, alpha, resolution=None):
+    """The zoo architecture of one baseline: ``name`` at ``alpha``, the start's channels and BatchNorm
+    momentum, a square ``resolution`` input (None: ``input_shape``, the start's)."""
+    from tfmobile import models
+
+    h, w, c = input_shape
+    if resolution is not None:
+        h = w = int(resolution)
+    bn_momentum = start_spec.options.get("bn_momentum", cfg.start.bn_momentum)   # as the start model's
+    return models.get_spec(name, input_shape=(h, w, c), alpha=alpha, classes=classes, bn_momentum=bn_momentum)
+
+
+def check_baseline_grid(cfg, start_spec, input_shape, classes):
+    """UserError naming the grid resolutions the baseline network cannot take (below its total stride):
+    before anything trains (the loop may call it before the start; the final stage calls it first)."""
+    from tfmobile.models.surgery import lowest_resolution
+
+    name = cfg.start.model if not cfg.start.checkpoint else start_spec.family
+    bad = {}
+    for alpha, resolution in baseline_grid(cfg, input_shape[0]):
+        spec = baseline_spec(cfg, start_spec, input_shape, classes, name, alpha, resolution)
+        lowest = lowest_resolution(spec)
+        if spec.input_shape[0] < lowest:
+            bad[spec.input_shape[0]] = lowest
+    if bad:
+        raise UserError(f"--baseline_resolutions {','.join(str(r) for r in sorted(bad))}: below what the "
+                        f"{name} baselines' strides allow (at least {max(bad.values())} px)")
+
+
+def baseline(cfg, run_dir, data, start, name, alpha, log, resolution=None, tflm=None):
     """A width-multiplier model trained with the NetAdapt model's whole training budget.
 
+    resolution: its square input (None: the start's); tflm: its TFLM export (None: ``--tflm``).
     With ``baselines_dir`` (shared by several runs, e.g. the latency and the peak_sram run of the
     benchmark) a baseline is trained once per training setting: its folder name carries a digest
     of everything that decides the trained model.
@@ -123,27 +185,26 @@ def baseline(cfg, run_dir, data, start, name, alpha, log):
 
     fin, ft = cfg.final, cfg.fine_tune
     epochs = budget_epochs(cfg, start.train_epochs)
-    h, w, c = data.input_shape
-    bn_momentum = start.point.spec.options.get("bn_momentum", cfg.start.bn_momentum)   # as the start model's
-    spec = models.get_spec(name, input_shape=(h, w, c), alpha=alpha, classes=data.splits.num_classes,
-                           bn_momentum=bn_momentum)
+    spec = baseline_spec(cfg, start.point.spec, data.input_shape, data.splits.num_classes, name, alpha, resolution)
     setting = {"spec": spec.to_dict(), "epochs": epochs, "qat_epochs": fin.qat_epochs, "lr": cfg.start.lr,
                "batch_size": ft.batch_size, "seed": ft.seed, "data": data.config, "tflm": fin.tflm}
     digest = hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
     shared = cfg.execution.baselines_dir
+    key = baseline_key(alpha, resolution)
     d = (os.path.join(os.path.abspath(shared), f"{spec.name}_{digest}") if shared
-         else run_dir.sub("baselines", f"a{alpha:g}"))
+         else run_dir.sub("baselines", key))
 
     def compute():
         t = time.time()
         log(f"baseline {spec.name}: {epochs} epochs from scratch (= start training + long-term fine-tune), "
             f"{fin.qat_epochs} QAT epoch(s)")
-        row = train_and_export(cfg, data, f"{name}_a{alpha:g}_int8", spec, models.build(spec), d, epochs,
-                               cfg.start.lr, log)
+        label = f"{name}_{key}_int8"
+        row = train_and_export(cfg, data, label, spec, models.build(spec), d, epochs, cfg.start.lr, log, tflm=tflm)
         row.update(alpha=alpha, epochs=epochs, seconds=round(time.time() - t, 1), setting_digest=digest)
         return row
 
-    return run_dir.step(os.path.join(d, "result.json"), compute)   # an absolute path stays as it is
+    row = run_dir.step(os.path.join(d, "result.json"), compute)   # an absolute path stays as it is
+    return dict(row, directory=d, resolution=int(spec.input_shape[0]))
 
 
 def measure_all(cfg, run_dir, measurer, rows):
@@ -242,31 +303,182 @@ def finish(cfg, run_dir, status, start, last_checkpoint, data, measurer, log, ru
     return rep
 
 
+def constraint_limits(cfg, start):
+    """{kind: absolute limit} of every constrained resource, the primary ``--resource`` first."""
+    limits = {cfg.search.resource: start.target}
+    limits.update({k: v for k, v in (start.limits or {}).items() if k != cfg.search.resource})
+    return limits
+
+
+def constrained_kinds(cfg, start):
+    """Every resource the run constrains: the primary, ``Start.limits`` and the ``--constraint`` flags."""
+    named = [str(c).split("=", 1)[0].strip() for c in getattr(cfg.search, "constraints", None) or ()]
+    return list(dict.fromkeys([*constraint_limits(cfg, start), *named]))
+
+
+def is_mcu_run(cfg, start):
+    """The MCU fit is checked (TFLM export, TFLM accuracy, the "mcu" report) when the run is about memory
+    (the resource or a constraint is peak_sram or flash) or ``--tflm`` asks for the firmware files."""
+    return bool(cfg.final.tflm) or any(k in MEMORY_KINDS for k in constrained_kinds(cfg, start))
+
+
 def final_and_baselines(cfg, run_dir, start, last_checkpoint, data, measurer, log):
-    """The report's final, baselines, comparison and final_meets_target: trained, exported, measured together."""
+    """The report's final, baselines, comparison, final_meets_target, constraints and (memory runs or --tflm)
+    mcu: trained, exported, measured together."""
+    mcu = is_mcu_run(cfg, start)
+    if cfg.final.baselines:
+        check_baseline_grid(cfg, start.point.spec, data.input_shape, data.splits.num_classes)
     fin = final_model(cfg, run_dir, data, start.train_epochs, last_checkpoint, log,
-                      teacher_checkpoint=start.point.checkpoint)
+                      teacher_checkpoint=start.point.checkpoint, tflm=mcu)
     rows = {"netadapt": fin}
     base_rows = []
     if cfg.final.baselines:
         name = cfg.start.model if not cfg.start.checkpoint else start.point.spec.family
-        for a in cfg.final.baselines:
-            b = baseline(cfg, run_dir, data, start, name, a, log)
-            rows[f"a{a:g}"] = b
-            base_rows.append(b)
+        for a, res in baseline_grid(cfg, data.input_shape[0]):
+            b = baseline(cfg, run_dir, data, start, name, a, log, resolution=res, tflm=mcu)
+            rows[baseline_key(a, res)] = b
+            base_rows.append((baseline_key(a, res), res is None, b))
     meas = measure_all(cfg, run_dir, measurer, rows)
     fin = dict(fin, measured=meas["netadapt"]["value"], measurement=meas["netadapt"])
     out = {"final": {k: v for k, v in fin.items() if k not in ("spec",)}, "baselines": []}
     out["final"]["spec"] = fin["spec"]
-    for a, b in zip(cfg.final.baselines, base_rows):
-        m = meas[f"a{a:g}"]
-        out["baselines"].append({k: b.get(k) for k in ("alpha", "epochs", "accuracy", "size_bytes", "path",
-                                                       "quantization", "tflm", "seconds")}
-                                | {"measured": m["value"], "measurement": m})
-    out["comparison"] = (compare(fin, out["baselines"], cfg.search.resource, start.target) if base_rows
-                         else None)
+    width_only = []
+    for key, at_start_resolution, b in base_rows:
+        m = meas[key]
+        row = ({k: b.get(k) for k in ("alpha", "epochs", "accuracy", "size_bytes", "path", "quantization", "tflm",
+                                      "seconds")}
+               | {"measured": m["value"], "measurement": m})
+        if not at_start_resolution:          # a grid point: the rows of runs without a grid stay as they were
+            row["resolution"] = b["resolution"]
+        out["baselines"].append(row)
+        if at_start_resolution:
+            width_only.append(row)
+    # the width-multiplier curve at the start's resolution (grid points at other inputs are in "mcu")
+    out["comparison"] = (compare(fin, width_only, cfg.search.resource, start.target) if width_only else None)
     out["final_meets_target"] = fin["measured"] <= start.target
+    limits = constraint_limits(cfg, start)
+    values = measure_resources(run_dir, measurer, rows, meas, cfg.search.resource, list(limits))
+    out["constraints"] = [verdict(kind, limit, values["netadapt"].get(kind)) for kind, limit in limits.items()]
+    if mcu:
+        out["mcu"] = mcu_report(run_dir, data, fin, [(key, b) for key, _, b in base_rows], values, limits, log)
     return out
+
+
+def measure_resources(run_dir, measurer, rows, meas, primary, kinds):
+    """{row key: {kind: measured value}} of every constrained kind (final/resources.json, cached).
+
+    The primary resource is the final measurement's; peak_sram the TFLM arena the export measured (else
+    measured now, as the loop does: ``convert.measure_arena``); flash the .tflite's bytes; the others by the
+    run's measuring device (macs / params counted on the spec).
+    """
+    path = run_dir.sub("final", "resources.json")
+    done = run_dir.read("final", "resources.json")
+    if done is not None and (set(done) != set(rows) or any(set(v) != set(kinds) for v in done.values())):
+        os.remove(path)      # baselines or constraints added on --resume
+
+    def compute():
+        from tfmobile.models import ModelSpec
+
+        out = {}
+        for key, row in rows.items():
+            with open(row["path"], "rb") as f:
+                tflite = f.read()
+            values = {}
+            for kind in kinds:
+                arena = (row.get("tflm") or {}).get("arena_bytes")
+                if kind == primary:
+                    values[kind] = meas[key]["value"]
+                elif kind == "flash":
+                    values[kind] = len(tflite)
+                elif kind == "peak_sram" and arena is not None:
+                    values[kind] = int(arena)
+                else:
+                    spec_json = ModelSpec.from_dict(row["spec"]).to_json(indent=None)
+                    values[kind] = measurer.measure(tflite, kind, spec_json)["value"]
+            out[key] = values
+        return out
+
+    return run_dir.step(path, compute)
+
+
+def verdict(kind, limit, measured):
+    """One constraint of one model: its limit, the measured value, whether it fits and by how much."""
+    unit = UNITS[kind]
+    row = {"kind": kind, "unit": unit, "limit": limit, "measured": measured}
+    if measured is None or limit is None:
+        return dict(row, fits=None, verdict="not measured")
+    fits = measured <= limit
+    gap = abs(limit - measured)
+    amount = f"{int(round(gap))} {unit}" if unit in ("bytes", "MACs", "params") else f"{gap:.4g} {unit}"
+    return dict(row, fits=fits, verdict=f"fits ({amount} to spare)" if fits else f"exceeds by {amount}")
+
+
+def grid_row(key, row, values, limits, macs):
+    """A baseline as a point of the MCU grid: its TFLM arena, flash, accuracy and whether it fits every limit."""
+    arena = values.get("peak_sram", (row.get("tflm") or {}).get("arena_bytes"))
+    fits = all(values.get(kind) is not None and values[kind] <= limit for kind, limit in limits.items())
+    return {"key": key, "alpha": row["alpha"], "resolution": row["resolution"], "tflite": row["path"],
+            "arena_bytes": arena, "flash_bytes": values.get("flash", row.get("size_bytes")),
+            "accuracy": row["accuracy"], "macs": macs, "fits": fits,
+            "verdicts": [verdict(kind, limit, values.get(kind)) for kind, limit in limits.items()]}
+
+
+def best_fitting(grid):
+    """The most accurate grid point that fits every constraint (ties: the smaller arena, then flash); None
+    when none fits."""
+    fitting = [g for g in grid if g["fits"]]
+    if not fitting:
+        return None
+    return max(fitting, key=lambda g: (g["accuracy"], -(g["arena_bytes"] or 0), -(g["flash_bytes"] or 0)))
+
+
+def tflm_top1(run_dir, relpath, tflite_path, data, arena_bytes, log):
+    """TFLite-Micro's top-1 of an int8 .tflite on the whole test split, beside LiteRT's (cached at ``relpath``)."""
+    def compute():
+        from tfmobile.convert.tflm import tflm_accuracy
+
+        with open(tflite_path, "rb") as f:
+            tflite = f.read()
+        log(f"TFLite-Micro accuracy of {os.path.basename(tflite_path)} on {len(data.splits.y_test)} test images ...")
+        return tflm_accuracy(tflite, data.splits.x_test, data.splits.y_test, arena_bytes=arena_bytes,
+                             agree_with="litert")
+
+    return run_dir.step(relpath, compute)
+
+
+def mcu_report(run_dir, data, fin, base_rows, values, limits, log):
+    """The report's "mcu": the final model verified in TFLM, the baseline grid, the best fitting point."""
+    from tfmobile import analysis
+    from tfmobile.models import ModelSpec
+
+    spec = ModelSpec.from_dict(fin["spec"])
+    fv = values["netadapt"]
+    tflm = fin.get("tflm") or {}
+    files = tflm.get("files") or {}
+    arena = fv.get("peak_sram", tflm.get("arena_bytes"))
+    if arena is None:
+        from tfmobile import convert
+
+        with open(fin["path"], "rb") as f:
+            arena = convert.measure_arena(f.read())["arena_bytes"]
+    acc = tflm_top1(run_dir, os.path.join("final", "tflm_accuracy.json"), fin["path"], data, arena, log)
+    final = {"tflite": os.path.abspath(fin["path"]), "resolution": int(spec.input_shape[0]), "arena_bytes": arena,
+             "flash_bytes": fv.get("flash", fin.get("size_bytes")), "accuracy": fin["accuracy"],
+             "tflm_accuracy": acc["accuracy"], "tflm_test_images": acc["n"], "tflm_agreement": acc["agree_with"],
+             "macs": int(analysis.profile(spec).macs), "c_array": files.get("cc"), "header": files.get("h"),
+             "op_resolver": files.get("resolver"), "tflm_error": tflm.get("error"),
+             "budget": {kind: verdict(kind, limit, fv.get(kind)) for kind, limit in limits.items()
+                        if kind in MEMORY_KINDS}}
+    grid = [grid_row(key, b, values[key], limits,
+                     int(analysis.profile(ModelSpec.from_dict(b["spec"])).macs)) for key, b in base_rows]
+    best = best_fitting(grid)
+    if best is not None:
+        directory = dict(base_rows)[best["key"]]["directory"]
+        best = dict(best, tflm_accuracy=tflm_top1(run_dir, os.path.join(directory, "tflm_accuracy.json"),
+                                                  best["tflite"], data, best["arena_bytes"], log)["accuracy"])
+    return {"final": final, "grid": grid, "best_fitting": best,
+            "gain_points": None if best is None else 100 * (fin["accuracy"] - best["accuracy"]),
+            "latency_note": MCU_LATENCY_NOTE}
 
 
 def timings(hist, rep, started):

@@ -42,7 +42,8 @@ def markdown(rep):
                   f"| NetAdapt | {_f(fin['measured'])} | {_pct(fin['accuracy'])} | {fin['size_bytes']} | "
                   f"{(fin.get('tflm') or {}).get('arena_bytes', '-')} |"]
         for b in rep.get("baselines") or []:
-            lines.append(f"| width multiplier {b['alpha']:g} ({b['epochs']} epochs) | {_f(b['measured'])} | "
+            at = f" at {b['resolution']}x{b['resolution']}" if b.get("resolution") else ""
+            lines.append(f"| width multiplier {b['alpha']:g}{at} ({b['epochs']} epochs) | {_f(b['measured'])} | "
                          f"{_pct(b['accuracy'])} | {b['size_bytes']} | {(b.get('tflm') or {}).get('arena_bytes', '-')} |")
         c = rep.get("comparison")
         if c:
@@ -55,9 +56,73 @@ def markdown(rep):
                 lines.append(f"- widest width multiplier meeting the target: {w['alpha']:g} ({_f(w['measured'])} {unit}, "
                              f"{_pct(w['accuracy'])}); NetAdapt {100 * w['accuracy_gain']:+.2f} points")
         lines.append("")
+    if rep.get("constraints"):
+        lines += constraints_section(rep["constraints"])
+    if rep.get("mcu"):
+        lines += mcu_section(rep["mcu"])
     t = rep["timings"]
     lines += ["## Time", ""] + [f"- {k}: {v}" for k, v in t.items()] + ["", "![NetAdapt](netadapt.png)", ""]
     return "\n".join(lines)
+
+
+def _bytes(v):
+    return "-" if v is None else f"{int(v):,} B ({v / 1024:.1f} KB)"
+
+
+def _value(v, unit):
+    return _bytes(v) if unit == "bytes" and v is not None else f"{_f(v)} {unit}"
+
+
+def constraints_section(constraints):
+    """Every constraint of the run: its limit, the final model's measured value, the verdict."""
+    lines = ["## Constraints (final model, measured)", "", "| resource | limit | measured | verdict |",
+             "|---|---|---|---|"]
+    for c in constraints:
+        lines.append(f"| {c['kind']} | {_value(c['limit'], c['unit'])} | {_value(c['measured'], c['unit'])} | "
+                     f"{c['verdict']} |")
+    return lines + [""]
+
+
+def mcu_section(mcu):
+    """The final model as the firmware will run it (TFLM), the baseline grid and the best fitting point."""
+    f = mcu["final"]
+    agree = f.get("tflm_agreement") or {}
+    lines = ["## MCU fit", "",
+             f"Final model: {f['resolution']}x{f['resolution']} input, TFLM arena {_bytes(f['arena_bytes'])} "
+             f"(measured in TFLite-Micro), flash {_bytes(f['flash_bytes'])} (the int8 .tflite), "
+             f"{_f(f['macs'], '{:,}')} MACs.", "",
+             f"- test top-1: LiteRT {_pct(f['accuracy'])}, TFLite-Micro {_pct(f['tflm_accuracy'])} "
+             f"on the same {f.get('tflm_test_images', '-')} images"
+             + (f" (top-1 agrees on {agree['agreeing']} of them)" if agree.get("agreeing") is not None else "")]
+    for kind, v in (f.get("budget") or {}).items():
+        lines.append(f"- {kind}: {_bytes(v['measured'])} of {_bytes(v['limit'])}: **{v['verdict']}**")
+    if f.get("c_array"):
+        lines.append(f"- firmware files: `{f['c_array']}`, `{f['header']}`"
+                     + (f", `{f['op_resolver']}`" if f.get("op_resolver") else ""))
+    if f.get("tflm_error"):
+        lines.append(f"- TFLM export failed: {f['tflm_error']}")
+    lines += ["", mcu["latency_note"], ""]
+    grid = mcu.get("grid") or []
+    if grid:
+        lines += ["Baseline grid (width multiplier x resolution, the same training budget; int8 in LiteRT on the "
+                  "test set; arena measured in TFLM):", "",
+                  "| alpha | resolution | TFLM arena | flash | MACs | LiteRT test top-1 | fits every constraint |",
+                  "|---|---|---|---|---|---|---|"]
+        for g in sorted(grid, key=lambda g: (g["alpha"], g["resolution"])):
+            lines.append(f"| {g['alpha']:g} | {g['resolution']} | {_bytes(g['arena_bytes'])} | "
+                         f"{_bytes(g['flash_bytes'])} | {_f(g.get('macs'), '{:,}')} | {_pct(g['accuracy'])} | "
+                         f"{'yes' if g['fits'] else 'no'} |")
+        best = mcu.get("best_fitting")
+        lines.append("")
+        if best is None:
+            lines.append("No grid point fits every constraint.")
+        else:
+            r = best["resolution"]
+            lines.append(f"Best fitting grid point: alpha {best['alpha']:g} at {r}x{r}, "
+                         f"{_pct(best['accuracy'])} (TFLM {_pct(best.get('tflm_accuracy'))}); the NetAdapt model is "
+                         f"{mcu['gain_points']:+.2f} points over it.")
+        lines.append("")
+    return lines
 
 
 def final_stage_line(fin):
@@ -87,7 +152,8 @@ def plot(rep, path):
         ax.plot([b["measured"] for b in bases], [100 * b["accuracy"] for b in bases], "s--",
                 label="width multiplier (int8, LiteRT test)")
         for b in bases:
-            ax.annotate(f"{b['alpha']:g}", (b["measured"], 100 * b["accuracy"]), fontsize=7,
+            label = f"{b['alpha']:g}" + (f"@{b['resolution']}" if b.get("resolution") else "")
+            ax.annotate(label, (b["measured"], 100 * b["accuracy"]), fontsize=7,
                         textcoords="offset points", xytext=(4, -10))
     ax.axvline(rep["target_value"], color="grey", ls=":", lw=1, label="target")
     ax.ticklabel_format(axis="y", useOffset=False)
