@@ -67,6 +67,21 @@ def test_constraints_parse_with_the_units_of_their_kind_and_are_in_the_fingerpri
         cfg.replace(constraint=("flash=0.5",), measure_pick="interleaved").check()
     with pytest.raises(UserError, match="--baseline_resolutions"):
         cfg.replace(baseline_resolutions=(32, 0)).check()
+    # the teacher takes the start's input; a found model at a lower one could not be distilled
+    with pytest.raises(UserError, match="--distill and --resolution_step"):
+        cfg.replace(distill=0.5, resolution_step=8).check()
+
+
+def test_a_baseline_grid_resolution_below_the_networks_stride_is_refused_before_anything_is_trained(tmp_path):
+    from tfmobile.netadapt import start as start_mod
+    from tfmobile.netadapt.state import Session
+
+    cfg = LoopConfig.of(**BASE, model="mbv1", alpha=0.25, resolution=32, resource="macs", target=0.5,
+                        baselines=(0.25,), baseline_resolutions=(16, 32))
+    session = Session(cfg, RunDir(tmp_path / "run"), log=lambda m: None)
+    with pytest.raises(UserError, match="--baseline_resolutions 16: below what the mbv1 baselines' strides allow"):
+        start_mod.load_data(session)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_resumed_run_with_other_constraints_is_refused_and_an_old_run_without_them_resumes(tmp_path):

@@ -309,3 +309,15 @@ def test_a_grid_resolution_below_the_baselines_stride_is_refused_before_anything
         final.check_baseline_grid(cfg, spec, (32, 32, 3), 10)
     cfg.final.baseline_resolutions = (32, 40)
     final.check_baseline_grid(cfg, spec, (32, 32, 3), 10)         # every point can be built
+
+
+def test_only_runs_about_memory_get_the_tflm_pass_over_the_test_split(start_checkpoint):
+    """A latency run keeps --tflm's firmware files but not the minutes of TFLM inference (no "mcu" report)."""
+    from tfmobile import train
+    from tfmobile.netadapt.state import Point, Start
+
+    start = Start(Point(0, train.checkpoint_spec(start_checkpoint), start_checkpoint, 1.0, 1.0, 0.5), {}, 1, 0.5)
+    assert not final.is_mcu_run(_cfg(start_checkpoint, resource="latency", target=0.5, tflm=True), start)
+    assert not final.is_mcu_run(_cfg(start_checkpoint, resource="macs", target=0.5, tflm=True), start)
+    assert final.is_mcu_run(_cfg(start_checkpoint, resource="macs", target=0.5, constraint=("flash=0.5",)), start)
+    assert final.is_mcu_run(_cfg(start_checkpoint, resource="peak_sram", target=0.5, tflm=False), start)

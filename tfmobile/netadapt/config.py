@@ -260,6 +260,9 @@ class LoopConfig:
             raise UserError(f"--final must be one of {', '.join(FINAL_MODES)}, got {fin.mode!r}")
         if not 0.0 <= fin.distill <= 1.0:
             raise UserError(f"--distill must be in [0, 1] (0: off), got {fin.distill}")
+        if fin.distill and self.search.resolution_step:
+            raise UserError("--distill and --resolution_step: the start model (the teacher) takes the start's "
+                            "input size and the found model may take a smaller one; use one of them")
         if not (fin.distill_temperature > 0 and math.isfinite(fin.distill_temperature)):
             raise UserError(f"--distill_temperature must be a finite number > 0, got {fin.distill_temperature}")
         for a in fin.baselines or ():

@@ -17,7 +17,7 @@ import os
 import time
 
 from tfmobile.errors import UserError
-from tfmobile.netadapt.config import UNITS
+from tfmobile.netadapt.config import UNITS, constrained_kinds
 
 MEMORY_KINDS = ("peak_sram", "flash")
 MCU_LATENCY_NOTE = ("MCU latency is not measured here: no MCU is attached; MACs are the only compute figure "
@@ -139,7 +139,7 @@ def baseline_key(alpha, resolution=None):
 def baseline_grid(cfg, start_resolution):
     """[(alpha, resolution or None = the start's)]: ``--baselines`` x ``--baseline_resolutions`` (none given:
     the start's resolution only, exactly the width-multiplier baselines of before)."""
-    resolutions = [int(r) for r in (getattr(cfg.final, "baseline_resolutions", None) or ())]
+    resolutions = [int(r) for r in cfg.final.baseline_resolutions or ()]
     resolutions = [None if r == int(start_resolution) else r for r in resolutions] or [None]
     return [(a, r) for a in cfg.final.baselines for r in dict.fromkeys(resolutions)]
 
@@ -310,32 +310,29 @@ def constraint_limits(cfg, start):
     return limits
 
 
-def constrained_kinds(cfg, start):
-    """Every resource the run constrains: the primary, ``Start.limits`` and the ``--constraint`` flags."""
-    named = [str(c).split("=", 1)[0].strip() for c in getattr(cfg.search, "constraints", None) or ()]
-    return list(dict.fromkeys([*constraint_limits(cfg, start), *named]))
-
-
 def is_mcu_run(cfg, start):
-    """The MCU fit is checked (TFLM export, TFLM accuracy, the "mcu" report) when the run is about memory
-    (the resource or a constraint is peak_sram or flash) or ``--tflm`` asks for the firmware files."""
-    return bool(cfg.final.tflm) or any(k in MEMORY_KINDS for k in constrained_kinds(cfg, start))
+    """The MCU fit is checked (TFLM export even with --notflm, TFLM accuracy on the whole test split, the
+    "mcu" report) when the run is about memory: the resource or a constraint is peak_sram or flash. A
+    latency run keeps ``--tflm``'s firmware files without the TFLM pass over the test images (minutes
+    that a phone's latency target does not need)."""
+    return any(k in MEMORY_KINDS for k in (*constrained_kinds(cfg), *(start.limits or {})))
 
 
 def final_and_baselines(cfg, run_dir, start, last_checkpoint, data, measurer, log):
-    """The report's final, baselines, comparison, final_meets_target, constraints and (memory runs or --tflm)
-    mcu: trained, exported, measured together."""
+    """The report's final, baselines, comparison, final_meets_target, constraints and (memory runs) mcu:
+    trained, exported, measured together."""
     mcu = is_mcu_run(cfg, start)
+    tflm = True if mcu else None      # None: --tflm decides
     if cfg.final.baselines:
         check_baseline_grid(cfg, start.point.spec, data.input_shape, data.splits.num_classes)
     fin = final_model(cfg, run_dir, data, start.train_epochs, last_checkpoint, log,
-                      teacher_checkpoint=start.point.checkpoint, tflm=mcu)
+                      teacher_checkpoint=start.point.checkpoint, tflm=tflm)
     rows = {"netadapt": fin}
     base_rows = []
     if cfg.final.baselines:
         name = cfg.start.model if not cfg.start.checkpoint else start.point.spec.family
         for a, res in baseline_grid(cfg, data.input_shape[0]):
-            b = baseline(cfg, run_dir, data, start, name, a, log, resolution=res, tflm=mcu)
+            b = baseline(cfg, run_dir, data, start, name, a, log, resolution=res, tflm=tflm)
             rows[baseline_key(a, res)] = b
             base_rows.append((baseline_key(a, res), res is None, b))
     meas = measure_all(cfg, run_dir, measurer, rows)

@@ -94,6 +94,10 @@ def load_data(session):
     if not any(g.width > g.channel_step for g in groups(spec, channel_step=cfg.search.channel_multiple)):
         raise UserError(f"{spec.name} has no shrinkable channel group (every group is at its minimum width)")
     check_reachable(cfg, spec)
+    if cfg.final.baselines:   # a grid point the baseline network cannot take: refused before any training
+        from tfmobile.netadapt.final import check_baseline_grid
+
+        check_baseline_grid(cfg, spec, tuple(spec.input_shape), splits.num_classes)
     session.data = RunData(splits, data_config,
                            data.sample_images(splits.x_train, tuple(spec.input_shape), seed=cfg.fine_tune.seed))
     return spec
