@@ -70,6 +70,10 @@ def test_constraints_parse_with_the_units_of_their_kind_and_are_in_the_fingerpri
     # the teacher takes the start's input; a found model at a lower one could not be distilled
     with pytest.raises(UserError, match="--distill and --resolution_step"):
         cfg.replace(distill=0.5, resolution_step=8).check()
+    with pytest.raises(UserError, match="--short_distill and --resolution_step"):
+        cfg.replace(short_distill=0.5, resolution_step=8).check()
+    with pytest.raises(UserError, match=r"--short_distill must be in \[0, 1\]"):
+        cfg.replace(short_distill=1.5).check()
 
 
 def test_a_baseline_grid_resolution_below_the_networks_stride_is_refused_before_anything_is_trained(tmp_path):

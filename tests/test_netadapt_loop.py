@@ -457,17 +457,20 @@ def test_latency_loop_end_to_end_two_iterations_and_resume_after_kill(tmp_path):
             "300", "--batch_size", "32", "--short_steps", "4", "--short_lr", "1e-2", "--resource", "latency",
             "--bench_runs", "20", "--bench_warmup", "2", "--long_epochs", "0", "--qat_epochs", "0", "--notflm"]
     out = tmp_path / "latency"
+    log = open(tmp_path / "first_run.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.netadapt", *args, "--output_dir", str(out)],
                             cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=log, start_new_session=True)
     first, t0 = None, time.time()
     while first is None:   # kill -9 once the first proposal of iteration 2 is recorded
-        assert proc.poll() is None and time.time() - t0 < 300, "the run ended before iteration 2"
+        assert proc.poll() is None and time.time() - t0 < 300, (
+            "the run ended before iteration 2:\n" + "".join(open(tmp_path / "first_run.log").readlines()[-8:]))
         d = out / "iterations" / "002" / "proposals"
         done = sorted(d.glob("*.json")) if d.is_dir() else []
         first = done[0] if done else None
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
     proc.wait()
     mtime, plan = first.stat().st_mtime_ns, (out / "iterations" / "002" / "plan.json").read_bytes()
     lut_before = json.loads((out / "lut.json").read_text())

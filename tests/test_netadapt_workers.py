@@ -271,3 +271,39 @@ def test_a_proposal_scored_after_bn_reestimation_only(tmp_path):
     trained = {n: [w.numpy() for w in m.weights if "moving" not in w.name] for n, m in models_.items()}
     for a, b in zip(trained[0], trained[4]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_proposal_distilled_from_the_start_model_trains_toward_its_soft_targets(tmp_path):
+    """--short_distill: the same proposal, seed and steps, with and without the start model as teacher, ends
+    with other weights; a teacher that cannot be loaded is an error of the task (so it is really read)."""
+    import numpy as np
+
+    from tfmobile import models, train
+    from tfmobile.models.surgery import groups, shrink
+    spec = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=10, bn_momentum=0.5)
+    d = spec.to_dict()
+    d["blocks"] = [b for b in d["blocks"] if b["name"] in ("stem", "block_1", "block_2", "top")]
+    spec = models.ModelSpec.from_dict(d)
+    cfg = {"data_dir": None, "subset": True, "limit": 300, "val_fraction": 0.1, "seed": 0,
+           "input_shape": [32, 32, 3]}
+    train.fit(models.build(spec), tiny_splits(), str(tmp_path / "parent"), epochs=1, batch_size=32, lr=1e-2,
+              tensorboard=False, verbose=0)
+    parent = str(tmp_path / "parent" / "checkpoint")
+    group = [g for g in groups(spec) if g.name != "stem"][0]
+    base = {"group": group.name, "width": group.widths()[0], "spec": shrink(spec, group, group.widths()[0])
+            .to_json(indent=None), "parent": parent, "data": cfg, "steps": 3, "bn_batches": 0, "batch_size": 32,
+            "lr": 1e-2, "seed": 0, "augment": False, "shift": 0.0, "threads": 1}
+    tasks = {"plain": dict(base, output_dir=str(tmp_path / "plain")),
+             "distilled": dict(base, output_dir=str(tmp_path / "distilled"), teacher=parent, distill=1.0,
+                               temperature=4.0)}
+    results = {}
+    pool = LocalPool(1)
+    try:
+        pool.run(tasks, results.__setitem__)
+        with pytest.raises(Exception, match="no_teacher_here"):
+            pool.run({"bad": dict(tasks["distilled"], teacher=str(tmp_path / "no_teacher_here"),
+                                  output_dir=str(tmp_path / "bad"))}, results.__setitem__)
+    finally:
+        pool.close()
+    weights = {k: train.load_checkpoint(r["checkpoint"]).get_weights() for k, r in results.items()}
+    assert any(not np.allclose(a, b) for a, b in zip(weights["plain"], weights["distilled"]))

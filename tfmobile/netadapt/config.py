@@ -92,6 +92,8 @@ class FineTune:
     bn_batches: int = setting(0, "training batches that re-estimate each proposal's BatchNorm statistics (forward "
                                  "only, weights frozen) before its fine-tune; 0 = off.")
     short_lr: float = setting(5e-4, "short-term fine-tune peak learning rate.")
+    short_distill: float = setting(0.0, "weight of the start model's soft targets in each proposal's short-term "
+                                        "fine-tune (distillation at --distill_temperature; 0: off).")
     batch_size: int = setting(64, "batch size of every training step.")
     seed: int = setting(0, "seed: data split, order, initialisation.")
     augment: bool = setting(True, "augment the proposals' fine-tuning data", flag=False)
@@ -260,8 +262,11 @@ class LoopConfig:
             raise UserError(f"--final must be one of {', '.join(FINAL_MODES)}, got {fin.mode!r}")
         if not 0.0 <= fin.distill <= 1.0:
             raise UserError(f"--distill must be in [0, 1] (0: off), got {fin.distill}")
-        if fin.distill and self.search.resolution_step:
-            raise UserError("--distill and --resolution_step: the start model (the teacher) takes the start's "
+        if not 0.0 <= self.fine_tune.short_distill <= 1.0:
+            raise UserError(f"--short_distill must be in [0, 1] (0: off), got {self.fine_tune.short_distill}")
+        if (fin.distill or self.fine_tune.short_distill) and self.search.resolution_step:
+            flag = "--distill" if fin.distill else "--short_distill"
+            raise UserError(f"{flag} and --resolution_step: the start model (the teacher) takes the start's "
                             "input size and the found model may take a smaller one; use one of them")
         if not (fin.distill_temperature > 0 and math.isfinite(fin.distill_temperature)):
             raise UserError(f"--distill_temperature must be a finite number > 0, got {fin.distill_temperature}")

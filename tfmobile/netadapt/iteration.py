@@ -255,10 +255,13 @@ def _resolution_proposal(session, spec, budget_predicted, kind, found, not_propo
 # ------------------------------------------------------------------------------------------------
 # 2. the proposals' short-term fine-tunes (on the pool), recorded one by one
 # ------------------------------------------------------------------------------------------------
-def run_proposals(session, point, i, plan, progress):
+def run_proposals(session, point, i, plan, progress, teacher=None):
     """Each proposal of ``plan`` fine-tuned and validated (those already recorded are read back);
-    returns their records in plan order. ``progress(done, todo, group, result)`` after each one."""
+    returns their records in plan order. ``progress(done, todo, group, result)`` after each one.
+    teacher: the start model's checkpoint, distilled from with ``--short_distill``."""
     run_dir, ft = session.run_dir, session.cfg.fine_tune
+    distill = ({"teacher": teacher, "distill": ft.short_distill,
+                "temperature": session.cfg.final.distill_temperature} if ft.short_distill else {})
     done = {}
     for p in plan["proposals"]:
         r = run_dir.proposal(i, p["group"])
@@ -268,7 +271,8 @@ def run_proposals(session, point, i, plan, progress):
                          "data": session.data.config, "steps": ft.short_steps, "bn_batches": ft.bn_batches,
                          "batch_size": ft.batch_size,
                          "lr": ft.short_lr, "seed": ft.seed, "augment": ft.augment, "shift": ft.shift,
-                         "threads": ft.worker_threads, "output_dir": run_dir.proposal_dir(i, p["group"])}
+                         "threads": ft.worker_threads, "output_dir": run_dir.proposal_dir(i, p["group"]),
+                         **distill}
             for p in plan["proposals"] if p["group"] not in done}
     if done:
         session.log(f"iteration {i}: {len(done)} of {len(plan['proposals'])} proposals already done (resumed)")

@@ -42,7 +42,8 @@ def search(session, start, point):
         if not plan["proposals"]:
             return "no_shrinkable_group", point
         point = dataclasses.replace(point, predicted=plan.get("current_predicted", point.predicted))
-        rows = iteration.run_proposals(session, point, i, plan, progress_log(session, start, point, i, plan))
+        rows = iteration.run_proposals(session, point, i, plan, progress_log(session, start, point, i, plan),
+                                       teacher=start.point.checkpoint)
         pick = iteration.pick(search_cfg.select, rows, point, plan)
         point = iteration.record_iteration(session, i, point, plan, rows, pick, started)
     return "met", point

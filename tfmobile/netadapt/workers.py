@@ -83,12 +83,12 @@ def load_splits(data_config):
     return _DATA_CACHE[key]
 
 
-def _load_parent(checkpoint, files, workdir):
+def _load_parent(checkpoint, files, workdir, name="parent"):
     from tfmobile import train
 
     if files is None:
         return train.load_checkpoint(checkpoint)
-    d = os.path.join(workdir, "parent")   # Ray: the checkpoint's files travel as bytes
+    d = os.path.join(workdir, name)   # Ray: the checkpoint's files travel as bytes
     os.makedirs(d)
     for name, blob in files.items():
         with open(os.path.join(d, name), "wb") as f:
@@ -135,16 +135,17 @@ def training_batches(splits, input_shape, task, count):
     return (x for x, _ in ds.repeat().take(count))
 
 
-def run_proposal(task, splits=None, parent_files=None):
+def run_proposal(task, splits=None, parent_files=None, teacher_files=None):
     """Shrink, transfer, re-estimate BatchNorm (``bn_batches``), fine-tune for ``task["steps"]`` steps, and
     measure validation top-1.
 
     task: {"group", "width", "spec" (the narrower spec's JSON), "parent" (the current model's
     checkpoint dir), "data" (see ``load_splits``), "steps" (0: scored after the re-estimation),
     "bn_batches" (0 or absent: off), "batch_size", "lr", "seed", "augment", "shift", "threads",
-    "output_dir" (where the fine-tuned checkpoint goes; None: return its files as bytes)}.
-    splits / parent_files: the data and the parent checkpoint's files themselves (Ray passes them
-    through its object store, so no worker needs the driver's disk).
+    "output_dir" (where the fine-tuned checkpoint goes; None: return its files as bytes)}; with
+    distillation also "teacher" (the start model's checkpoint dir), "distill" (soft-target weight), "temperature".
+    splits / parent_files / teacher_files: the data and the parent's / teacher's checkpoint files themselves
+    (Ray passes them through its object store, so no worker needs the driver's disk).
     """
     configure_tensorflow(task["threads"])
     import tf_keras as keras
@@ -166,7 +167,8 @@ def run_proposal(task, splits=None, parent_files=None):
         if bn_batches:
             keras.utils.set_random_seed(task["seed"])   # dropout in training mode: same draws everywhere
             reestimate_batchnorm(model, training_batches(splits, tuple(spec.input_shape), task, bn_batches))
-        ckpt, metrics = _short_term_fine_tune(model, splits, out, task)
+        teacher = _load_parent(task["teacher"], teacher_files, tmp, "teacher") if task.get("distill") else None
+        ckpt, metrics = _short_term_fine_tune(model, splits, out, task, teacher)
         result = {"group": task["group"], "width": task["width"], "val_accuracy": metrics["val_accuracy"],
                   "train_accuracy": metrics["train_accuracy"], "bn_batches": bn_batches,
                   "seconds": round(time.time() - t0, 2), "cpu_seconds": round(time.process_time() - cpu0, 2),
@@ -181,16 +183,19 @@ def run_proposal(task, splits=None, parent_files=None):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _short_term_fine_tune(model, splits, out, task):
-    """(checkpoint dir, metrics) after ``task["steps"]`` steps; 0 steps: scored as it is, no optimizer step."""
+def _short_term_fine_tune(model, splits, out, task, teacher=None):
+    """(checkpoint dir, metrics) after ``task["steps"]`` steps (distilled from ``teacher`` when given); 0 steps:
+    scored as it is, no optimizer step."""
     from tfmobile import train
 
     ckpt = os.path.join(out, train.CHECKPOINT_DIR)
     if task["steps"]:
+        distill = ({"teacher": teacher, "distill": task["distill"], "temperature": task["temperature"]}
+                   if teacher is not None else {})
         _, metrics = train.fit(model, splits, out, epochs=1, steps_per_epoch=task["steps"],
                                batch_size=task["batch_size"], lr=task["lr"], seed=task["seed"],
                                augment=task["augment"], shift=task["shift"], tensorboard=False,
-                               verbose=0, warmup_epochs=0)
+                               verbose=0, warmup_epochs=0, **distill)
         return ckpt, metrics
     train.save_checkpoint(model, ckpt, extra={"epoch": 0})
     return ckpt, {"val_accuracy": train.evaluate(model, splits.x_val, splits.y_val), "train_accuracy": None}
@@ -532,10 +537,13 @@ class RayPool:
         attempts = _Attempts(self.log)
         pending = {}
         parents = {t["parent"]: ray.put(checkpoint_files(t["parent"])) for t in tasks.values() if "parent" in t}
+        teachers = {t["teacher"]: ray.put(checkpoint_files(t["teacher"])) for t in tasks.values() if t.get("teacher")}
 
         def submit(key):
             t = dict(tasks[key], output_dir=None)
             args = (t, self._data_ref, parents[t["parent"]]) if "parent" in t else (t,)
+            if t.get("teacher"):
+                args += (teachers[t["teacher"]],)
             pending[self.remote.remote(*args)] = (key, time.time())
 
         for key in tasks:
