@@ -14,7 +14,7 @@ RESHAPE) and, in V2, the channel split (STRIDED_SLICE). For each model this meas
 - the shuffles' cost in context = measured(full) - measured(no shuffle), vs the LUT's
   predicted(full) - predicted(no shuffle); and the rest of the network's error.
 
-MobileNetV2 (no shuffle) is the control: its two variants are the same model. Timing on a loaded
+The other families (no shuffle) are the controls: their two variants are the same model. Timing on a loaded
 host is worthless: run it alone.
 """
 import contextlib
@@ -29,10 +29,11 @@ flags.DEFINE_string("lut", "/tmp/tfmobile_lut_context.json", "LUT file (built/ex
 flags.DEFINE_integer("rounds", 8, "interleaved rounds")
 flags.DEFINE_integer("runs", 800, "timed invokes per model over all rounds")
 flags.DEFINE_integer("resolution", 128, "input resolution")
+flags.DEFINE_list("models", ["shufflenet_v1:0.5", "shufflenet_v2:1.0", "mbv2:0.35", "mbv1:0.5", "mbv3_small:0.75",
+                             "mbv3_large:0.5", "squeezenet1_1:1.0"], "zoo models as NAME:ALPHA")
 flags.DEFINE_boolean("json", False, "print one JSON object")
 FLAGS = flags.FLAGS
 
-MODELS = (("shufflenet_v1", 0.5), ("shufflenet_v2", 1.0), ("mbv2", 0.35))
 SHUFFLE_OPS = ("RESHAPE", "TRANSPOSE")
 
 
@@ -85,6 +86,7 @@ def main(argv):
 
     table = lut_mod.load_lut(FLAGS.lut) if os.path.exists(FLAGS.lut) else lut_mod.new_lut()
     r = FLAGS.resolution
+    MODELS = [(m.split(":")[0], float(m.split(":")[1])) for m in FLAGS.models]
     built = {}
     specs = {name: models.get_spec(name, input_shape=(r, r, 3), alpha=alpha, classes=1000) for name, alpha in MODELS}
     for name, spec in specs.items():
