@@ -66,24 +66,18 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path):
         # an output path that cannot be written: checked up front, naming the flag (not after training)
         (["--target", "0.6", "--resource", "latency", "--lut", str(afile / "lut.json")], "--lut"),
     ]
+    _refused_before_anything_is_written(tmp_path, cases, written=lambda out: not _nothing_written(out))
+
+
+def _refused_before_anything_is_written(tmp_path, cases, written=os.path.exists):
+    """Each (flags, expected words): one error line naming it, fast, and ``written(output_dir)`` false."""
     for k, (bad, expect) in enumerate(cases):
         out = tmp_path / f"run{k}"
         t = time.time()
         r = run_cli("pipelines.netadapt", *FAST, *bad, "--output_dir", out, timeout=300)
         line = _one_error_line(r)
         assert expect in line, (bad, line)
-        assert _nothing_written(out), (bad, os.listdir(out))
-        assert time.time() - t < 60, f"{bad}: refused only after slow work"
-
-
-def _refused_before_anything_is_written(tmp_path, cases):
-    for k, (bad, expect) in enumerate(cases):
-        out = tmp_path / f"run{k}"
-        t = time.time()
-        r = run_cli("pipelines.netadapt", *FAST, *bad, "--output_dir", out, timeout=300)
-        line = _one_error_line(r)
-        assert expect in line, (bad, line)
-        assert not os.path.exists(out), (bad, os.listdir(out))
+        assert not written(out), (bad, os.listdir(out))
         assert time.time() - t < 60, f"{bad}: refused only after slow work"
 
 
