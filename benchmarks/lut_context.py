@@ -53,15 +53,12 @@ def shuffles_removed():
 
 
 def variant(spec, no_shuffle):
-    """(int8 .tflite bytes, derived int8 ops) of ``spec`` with or without its shuffles."""
+    """The int8 .tflite bytes of ``spec`` with or without its shuffles."""
     from tfmobile import models
-    from tfmobile.analysis import int8_ops
     from tfmobile.bench import lut as lut_mod
 
     with shuffles_removed() if no_shuffle else contextlib.nullcontext():
-        tflite = lut_mod.to_int8_tflite(models.build(spec))   # a Keras model: never the spec cache
-        derived = int8_ops(spec)
-    return tflite, derived
+        return lut_mod.to_int8_tflite(models.build(spec))   # a Keras model: never the spec cache
 
 
 def predicted(spec, no_shuffle, table):
@@ -77,11 +74,8 @@ def main(argv):
 
     from tfmobile import models
     from tfmobile.bench import lut as lut_mod
-    from tfmobile.bench import synth
     from tfmobile.convert import flatbuffer
     from tfmobile.netadapt.measure import interleaved
-    import functools
-
     from tfmobile.bench import host_device
 
     table = lut_mod.load_lut(FLAGS.lut) if os.path.exists(FLAGS.lut) else lut_mod.new_lut()
@@ -93,22 +87,19 @@ def main(argv):
         for no_shuffle in (False, True):
             built[(name, no_shuffle)] = variant(spec, no_shuffle)
     # one LUT for every variant: the entries any of them lacks, timed on synthesized one-op models
-    present = lut_mod.device_entries(table, "litert", 1) or {}
-    wanted = {}
-    for _, derived in built.values():
-        for o in derived["ops"]:
-            if o["key"] not in present and o["key"] not in wanted:
-                wanted[o["key"]] = (o["op"], functools.partial(synth.one_op_model, o["config"], o["const_values"]))
-    if wanted or not lut_mod.has_overhead(table, "litert", 1):
-        lut_mod.build_lut([], table, "litert", 1, one_op_models=wanted, keep_overhead=True)
-        lut_mod.save_lut(table, FLAGS.lut)
-    measured = interleaved({f"{n}|{int(s)}": b[0] for (n, s), b in built.items()},
+    from tfmobile.netadapt.resource import ensure_lut
+
+    for no_shuffle in (False, True):
+        with shuffles_removed() if no_shuffle else contextlib.nullcontext():
+            ensure_lut(list(specs.values()), table)
+    lut_mod.save_lut(table, FLAGS.lut)
+    measured = interleaved({f"{n}|{int(s)}": b for (n, s), b in built.items()},
                            {"backend": "litert", "threads": 1, "runs": FLAGS.runs, "warmup": 20}, FLAGS.rounds)
     rows = []
     for name, alpha in MODELS:
         out = {"model": f"{name} {r}px a{alpha}"}
         for no_shuffle in (False, True):
-            tflite, derived = built[(name, no_shuffle)]
+            tflite = built[(name, no_shuffle)]
             detail = predicted(specs[name], no_shuffle, table)
             layers = detail["layers"]
             m = measured[f"{name}|{int(no_shuffle)}"]
