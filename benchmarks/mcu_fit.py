@@ -10,8 +10,11 @@ Stages, each leaving its file (started again after a kill, it continues where it
 1. for each ``--fits`` pair ARENA/FLASH (64KB/256KB, then 32KB/128KB) the documented one command,
    run through ``tfmobile.netadapt.loop.run`` in WORK_DIR/fit_<ARENA>_<FLASH>/ (its own resume):
    mbv2 alpha 0.35 at 40x40 trained, ``--resource peak_sram --target ARENA --constraint flash=FLASH
-   --resolution_step 8 --final from_scratch --baselines 0.1,0.15,0.25 --baseline_resolutions 32,40,48``,
-   TFLM export on; the baseline grid is trained once in WORK_DIR/baselines/ and shared by both runs;
+   --resolution_step 8 --delta0 0.12 --final from_scratch --baselines 0.1,0.15,0.25
+   --baseline_resolutions 32,40,48``, TFLM export on (every other NetAdapt flag is accepted too, with its
+   own default); the grid points that fit are trained once in WORK_DIR/baselines/ and shared by both runs
+   (a point whose untrained int8 model already exceeds a limit is measured, not trained); the later pairs
+   start from the first pair's trained start model (``--checkpoint``: the same training, done once);
 2. its own measurements (WORK_DIR/measured/<sha256>.json, one per .tflite): the input resolution
    read from the file, LiteRT top-1 on the test images (``evaluation.evaluate_tflite``: bilinear
    resize, grey -> 3 channels, [-1, 1], quantized with the input's scale), the TFLM arena
@@ -47,24 +50,22 @@ from absl import app, flags  # noqa: E402
 
 from pipelines import _cli  # noqa: E402
 
+from tfmobile.netadapt import config as na_config  # noqa: E402
+
 FLAGS = flags.FLAGS
+# NetAdapt's own flags (tfmobile.netadapt.config, one default each), with this benchmark's command as defaults;
+# --target / --constraint / --output_dir come from each --fits pair
+na_config.define_flags(FLAGS)
+BENCHMARK_DEFAULTS = {"data_dir": "/usr/share/datasets/fashion-mnist", "model": "mbv2", "alpha": 0.35,
+                      "resolution": 40, "resource": "peak_sram", "resolution_step": 8, "final": "from_scratch",
+                      "delta0": 0.12, "baselines": ["0.1", "0.15", "0.25"], "baseline_resolutions": ["32", "40", "48"],
+                      "workers": 2, "tflm": True}
+for _name, _value in BENCHMARK_DEFAULTS.items():
+    FLAGS.set_default(_name, _value)
 flags.DEFINE_string("work_dir", None, "where the runs and measurements go (required).")
-flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist", "Fashion-MNIST IDX dir.")
-flags.DEFINE_string("model", "mbv2", "start model.")
-flags.DEFINE_float("alpha", 0.35, "start width multiplier.")
-flags.DEFINE_integer("resolution", 40, "start input resolution.")
-flags.DEFINE_integer("epochs", None, "start training epochs (default: the data's step-based schedule).")
 flags.DEFINE_list("fits", ["64KB/256KB", "32KB/128KB"],
                   "ARENA/FLASH limit pairs, one NetAdapt run each; the first is the acceptance's "
-                  "(--smoke default: 90KB/600KB, just below the start).")
-flags.DEFINE_integer("resolution_step", 8, "pixels a resolution proposal lowers the input by.")
-flags.DEFINE_list("baselines", ["0.1", "0.15", "0.25"], "grid width multipliers.")
-flags.DEFINE_list("baseline_resolutions", ["32", "40", "48"], "grid resolutions.")
-flags.DEFINE_string("final", "from_scratch", "final stage of the NetAdapt runs.")
-flags.DEFINE_integer("short_steps", 200, "short-term fine-tune steps per proposal.")
-flags.DEFINE_integer("long_epochs", 5, "long-term fine-tune epochs (part of the budget).")
-flags.DEFINE_integer("qat_epochs", 1, "QAT epochs of every exported model.")
-flags.DEFINE_integer("workers", 2, "local proposal workers.")
+                  "(--smoke default: 80KB/600KB, below the start; its grid point alpha 0.35 cannot fit).")
 flags.DEFINE_float("min_tflm_accuracy", 90.0, "acceptance: TFLM top-1 (%) of the final model.")
 flags.DEFINE_float("max_gap_points", 0.1, "acceptance: |TFLM - LiteRT| top-1 (points).")
 flags.DEFINE_float("min_gain_points", 1.5, "acceptance: points over the best fitting grid point.")
@@ -97,39 +98,37 @@ def parse_fit(text):
     return tuple(limits)
 
 
-def fit_config(arena_text, flash_text):
-    """The one command of README's "Fit a microcontroller" as a LoopConfig (smoke: tiny settings)."""
-    import dataclasses
-
-    from tfmobile.netadapt.config import LoopConfig, parse_target
-
-    _, arena = parse_target(arena_text, "peak_sram")
-    cfg = LoopConfig.of(model=FLAGS.model, alpha=FLAGS.alpha, resolution=FLAGS.resolution, epochs=FLAGS.epochs,
-                        data_dir=FLAGS.data_dir, resource="peak_sram", target_value=arena, final=FLAGS.final,
-                        short_steps=FLAGS.short_steps, long_epochs=FLAGS.long_epochs, qat_epochs=FLAGS.qat_epochs,
-                        tflm=True, baselines=tuple(float(a) for a in FLAGS.baselines), workers=FLAGS.workers,
-                        baselines_dir=os.path.join(FLAGS.work_dir, "baselines"))
+def fit_config(arena_text, flash_text, out, start_checkpoint=None):
+    """The one command of README's "Fit a microcontroller" as a LoopConfig: NetAdapt's flags with this pair's
+    target and flash constraint (smoke: tiny settings). start_checkpoint: the start model another pair's run
+    trained (the same training: trained once)."""
+    FLAGS.target, FLAGS.constraint, FLAGS.output_dir = arena_text, [f"flash={flash_text}"], out
+    FLAGS.checkpoint = FLAGS["checkpoint"].value if FLAGS["checkpoint"].present else start_checkpoint
+    if FLAGS.baselines_dir is None:
+        FLAGS.baselines_dir = os.path.join(FLAGS.work_dir, "baselines")   # the grid, trained once for both pairs
+    cfg = na_config.from_flags(FLAGS)
     if FLAGS.smoke:
         cfg = cfg.replace(data_dir=None, subset=True, limit=300, epochs=1, short_steps=3, short_lr=1e-2,
-                          batch_size=32, long_epochs=0, qat_epochs=0, max_iterations=3, baselines=(0.25,))
-    # the issue-20 settings, by their config fields (tfmobile.netadapt.config)
-    search = dataclasses.replace(cfg.search, constraints=(f"flash={flash_text}",),
-                                 resolution_step=FLAGS.resolution_step)
-    final = dataclasses.replace(cfg.final, baseline_resolutions=tuple(
-        (32,) if FLAGS.smoke else (int(r) for r in FLAGS.baseline_resolutions)))
-    return dataclasses.replace(cfg, search=search, final=final)
+                          batch_size=32, long_epochs=0, qat_epochs=0, max_iterations=3, baselines=(0.25, 0.35),
+                          baseline_resolutions=(32,))
+    return cfg
 
 
-def run_fit(fit_text):
+def run_dir_of(fit_text):
+    arena_text, _, flash_text = fit_text.partition("/")
+    return os.path.join(FLAGS.work_dir, f"fit_{arena_text}_{flash_text}")
+
+
+def run_fit(fit_text, start_checkpoint=None):
     """One NetAdapt run (resumed when its directory holds one); its report.json as a dict."""
     from tfmobile.netadapt import loop
     from tfmobile.netadapt.history import RUN_FILE
 
     arena_text, _, flash_text = fit_text.partition("/")
-    out = os.path.join(FLAGS.work_dir, f"fit_{arena_text}_{flash_text}")
+    out = run_dir_of(fit_text)
     stopped = None
     try:
-        report = loop.run(fit_config(arena_text, flash_text), out,
+        report = loop.run(fit_config(arena_text, flash_text, out, start_checkpoint), out,
                           resume=os.path.isfile(os.path.join(out, RUN_FILE)))
     except loop.TargetNotMet as e:   # the report is written; its "mcu" section says what was reached
         stopped = str(e)
@@ -203,6 +202,10 @@ def measure_run(report, arena_limit, flash_limit, x_test, y_test, cache):
     final = measure(mcu["final"]["tflite"], x_test, y_test, cache, with_tflm=True)
     grid = []
     for row in mcu.get("grid") or []:
+        if not row.get("trained", True):    # it cannot fit: measured untrained by the run, not trained
+            grid.append({k: row.get(k) for k in ("alpha", "resolution", "arena_bytes", "flash_bytes", "trained",
+                                                 "why_untrained")} | {"fits": False, "accuracy": None})
+            continue
         mine = measure(row["tflite"], x_test, y_test, cache)
         grid.append(dict(mine, alpha=row["alpha"], fits=mine["arena_bytes"] <= arena_limit
                          and mine["flash_bytes"] <= flash_limit))
@@ -304,7 +307,7 @@ def main(argv):
 
     if not FLAGS.work_dir:
         raise app.UsageError("--work_dir is required")
-    fit_texts = ["90KB/600KB"] if FLAGS.smoke and not FLAGS["fits"].present else list(FLAGS.fits)
+    fit_texts = ["80KB/600KB"] if FLAGS.smoke and not FLAGS["fits"].present else list(FLAGS.fits)
     fits = [parse_fit(f) for f in fit_texts]
     if not fits:
         raise UserError("--fits needs at least one ARENA/FLASH pair")
@@ -319,7 +322,9 @@ def main(argv):
               "mcu_latency": "not measured: no microcontroller here (MACs are in each run's report)"}
     for text, (arena_limit, flash_limit) in zip(fit_texts, fits):
         _cli.progress(f"mcu_fit: NetAdapt run for {text}")
-        report = run_fit(text)
+        # the later pairs start from the first pair's trained start (the same model, trained once)
+        shared = os.path.join(run_dir_of(fit_texts[0]), "start", "checkpoint")
+        report = run_fit(text, shared if text != fit_texts[0] and os.path.isdir(shared) else None)
         measured = measure_run(report, arena_limit, flash_limit, x_test, y_test,
                                os.path.join(FLAGS.work_dir, "measured"))
         result["runs"][text] = _run_summary(report, measured)

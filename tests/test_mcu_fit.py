@@ -15,7 +15,6 @@ import json, os, sys
 import mcu_fit as m
 from netadapt_tiny import tiny_spec
 from tfmobile import convert, data, evaluation, models
-from tfmobile.convert import tflm
 from tfmobile.errors import UserError
 from tfmobile.models import surgery
 
@@ -63,12 +62,13 @@ out["netadapt_bytes_equal"] = open(os.path.join(tmp, "mcu", "netadapt_int8.tflit
 m.write_artifacts(os.path.join(tmp, "mcu_alone"), final, None)
 out["manifest_alone"] = json.load(open(os.path.join(tmp, "mcu_alone", "manifest.json")))
 
-if hasattr(tflm, "tflm_accuracy"):   # part C's TFLM top-1 (issue 20), present once merged
-    report = {"mcu": {"final": {"tflite": paths["final"]},
-                      "grid": [{"alpha": 0.25, "resolution": 32, "tflite": paths["narrow"]},
-                               {"alpha": 0.5, "resolution": 32, "tflite": paths["wide"]}],
-                      "best_fitting": {"alpha": 0.25, "tflite": paths["narrow"]}, "gain_points": 0.0}}
-    out["run"] = m.measure_run(report, arena[0], 10 ** 9, x, y, cache)
+report = {"mcu": {"final": {"tflite": paths["final"]},
+                  "grid": [{"alpha": 0.25, "resolution": 32, "tflite": paths["narrow"]},
+                           {"alpha": 0.5, "resolution": 32, "tflite": paths["wide"]},
+                           {"alpha": 1.0, "resolution": 40, "tflite": None, "trained": False, "arena_bytes": 10 ** 6,
+                            "flash_bytes": 10 ** 6, "why_untrained": "its untrained int8 model exceeds peak_sram"}],
+                  "best_fitting": {"alpha": 0.25, "tflite": paths["narrow"]}, "gain_points": 0.0}}
+out["run"] = m.measure_run(report, arena[0], 10 ** 9, x, y, cache)
 print(json.dumps(out))
 """
 
@@ -129,12 +129,12 @@ def test_manifest_is_the_issues_and_the_files_are_copied(bench):
 
 def test_measure_run_on_a_report(bench):
     out, _ = bench
-    if "run" not in out:
-        pytest.skip("convert.tflm.tflm_accuracy (issue 20 part C) is not on this branch yet")
     run, rows = out["run"], out["rows"]
     assert run["final"]["tflm_n"] == 200 and 0.0 <= run["final"]["tflm_accuracy"] <= 1.0
     assert run["best_fitting"]["path"] == rows["narrow"]["path"] and run["best_fitting"]["tflm_n"] == 200
-    assert [g["fits"] for g in run["grid"]] == [True, False]
+    assert [g["fits"] for g in run["grid"]] == [True, False, False]
+    untrained = run["grid"][2]       # measured untrained by the run, not trained: kept as reported, no accuracy
+    assert (untrained["trained"], untrained["accuracy"], untrained["arena_bytes"]) == (False, None, 10 ** 6)
     assert run["best_fitting_agrees_with_report"]
 
 

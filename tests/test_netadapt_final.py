@@ -313,11 +313,48 @@ def test_a_grid_resolution_below_the_baselines_stride_is_refused_before_anything
 
 def test_only_runs_about_memory_get_the_tflm_pass_over_the_test_split(start_checkpoint):
     """A latency run keeps --tflm's firmware files but not the minutes of TFLM inference (no "mcu" report)."""
-    from tfmobile import train
-    from tfmobile.netadapt.state import Point, Start
+    assert not final.is_mcu_run(_cfg(start_checkpoint, resource="latency", target=0.5, tflm=True))
+    assert not final.is_mcu_run(_cfg(start_checkpoint, resource="macs", target=0.5, tflm=True))
+    assert final.is_mcu_run(_cfg(start_checkpoint, resource="macs", target=0.5, constraint=("flash=0.5",)))
+    assert final.is_mcu_run(_cfg(start_checkpoint, resource="peak_sram", target=0.5, tflm=False))
 
-    start = Start(Point(0, train.checkpoint_spec(start_checkpoint), start_checkpoint, 1.0, 1.0, 0.5), {}, 1, 0.5)
-    assert not final.is_mcu_run(_cfg(start_checkpoint, resource="latency", target=0.5, tflm=True), start)
-    assert not final.is_mcu_run(_cfg(start_checkpoint, resource="macs", target=0.5, tflm=True), start)
-    assert final.is_mcu_run(_cfg(start_checkpoint, resource="macs", target=0.5, constraint=("flash=0.5",)), start)
-    assert final.is_mcu_run(_cfg(start_checkpoint, resource="peak_sram", target=0.5, tflm=False), start)
+
+def test_a_grid_point_that_cannot_fit_is_measured_untrained_and_not_trained(start_checkpoint, splits, tmp_path):
+    """Its TFLM arena is the trained model's and its int8 size a lower bound of the trained model's, so a point
+    over a limit costs a conversion, not a training; one within SCREEN_MARGIN trains."""
+    from tfmobile import convert, data as tdata, models, train
+    from tfmobile.bench.lut import to_int8_tflite
+    from tfmobile.netadapt.measure import LocalMeasurer
+    from tfmobile.netadapt.state import RunData
+
+    spec = train.checkpoint_spec(start_checkpoint)
+    trained = to_int8_tflite(train.load_checkpoint(start_checkpoint))
+    run_dir = RunDir(tmp_path / "screen", log=lambda m: None)
+    limits = {"peak_sram": convert.measure_arena(trained)["arena_bytes"], "flash": len(trained)}
+    screen = final.screen_grid_point(run_dir, "a1_r32", 1.0, spec, limits, lambda m: None)
+    assert limits["peak_sram"] * (1 - final.SCREEN_MARGIN) <= screen["values"]["peak_sram"] <= limits["peak_sram"]
+    assert screen["exceeds"] == []
+    assert screen["values"]["flash"] <= len(trained)                        # zero biases stored once
+    exact = screen["values"]
+    within = {"peak_sram": exact["peak_sram"], "flash": int(exact["flash"] / (1 + final.SCREEN_MARGIN / 2))}
+    assert final.screen_grid_point(run_dir, "a1_r32", 1.0, spec, within, lambda m: None)["exceeds"] == []
+    over = {"peak_sram": exact["peak_sram"], "flash": int(exact["flash"] / (1 + 2 * final.SCREEN_MARGIN))}
+    assert final.screen_grid_point(run_dir, "a1_r32", 1.0, spec, over, lambda m: None)["exceeds"] == ["flash"]
+    assert os.path.isfile(tmp_path / "screen" / "final" / "untrained" / "a1_r32.json")
+
+    # in the final stage: the point over the flash limit is reported, measured, and never trained
+    wide = models.get_spec(spec.family, input_shape=(32, 32, 3), alpha=0.25, classes=10)
+    wide_flash = len(to_int8_tflite(models.build(wide)))
+    limits = {"peak_sram": 1 << 20, "flash": (wide_flash + len(trained)) // 2}
+    cfg = _cfg(start_checkpoint, resource="peak_sram", target=0.5, baselines=(0.25,))
+    start = _memory_start(start_checkpoint, limits)
+    run_data = RunData(splits, cfg.data_config((32, 32, 3)), tdata.sample_images(splits.x_train, (32, 32, 3), n=20))
+    out = final.final_and_baselines(cfg, RunDir(tmp_path / "run", log=lambda m: None), start, start_checkpoint,
+                                    run_data, LocalMeasurer(cfg.measurement.bench_settings()), lambda m: None)
+    assert not os.path.exists(tmp_path / "run" / "baselines")
+    assert out["baselines"] == [] and out["mcu"]["best_fitting"] is None
+    (row,) = out["mcu"]["grid"]
+    assert (row["alpha"], row["trained"], row["fits"], row["accuracy"], row["flash_bytes"]) == (
+        0.25, False, False, None, wide_flash)
+    assert row["why_untrained"] == "its untrained int8 model exceeds flash"
+    assert "(not trained: its untrained int8 model exceeds flash)" in "\n".join(report.mcu_section(out["mcu"]))

@@ -20,6 +20,11 @@ from tfmobile.errors import UserError
 from tfmobile.netadapt.config import UNITS, constrained_kinds
 
 MEMORY_KINDS = ("peak_sram", "flash")
+# A grid point whose untrained int8 model exceeds a memory limit by more than this fraction is not trained.
+# The untrained model's TFLM arena (measured without the final SOFTMAX) is at most the trained one's and its
+# file is a lower bound of the trained file (its folded biases are all zero and the converter stores equal constants
+# once: mbv2 alpha 0.1 at 32 px, 214,032 B untrained, 229,144 B trained), so no training makes it fit.
+SCREEN_MARGIN = 0.02
 MCU_LATENCY_NOTE = ("MCU latency is not measured here: no MCU is attached; MACs are the only compute figure "
                     "(the latencies in this report, if any, are of this host's LiteRT).")
 
@@ -310,28 +315,36 @@ def constraint_limits(cfg, start):
     return limits
 
 
-def is_mcu_run(cfg, start):
+def is_mcu_run(cfg):
     """The MCU fit is checked (TFLM export even with --notflm, TFLM accuracy on the whole test split, the
     "mcu" report) when the run is about memory: the resource or a constraint is peak_sram or flash. A
     latency run keeps ``--tflm``'s firmware files without the TFLM pass over the test images (minutes
     that a phone's latency target does not need)."""
-    return any(k in MEMORY_KINDS for k in (*constrained_kinds(cfg), *(start.limits or {})))
+    return any(k in MEMORY_KINDS for k in constrained_kinds(cfg))
 
 
 def final_and_baselines(cfg, run_dir, start, last_checkpoint, data, measurer, log):
     """The report's final, baselines, comparison, final_meets_target, constraints and (memory runs) mcu:
     trained, exported, measured together."""
-    mcu = is_mcu_run(cfg, start)
+    mcu = is_mcu_run(cfg)
     tflm = True if mcu else None      # None: --tflm decides
     if cfg.final.baselines:
         check_baseline_grid(cfg, start.point.spec, data.input_shape, data.splits.num_classes)
     fin = final_model(cfg, run_dir, data, start.train_epochs, last_checkpoint, log,
                       teacher_checkpoint=start.point.checkpoint, tflm=tflm)
     rows = {"netadapt": fin}
-    base_rows = []
+    base_rows, untrained = [], []
+    limits = constraint_limits(cfg, start)
+    memory_limits = {k: v for k, v in limits.items() if k in MEMORY_KINDS} if mcu else {}
     if cfg.final.baselines:
         name = cfg.start.model if not cfg.start.checkpoint else start.point.spec.family
         for a, res in baseline_grid(cfg, data.input_shape[0]):
+            if memory_limits:
+                spec = baseline_spec(cfg, start.point.spec, data.input_shape, data.splits.num_classes, name, a, res)
+                screen = screen_grid_point(run_dir, baseline_key(a, res), a, spec, memory_limits, log)
+                if screen["exceeds"]:
+                    untrained.append(screen)
+                    continue
             b = baseline(cfg, run_dir, data, start, name, a, log, resolution=res, tflm=tflm)
             rows[baseline_key(a, res)] = b
             base_rows.append((baseline_key(a, res), res is None, b))
@@ -353,12 +366,39 @@ def final_and_baselines(cfg, run_dir, start, last_checkpoint, data, measurer, lo
     # the width-multiplier curve at the start's resolution (grid points at other inputs are in "mcu")
     out["comparison"] = (compare(fin, width_only, cfg.search.resource, start.target) if width_only else None)
     out["final_meets_target"] = fin["measured"] <= start.target
-    limits = constraint_limits(cfg, start)
     values = measure_resources(run_dir, measurer, rows, meas, cfg.search.resource, list(limits))
     out["constraints"] = [verdict(kind, limit, values["netadapt"].get(kind)) for kind, limit in limits.items()]
     if mcu:
-        out["mcu"] = mcu_report(run_dir, data, fin, [(key, b) for key, _, b in base_rows], values, limits, log)
+        out["mcu"] = mcu_report(run_dir, data, fin, [(key, b) for key, _, b in base_rows], values, limits, log,
+                                untrained=untrained)
     return out
+
+
+def screen_grid_point(run_dir, key, alpha, spec, memory_limits, log):
+    """A grid point's int8 flash and TFLM arena measured on its untrained network (final/untrained/KEY.json,
+    cached), as the loop measures its picks; ``exceeds``: the limits it misses by more than ``SCREEN_MARGIN``
+    (then it is not trained: see ``SCREEN_MARGIN``)."""
+    def compute():
+        from tfmobile import models
+        from tfmobile.bench.lut import to_int8_tflite
+        from tfmobile.convert.flatbuffer import strip_final_softmax
+        from tfmobile.netadapt.measure import measure_tflite
+
+        log(f"grid point {key}: int8 flash and TFLM arena of the untrained network ...")
+        tflite = to_int8_tflite(models.build(spec))
+        # the arena without the final SOFTMAX: TFLM's int8 softmax aborts on the tiny scale of untrained logits
+        firmware = {"flash": tflite, "peak_sram": strip_final_softmax(tflite)}
+        return {kind: measure_tflite(firmware[kind], kind, {})["value"] for kind in memory_limits}
+
+    values = run_dir.step(os.path.join("final", "untrained", f"{key}.json"), compute)
+    exceeds = sorted(k for k, limit in memory_limits.items() if values[k] > limit * (1 + SCREEN_MARGIN))
+    if exceeds:
+        log(f"grid point {key}: not trained, its untrained int8 model already exceeds "
+            + ", ".join(f"{k} ({int(values[k])} > {int(memory_limits[k])} bytes)" for k in exceeds))
+    from tfmobile import analysis
+
+    return {"key": key, "alpha": alpha, "resolution": int(spec.input_shape[0]), "values": values,
+            "exceeds": exceeds, "macs": int(analysis.profile(spec).macs)}
 
 
 def measure_resources(run_dir, measurer, rows, meas, primary, kinds):
@@ -443,8 +483,19 @@ def tflm_top1(run_dir, relpath, tflite_path, data, arena_bytes, log):
     return run_dir.step(relpath, compute)
 
 
-def mcu_report(run_dir, data, fin, base_rows, values, limits, log):
-    """The report's "mcu": the final model verified in TFLM, the baseline grid, the best fitting point."""
+def untrained_grid_row(screen, limits):
+    """A grid point left untrained (``screen_grid_point``): its measured memory, no accuracy, not fitting."""
+    values = screen["values"]
+    return {"key": screen["key"], "alpha": screen["alpha"], "resolution": screen["resolution"], "tflite": None,
+            "arena_bytes": values.get("peak_sram"), "flash_bytes": values.get("flash"), "accuracy": None,
+            "macs": screen["macs"], "fits": False, "trained": False,
+            "why_untrained": "its untrained int8 model exceeds " + ", ".join(screen["exceeds"]),
+            "verdicts": [verdict(kind, limit, values.get(kind)) for kind, limit in limits.items()]}
+
+
+def mcu_report(run_dir, data, fin, base_rows, values, limits, log, untrained=()):
+    """The report's "mcu": the final model verified in TFLM, the baseline grid (``untrained``: the points that
+    cannot fit, measured untrained), the best fitting point."""
     from tfmobile import analysis
     from tfmobile.models import ModelSpec
 
@@ -468,6 +519,7 @@ def mcu_report(run_dir, data, fin, base_rows, values, limits, log):
                         if kind in MEMORY_KINDS}}
     grid = [grid_row(key, b, values[key], limits,
                      int(analysis.profile(ModelSpec.from_dict(b["spec"])).macs)) for key, b in base_rows]
+    grid += [untrained_grid_row(u, limits) for u in untrained]
     best = best_fitting(grid)
     if best is not None:
         directory = dict(base_rows)[best["key"]]["directory"]

@@ -111,7 +111,8 @@ def mcu_section(mcu):
         for g in sorted(grid, key=lambda g: (g["alpha"], g["resolution"])):
             lines.append(f"| {g['alpha']:g} | {g['resolution']} | {_bytes(g['arena_bytes'])} | "
                          f"{_bytes(g['flash_bytes'])} | {_f(g.get('macs'), '{:,}')} | {_pct(g['accuracy'])} | "
-                         f"{'yes' if g['fits'] else 'no'} |")
+                         f"{'yes' if g['fits'] else 'no'}"
+                         + ("" if g.get("trained", True) else " (not trained: " + g["why_untrained"] + ")") + " |")
         best = mcu.get("best_fitting")
         lines.append("")
         if best is None:
