@@ -181,6 +181,7 @@ def test_resume_after_a_kill_in_the_start_training_trains_it_to_its_full_length(
 # ------------------------------------------------------------------------------------------------
 # a kill between the pick and its history line redoes no proposal
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow   # 20-26 s: the default suite stays under 15 min on 2 cores
 def test_a_kill_before_the_history_line_leaves_every_proposal_whole(tmp_path, monkeypatch):
     from tfmobile.netadapt import loop
     from tfmobile.netadapt.config import LoopConfig
@@ -208,6 +209,7 @@ def test_a_kill_before_the_history_line_leaves_every_proposal_whole(tmp_path, mo
     assert f"iteration 1: {len(proposals)} of {len(proposals)} proposals already done (resumed)" in logs
 
 
+@pytest.mark.slow   # 20-26 s: the default suite stays under 15 min on 2 cores
 def test_a_target_the_start_already_meets_can_be_lowered_with_resume(tmp_path):
     ckpt = _checkpoint(tmp_path / "ckpt")
     out = tmp_path / "run"
