@@ -275,18 +275,13 @@ def write_artifacts(out_dir, final, baseline):
 
     os.makedirs(out_dir, exist_ok=True)
     baseline_file = baseline_file_name(baseline) if baseline is not None else None
-    staged = StagedWriter()
-    try:
+    with StagedWriter() as staged:
         for name, row in ((NETADAPT_FILE, final), (baseline_file, baseline)):
             if row is not None:
                 with open(row["path"], "rb") as f:
                     staged.add(os.path.join(out_dir, name), f.read())
         staged.add(os.path.join(out_dir, "manifest.json"),
                    json.dumps(manifest(final, baseline, baseline_file), indent=2) + "\n")
-        staged.commit()
-    except BaseException:
-        staged.abort()
-        raise
     return os.path.join(out_dir, "manifest.json")
 
 

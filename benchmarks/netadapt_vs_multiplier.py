@@ -285,16 +285,11 @@ def write_artifacts(out_dir, man, measured):
     from tfmobile.io import StagedWriter
 
     os.makedirs(out_dir, exist_ok=True)
-    staged = StagedWriter()
-    try:
+    with StagedWriter() as staged:
         for key, name in [("netadapt", man["netadapt"])] + list(man["baselines"].items()):
             with open(measured[key]["path"], "rb") as f:
                 staged.add(os.path.join(out_dir, name), f.read())
         staged.add(os.path.join(out_dir, "manifest.json"), json.dumps(man, indent=2) + "\n")
-        staged.commit()
-    except BaseException:
-        staged.abort()
-        raise
     return os.path.join(out_dir, "manifest.json")
 
 

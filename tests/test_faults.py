@@ -377,3 +377,18 @@ def test_checkpoint_files_follow_the_umask(tmp_path, umask_022):
     assert names == ["checkpoint.json", "optimizer.npz", "spec.json", "weights.h5"]
     for name in names:
         assert oct(os.stat(os.path.join(ckpt, name)).st_mode & 0o777) == oct(0o644), name
+
+
+def test_staged_files_appear_together_or_not_at_all(tmp_path):
+    from tfmobile.io import StagedWriter
+
+    with StagedWriter() as staged:
+        staged.add(tmp_path / "a.bin", b"a")
+        staged.add(tmp_path / "b.json", "{}\n")
+        assert not (tmp_path / "a.bin").exists()         # staged: not in place before the block ends
+    assert (tmp_path / "a.bin").read_bytes() == b"a" and (tmp_path / "b.json").read_text() == "{}\n"
+    with pytest.raises(RuntimeError):
+        with StagedWriter() as staged:
+            staged.add(tmp_path / "c.bin", b"c")
+            raise RuntimeError("failed half way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.json"]     # no c.bin, no temporary left

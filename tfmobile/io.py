@@ -125,6 +125,17 @@ class StagedWriter:
             _remove(tmp)
         self.staged = []
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        """All or nothing: commit when the block ends normally, abort when it raises."""
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+        return False
+
 
 def write_text(path, text):
     write_bytes(path, text.encode("utf-8"))

@@ -378,6 +378,8 @@ def screen_grid_point(run_dir, key, alpha, spec, memory_limits, log):
     """A grid point's int8 flash and TFLM arena measured on its untrained network (final/untrained/KEY.json,
     cached), as the loop measures its picks; ``exceeds``: the limits it misses by more than ``SCREEN_MARGIN``
     (then it is not trained: see ``SCREEN_MARGIN``)."""
+    from tfmobile import analysis
+
     def compute():
         from tfmobile import models
         from tfmobile.bench.lut import to_int8_tflite
@@ -395,8 +397,6 @@ def screen_grid_point(run_dir, key, alpha, spec, memory_limits, log):
     if exceeds:
         log(f"grid point {key}: not trained, its untrained int8 model already exceeds "
             + ", ".join(f"{k} ({int(values[k])} > {int(memory_limits[k])} bytes)" for k in exceeds))
-    from tfmobile import analysis
-
     return {"key": key, "alpha": alpha, "resolution": int(spec.input_shape[0]), "values": values,
             "exceeds": exceeds, "macs": int(analysis.profile(spec).macs)}
 
