@@ -140,13 +140,11 @@ def run_default(cfg, setting_dir):
 # ------------------------------------------------------------------------------------------------
 def run_data(cfg, input_shape):
     """The run's split (the same seed and validation fraction) and its calibration images."""
-    from tfmobile import data as tdata
     from tfmobile.netadapt.state import RunData
     from tfmobile.netadapt.workers import load_splits
 
     config = cfg.data_config(input_shape)
-    splits = load_splits(config)
-    return RunData(splits, config, tdata.sample_images(splits.x_train, input_shape, seed=config["seed"]))
+    return RunData.of(load_splits(config), config)
 
 
 def fine_tune_path(cfg, rep, setting_dir, data):

@@ -15,7 +15,7 @@ from netadapt_tiny import tiny_spec
 from conftest import REPO, run_cli
 
 FAST = ["--subset", "--limit", "300", "--batch_size", "32", "--short_steps", "2", "--resource", "macs",
-        "--long_epochs", "0", "--qat_epochs", "0", "--notflm"]
+        "--long_epochs", "0", "--qat_epochs", "0", "--notflm", "--final", "fine_tune"]
 
 
 
@@ -106,10 +106,12 @@ def test_bad_checkpoints_are_refused_before_anything_is_written(tmp_path):
     trunc = _checkpoint(tmp_path / "trunc")
     with open(os.path.join(trunc, "weights.h5"), "r+b") as f:  # a truncated weights file
         f.truncate(200)
-    for ckpt, expect in ((three, "classes"), (trunc, "truncated")):
+    untrained = _checkpoint(tmp_path / "untrained")             # epoch 0: from_scratch would train 0 epochs
+    for ckpt, extra, expect in ((three, [], "classes"), (trunc, [], "truncated"),
+                                (untrained, ["--final", "from_scratch"], "records no training epochs")):
         out = tmp_path / ("o_" + os.path.basename(ckpt))
-        r = run_cli("pipelines.netadapt", *FAST, "--checkpoint", ckpt, "--target", "0.6", "--output_dir", out,
-                    timeout=300)
+        r = run_cli("pipelines.netadapt", *FAST, "--checkpoint", ckpt, "--target", "0.6", *extra, "--output_dir",
+                    out, timeout=300)
         assert expect in _one_error_line(r)
         assert _nothing_written(out), os.listdir(out)
 
@@ -143,6 +145,9 @@ def test_a_second_driver_on_a_running_directory_is_refused(tmp_path):
         while not (out / "run.json").is_file():
             assert first.poll() is None and time.time() - t0 < 120, "the first driver ended early"
             time.sleep(0.05)
+        # stopped, not ended: it holds the directory however long the second takes to start (on a loaded host
+        # the tiny run once finished before the second driver got there)
+        os.killpg(first.pid, signal.SIGSTOP)
         r = run_cli("pipelines.netadapt", *args, "--resume", timeout=300)
         line = _one_error_line(r)
         assert "in use" in line and str(first.pid) in line
@@ -188,7 +193,8 @@ def test_a_kill_before_the_history_line_leaves_every_proposal_whole(tmp_path, mo
     from tfmobile.netadapt.history import RunDir
 
     cfg = LoopConfig.of(checkpoint=_checkpoint(tmp_path / "ckpt"), subset=True, limit=300, batch_size=32,
-                        short_steps=2, resource="macs", target=0.9, long_epochs=0, qat_epochs=0, tflm=False)
+                        short_steps=2, resource="macs", target=0.9, long_epochs=0, qat_epochs=0, tflm=False,
+                        final="fine_tune")
     out = str(tmp_path / "run")
 
     def killed(self, row):   # the moment a kill -9 would land: the pick measured, its line not yet written

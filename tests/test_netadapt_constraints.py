@@ -16,6 +16,7 @@ from tfmobile.netadapt.history import RunDir
 from tfmobile.netadapt.state import Point, Start
 
 BASE = dict(subset=True, limit=300, batch_size=32, short_steps=2, short_lr=1e-2, long_epochs=0, qat_epochs=0,
+            final="fine_tune",
             tflm=False)
 
 
@@ -312,7 +313,7 @@ def test_peak_sram_target_flash_constraint_and_resolution_steps_end_to_end(tmp_p
     r = run_cli("pipelines.netadapt", "--checkpoint", _checkpoint(tmp_path / "ckpt"), "--resource", "peak_sram",
                 "--target", "0.5", "--constraint", "flash=0.9", "--resolution_step", "8", "--subset", "--limit",
                 "300", "--batch_size", "32", "--short_steps", "2", "--short_lr", "1e-2", "--long_epochs", "0",
-                "--qat_epochs", "0", "--notflm", "--output_dir", out, "--json", timeout=1200)
+                "--qat_epochs", "0", "--notflm", "--final", "fine_tune", "--output_dir", out, "--json", timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout)["status"] == "met"
     start = json.loads((out / "start" / "start.json").read_text())

@@ -37,7 +37,7 @@ def start_checkpoint(splits, tmp_path_factory):
 
 def _cfg(checkpoint, **kw):
     base = dict(checkpoint=checkpoint, subset=True, limit=300, batch_size=32, resource="macs", target=0.6,
-                long_epochs=1, qat_epochs=0, tflm=False)
+                long_epochs=1, qat_epochs=0, tflm=False, final="fine_tune")
     return config.LoopConfig.of(**dict(base, **kw))
 
 
@@ -46,7 +46,7 @@ def _cfg(checkpoint, **kw):
 # ------------------------------------------------------------------------------------------------
 def test_new_settings_have_one_default_are_checked_and_in_the_fingerprint():
     cfg = config.LoopConfig.of(target=0.5)
-    assert "rewind" in config.FINAL_MODES and cfg.final.mode == "fine_tune"
+    assert "rewind" in config.FINAL_MODES and cfg.final.mode == "from_scratch"   # measured best
     assert (cfg.final.distill, cfg.final.distill_temperature, cfg.start.epochs) == (0.0, 4.0, None)
     cfg.check()                                       # epochs None: the data's schedule, a valid start
     for bad, flag in (({"distill": 1.5}, "--distill"), ({"distill": -0.1}, "--distill"),
@@ -58,7 +58,7 @@ def test_new_settings_have_one_default_are_checked_and_in_the_fingerprint():
     fp = cfg.fingerprint()
     for name in ("final", "distill", "distill_temperature", "epochs"):
         assert name in fp
-    for change in ({"final": "rewind"}, {"distill": 0.5}, {"distill_temperature": 2.0}):
+    for change in ({"final": "rewind"}, {"final": "fine_tune"}, {"distill": 0.5}, {"distill_temperature": 2.0}):
         assert cfg.replace(**change).fingerprint() != fp, change
 
 
@@ -124,7 +124,7 @@ def test_rewind_trains_the_loop_weights_with_the_baselines_budget_at_the_start_r
     assert (epochs, lr) == (2 + 3, 2e-3) and "rewind" in what
     loop_weights = train.load_checkpoint(start_checkpoint).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), loop_weights))
-    assert final.chosen_by(cfg) == "--final" and final.chosen_by(cfg.replace(final="fine_tune")) == "default"
+    assert final.chosen_by(cfg) == "--final" and final.chosen_by(cfg.replace(final="from_scratch")) == "default"
 
 
 def test_distilled_final_stage_trains_with_the_start_model_as_teacher(start_checkpoint, splits, tmp_path):
@@ -148,9 +148,10 @@ def test_distilled_final_stage_trains_with_the_start_model_as_teacher(start_chec
 
 
 def test_report_says_the_default_final_stage_ran_by_default():
-    line = report.final_stage_line({"final_stage": "fine_tune", "final_stage_chosen_by": "default",
-                                    "final_stage_what": "5 long-term fine-tune epoch(s)", "distillation": None})
-    assert line.startswith("Final stage: **fine_tune** (the default)") and "no distillation" in line
+    line = report.final_stage_line({"final_stage": "from_scratch", "final_stage_chosen_by": "default",
+                                    "final_stage_what": "20 epoch(s) of the found architecture from scratch",
+                                    "distillation": None})
+    assert line.startswith("Final stage: **from_scratch** (the default)") and "no distillation" in line
 
 
 # ------------------------------------------------------------------------------------------------

@@ -211,12 +211,12 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 TINY = ["--subset", "--limit", "300", "--batch_size", "32", "--short_steps", "4", "--short_lr", "1e-2",
-        "--resource", "macs", "--long_epochs", "0", "--qat_epochs", "0", "--notflm"]
+        "--resource", "macs", "--long_epochs", "0", "--qat_epochs", "0", "--notflm", "--final", "fine_tune"]
 
 
 def _cfg(checkpoint, **kw):
     base = dict(checkpoint=checkpoint, subset=True, limit=300, batch_size=32, short_steps=4, short_lr=1e-2,
-                resource="macs", target=0.6, long_epochs=0, qat_epochs=0, tflm=False)
+                resource="macs", target=0.6, long_epochs=0, qat_epochs=0, tflm=False, final="fine_tune")
     base.update(kw)
     return loop.LoopConfig.of(**base)
 
@@ -455,7 +455,8 @@ def test_latency_loop_end_to_end_two_iterations_and_resume_after_kill(tmp_path):
     args = ["--checkpoint", checkpoint, "--target", "0.3", "--max_iterations", "2", "--delta0", "0.1",
             "--subset", "--limit",
             "300", "--batch_size", "32", "--short_steps", "4", "--short_lr", "1e-2", "--resource", "latency",
-            "--bench_runs", "20", "--bench_warmup", "2", "--long_epochs", "0", "--qat_epochs", "0", "--notflm"]
+            "--bench_runs", "20", "--bench_warmup", "2", "--long_epochs", "0", "--qat_epochs", "0", "--notflm",
+            "--final", "fine_tune"]
     out = tmp_path / "latency"
     log = open(tmp_path / "first_run.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.netadapt", *args, "--output_dir", str(out)],

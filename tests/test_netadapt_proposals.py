@@ -37,7 +37,7 @@ def _session(tmp_path, checkpoint, splits, measurer=None, **kw):
     from tfmobile import data
 
     base = dict(checkpoint=checkpoint, subset=True, limit=300, batch_size=32, short_steps=4, resource="macs",
-                target=0.6, long_epochs=0, qat_epochs=0, tflm=False)
+                target=0.6, long_epochs=0, qat_epochs=0, tflm=False, final="fine_tune")
     base.update(kw)
     cfg = LoopConfig.of(**base)
     cfg.check()

@@ -124,9 +124,11 @@ class Measurement:
 class Final:
     long_epochs: int = setting(5, "long-term fine-tune epochs after the loop.")
     long_lr: float = setting(5e-4, "long-term fine-tune peak learning rate.")
-    mode: str = setting("fine_tune", "final stage: fine_tune the loop's weights (--long_epochs); from_scratch: "
-                                     "the found architecture freshly initialised, or rewind: from the loop's "
-                                     "weights, trained with the baselines' whole budget at --lr.",
+    mode: str = setting("from_scratch", "final stage: from_scratch: the found architecture freshly initialised "
+                                        "and trained with the baselines' whole budget at --lr (MobileNetV3's "
+                                        "recipe; the default: it measured best, docs/netadapt_results.md); "
+                                        "rewind: the same budget from the loop's weights; fine_tune the loop's "
+                                        "weights for --long_epochs.",
                         choices=FINAL_MODES, name="final")
     distill: float = setting(0.0, "final stage: weight of the soft targets of the start model (the teacher) in "
                                   "the loss, labels 1-W (0: no distillation).")

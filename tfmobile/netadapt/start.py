@@ -80,7 +80,6 @@ def start_spec(start_cfg, classes=10):
 
 def load_data(session):
     """The run's data (shared with Ray's workers) and the start spec fitted to its classes."""
-    from tfmobile import data
     from tfmobile.models.surgery import groups
 
     cfg = session.cfg
@@ -94,13 +93,27 @@ def load_data(session):
     if not any(g.width > g.channel_step for g in groups(spec, channel_step=cfg.search.channel_multiple)):
         raise UserError(f"{spec.name} has no shrinkable channel group (every group is at its minimum width)")
     check_reachable(cfg, spec)
+    check_final_budget(cfg)
     if cfg.final.baselines:   # a grid point the baseline network cannot take: refused before any training
         from tfmobile.netadapt.final import check_baseline_grid
 
         check_baseline_grid(cfg, spec, tuple(spec.input_shape), splits.num_classes)
-    session.data = RunData(splits, data_config,
-                           data.sample_images(splits.x_train, tuple(spec.input_shape), seed=cfg.fine_tune.seed))
+    session.data = RunData.of(splits, data_config)
     return spec
+
+
+def check_final_budget(cfg):
+    """from_scratch and rewind train with the start's budget: a --checkpoint that records no training (and no
+    --long_epochs to add) would leave them 0 epochs, an untrained final model; said before the hour of search."""
+    if cfg.final.mode == "fine_tune" or not cfg.start.checkpoint:
+        return
+    from tfmobile import train
+    from tfmobile.netadapt.final import budget_epochs
+
+    if budget_epochs(cfg, train.checkpoint_info(cfg.start.checkpoint).get("epoch", 0)) < 1:
+        raise UserError(f"--final {cfg.final.mode} trains the found architecture with the start's budget, but "
+                        "--checkpoint records no training epochs and --long_epochs is 0: give --epochs (the passes "
+                        "it was trained) or --final fine_tune")
 
 
 def smallest_reachable(spec, search):

@@ -47,6 +47,15 @@ class RunData:
     calibration: object
     _calibrations: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
+    @classmethod
+    def of(cls, splits, config):
+        """The run's data from its split and ``LoopConfig.data_config``: the calibration images are drawn with
+        the config's seed, so every reader of a run (the loop, a benchmark re-opening it) calibrates alike."""
+        from tfmobile import data
+
+        return cls(splits, config, data.sample_images(splits.x_train, tuple(config["input_shape"]),
+                                                      seed=config["seed"]))
+
     @property
     def input_shape(self):
         return tuple(self.config["input_shape"])
