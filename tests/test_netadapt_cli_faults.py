@@ -12,7 +12,7 @@ import pytest
 
 import tfmobile  # noqa: F401
 from netadapt_tiny import tiny_spec
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, run_cli_cases
 
 FAST = ["--subset", "--limit", "300", "--batch_size", "32", "--short_steps", "2", "--resource", "macs",
         "--long_epochs", "0", "--qat_epochs", "0", "--notflm", "--final", "fine_tune"]
@@ -70,15 +70,16 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path):
 
 
 def _refused_before_anything_is_written(tmp_path, cases, written=os.path.exists):
-    """Each (flags, expected words): one error line naming it, fast, and ``written(output_dir)`` false."""
-    for k, (bad, expect) in enumerate(cases):
-        out = tmp_path / f"run{k}"
-        t = time.time()
-        r = run_cli("pipelines.netadapt", *FAST, *bad, "--output_dir", out, timeout=300)
+    """Each (flags, expected words): one error line naming it, fast, and ``written(output_dir)`` false (the
+    cases share one interpreter: ``conftest.run_cli_cases``)."""
+    outs = [tmp_path / f"run{k}" for k in range(len(cases))]
+    results = run_cli_cases("pipelines.netadapt", [[*FAST, *bad, "--output_dir", out]
+                                                   for (bad, _), out in zip(cases, outs)], timeout=600)
+    for (bad, expect), out, r in zip(cases, outs, results):
         line = _one_error_line(r)
         assert expect in line, (bad, line)
         assert not written(out), (bad, os.listdir(out))
-        assert time.time() - t < 60, f"{bad}: refused only after slow work"
+        assert r.seconds < 60, f"{bad}: refused only after slow work"
 
 
 def test_bad_constraints_are_refused_before_anything_is_written(tmp_path):
@@ -107,11 +108,12 @@ def test_bad_checkpoints_are_refused_before_anything_is_written(tmp_path):
     with open(os.path.join(trunc, "weights.h5"), "r+b") as f:  # a truncated weights file
         f.truncate(200)
     untrained = _checkpoint(tmp_path / "untrained")             # epoch 0: from_scratch would train 0 epochs
-    for ckpt, extra, expect in ((three, [], "classes"), (trunc, [], "truncated"),
-                                (untrained, ["--final", "from_scratch"], "records no training epochs")):
-        out = tmp_path / ("o_" + os.path.basename(ckpt))
-        r = run_cli("pipelines.netadapt", *FAST, "--checkpoint", ckpt, "--target", "0.6", *extra, "--output_dir",
-                    out, timeout=300)
+    cases = ((three, [], "classes"), (trunc, [], "truncated"),
+             (untrained, ["--final", "from_scratch"], "records no training epochs"))
+    outs = [tmp_path / ("o_" + os.path.basename(ckpt)) for ckpt, _, _ in cases]
+    results = run_cli_cases("pipelines.netadapt", [[*FAST, "--checkpoint", ckpt, "--target", "0.6", *extra,
+                                                    "--output_dir", out] for (ckpt, extra, _), out in zip(cases, outs)])
+    for (_, _, expect), out, r in zip(cases, outs, results):
         assert expect in _one_error_line(r)
         assert _nothing_written(out), os.listdir(out)
 
@@ -119,15 +121,15 @@ def test_bad_checkpoints_are_refused_before_anything_is_written(tmp_path):
 def test_output_dir_that_is_a_file_or_inside_the_data_is_refused(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
-    r = run_cli("pipelines.netadapt", *FAST, "--target", "0.6", "--output_dir", afile, timeout=300)
-    line = _one_error_line(r)
-    assert "--output_dir" in line and "not a directory" in line and "corrupt" not in line
-    assert afile.read_text() == "x"
     data_dir = _image_folder(tmp_path / "imgs")
     inside = os.path.join(data_dir, "runs", "na")
-    r = run_cli("pipelines.netadapt", "--data_dir", data_dir, "--target", "0.6", "--resource", "macs",
-                "--output_dir", inside, timeout=300)
-    assert "--output_dir" in _one_error_line(r)
+    a_file, in_data = run_cli_cases("pipelines.netadapt", [
+        [*FAST, "--target", "0.6", "--output_dir", afile],
+        ["--data_dir", data_dir, "--target", "0.6", "--resource", "macs", "--output_dir", inside]])
+    line = _one_error_line(a_file)
+    assert "--output_dir" in line and "not a directory" in line and "corrupt" not in line
+    assert afile.read_text() == "x"
+    assert "--output_dir" in _one_error_line(in_data)
     assert not os.path.exists(os.path.join(data_dir, "runs"))
 
 
