@@ -18,7 +18,7 @@ def run_cli(module, *args, timeout=600):
 
 def run_cli_cases(module, cases, timeout=600):
     """``python -m module args`` for each args of ``cases``, run in one child interpreter (tests/cli_cases.py):
-    [CompletedProcess] with each case's returncode and stderr, and ``seconds`` it took."""
+    [CompletedProcess] with each case's returncode, stdout and stderr, and ``seconds`` it took."""
     import json
 
     r = subprocess.run([sys.executable, os.path.join(REPO, "tests", "cli_cases.py"), module], cwd=REPO,
@@ -27,7 +27,7 @@ def run_cli_cases(module, cases, timeout=600):
     assert r.returncode == 0, r.stderr[-3000:]
     out = []
     for args, case in zip(cases, json.loads(r.stdout.strip().splitlines()[-1])):
-        done = subprocess.CompletedProcess([module, *args], case["code"], "", case["stderr"])
+        done = subprocess.CompletedProcess([module, *args], case["code"], case["stdout"], case["stderr"])
         done.seconds = case["seconds"]
         out.append(done)
     return out

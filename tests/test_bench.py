@@ -2,13 +2,12 @@
 import json
 import os
 import stat
-import subprocess
-import sys
 import tempfile
 
 import pytest
 
 import tfmobile  # noqa: F401
+from conftest import run_cli_cases
 from tfmobile.errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -324,23 +323,21 @@ def test_cli_benchmark_model_backend_env(cli, tiny, monkeypatch):
     assert [row["avg_ms"] for row in r["op_profile"]] == RECORDED_AVG_MS
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--backend", "benchmark_model"], "no benchmark_model binary"),
-    (["--backend", "benchmark_model", "--binary", "/nonexistent/benchmark_model"], "not found"),
-    (["--runs", "0"], "runs must be"),
-])
-def test_cli_benchmark_errors(cli, tiny, monkeypatch, args, needle):
+def test_cli_benchmark_errors(tiny, corrupt, monkeypatch):
+    """Every case in one child interpreter (conftest.run_cli_cases)."""
     monkeypatch.delenv("TFMOBILE_BENCHMARK_MODEL", raising=False)
-    p = cli("pipelines.benchmark", "--tflite", tiny, *args)
-    assert p.returncode == 2
-    assert p.stderr.strip().splitlines()[-1].startswith("error: ") and needle in p.stderr
-    assert "Traceback" not in p.stderr
-
-
-def test_cli_benchmark_corrupt_and_missing(cli, corrupt):
-    for path in (corrupt, "/nonexistent/m.tflite"):
-        p = cli("pipelines.benchmark", "--tflite", path, "--json")
-        assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
+    bad_flags = [(["--backend", "benchmark_model"], "no benchmark_model binary"),
+                 (["--backend", "benchmark_model", "--binary", "/nonexistent/benchmark_model"], "not found"),
+                 (["--runs", "0"], "runs must be")]
+    unreadable = (corrupt, "/nonexistent/m.tflite")
+    results = run_cli_cases("pipelines.benchmark", [["--tflite", tiny, *args] for args, _ in bad_flags]
+                            + [["--tflite", path, "--json"] for path in unreadable])
+    for (args, needle), p in zip(bad_flags, results):
+        assert p.returncode == 2, args
+        assert p.stderr.strip().splitlines()[-1].startswith("error: ") and needle in p.stderr
+        assert "Traceback" not in p.stderr
+    for path, p in zip(unreadable, results[len(bad_flags):]):   # corrupt and missing: only the error line
+        assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr, path
         assert p.stderr.strip().splitlines() == [ln for ln in p.stderr.strip().splitlines() if ln.startswith("error: ")]
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_cases
 
 TINY = ["--model", "mbv2", "--alpha", "0.35", "--resolution", "32", "--num_calibration", "10",
         "--num_verify", "10"]
@@ -53,7 +53,7 @@ def test_float16_and_text_output(tmp_path):
     assert _listing(tmp_path) == ["mbv2_fp16.json", "mbv2_fp16.tflite"]
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_FLAGS = [
     (["--model", "resnet50", "--int8"], "unknown model"),
     (["--int8", "--float16"], "contradicting flags"),
     (["--tflm", "--dynamic"], "contradicting flags"),
@@ -61,13 +61,18 @@ def test_float16_and_text_output(tmp_path):
     (["--tflm", "--mcu", "pentium"], "unknown MCU"),
     (["--float16", "--io", "uint8"], "--io"),
     (["--int8", "--weights", "/nonexistent/weights.h5"], "not found"),
-])
-def test_bad_flags(tmp_path, args, message):
-    model = [] if "--model" in args else ["--model", "mbv2"]
-    out = tmp_path / "out"
-    p = run_cli("pipelines.export", *model, "--alpha", "0.35", "--resolution", "32", *args, "--output_dir", out)
-    assert message in _one_line_error(p)
-    assert not out.exists()
+]
+
+
+def test_bad_flags(tmp_path):
+    """Every case in one child interpreter (conftest.run_cli_cases): one error line, nothing written."""
+    outs = [tmp_path / f"out{k}" for k in range(len(BAD_FLAGS))]
+    results = run_cli_cases("pipelines.export", [
+        [*([] if "--model" in args else ["--model", "mbv2"]), "--alpha", "0.35", "--resolution", "32", *args,
+         "--output_dir", out] for (args, _), out in zip(BAD_FLAGS, outs)])
+    for (args, message), out, p in zip(BAD_FLAGS, outs, results):
+        assert message in _one_line_error(p), args
+        assert not out.exists(), args
 
 
 def test_unwritable_output_dir(tmp_path):

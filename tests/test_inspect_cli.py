@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-
+from conftest import run_cli_cases
 
 def _one_json(stdout):
     lines = [l for l in stdout.splitlines() if l.strip()]
@@ -51,7 +51,7 @@ def test_json_save_spec_and_edited_spec(tmp_path, cli):
     assert e["macs"] < d["macs"] and e["params"] < d["params"]
 
 
-@pytest.mark.parametrize("args,needle", [
+BAD_INPUT = [
     (["--model", "resnet50"], "known models:"),
     (["--model", "mbv2", "--alpha", "0"], "alpha must be a positive number"),
     (["--model", "mbv2", "--resolution", "8"], "too small"),
@@ -63,28 +63,25 @@ def test_json_save_spec_and_edited_spec(tmp_path, cli):
     (["--spec", "NOTASPEC"], "model spec is missing field(s): name, input_shape, blocks"),
     (["--model", "mbv2", "--minimalistic"], "--minimalistic applies only to mbv3"),
     (["--spec", "NOSUCHFILE", "--model", "mbv2"], "--spec brings its own architecture; drop --model"),
-])
-def test_bad_input_is_one_line_exit_2(tmp_path, cli, args, needle):
-    args = list(args)
-    if "MALFORMED" in args:
-        bad = tmp_path / "bad.json"
-        bad.write_text('{"family": "mbv2", "blocks": [')
-        args[args.index("MALFORMED")] = str(bad)
-    if "NOTASPEC" in args:
-        bad = tmp_path / "notaspec.json"
-        bad.write_text('{"family": "mbv2"}')
-        args[args.index("NOTASPEC")] = str(bad)
-    if "NOSUCHFILE" in args:
-        args[args.index("NOSUCHFILE")] = str(tmp_path / "missing.json")
-    r = cli("pipelines.inspect", *args)
-    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    assert "Traceback" not in r.stderr
-    errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
-    assert len(errors) == 1 and needle in errors[0], r.stderr[-2000:]
-    assert r.stdout == ""
-    if "known models:" in needle:
-        for name in ("mbv1", "mbv2", "shufflenet_v1", "shufflenet_v2", "squeezenet1_0"):
-            assert name in errors[0]
+]
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path):
+    """Every case in one child interpreter (conftest.run_cli_cases): one error line, exit 2, nothing on stdout."""
+    malformed, notaspec = tmp_path / "bad.json", tmp_path / "notaspec.json"
+    malformed.write_text('{"family": "mbv2", "blocks": [')
+    notaspec.write_text('{"family": "mbv2"}')
+    paths = {"MALFORMED": str(malformed), "NOTASPEC": str(notaspec), "NOSUCHFILE": str(tmp_path / "missing.json")}
+    results = run_cli_cases("pipelines.inspect", [[paths.get(a, a) for a in args] for args, _ in BAD_INPUT])
+    for (args, needle), r in zip(BAD_INPUT, results):
+        assert r.returncode == 2, (args, r.returncode, r.stderr[-2000:])
+        assert "Traceback" not in r.stderr
+        errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and needle in errors[0], (args, r.stderr[-2000:])
+        assert r.stdout == "", args
+        if "known models:" in needle:
+            for name in ("mbv1", "mbv2", "shufflenet_v1", "shufflenet_v2", "squeezenet1_0"):
+                assert name in errors[0]
 
 
 @pytest.mark.parametrize("change, needle", [
