@@ -1,5 +1,5 @@
 """Fit a microcontroller: the issue-20 acceptance benchmark (resumable; the issue allows 120 min on 2 cores:
-the 64KB/256KB pair took 76 min with --delta0 0.12, docs/mcu.md).
+the 64KB/256KB pair measured about 85 min summed over its stages, docs/mcu.md).
 
     # the full run (full Fashion-MNIST; writes docs/benchmark_data/mcu/ and docs/benchmark_data/mcu_fit.json)
     python benchmarks/mcu_fit.py --work_dir /work/runs/mcu_fit --json
