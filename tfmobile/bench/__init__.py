@@ -59,11 +59,10 @@ def host_device(backend="litert", threads=1):
 
 def model_facts(path):
     """Size and op list of a .tflite (UserError for a missing or corrupt file)."""
-    from tfmobile.bench import graph
-    from tfmobile.convert import flatbuffer
+    from tfmobile.convert import flatbuffer   # not bench.graph: its op tables import TensorFlow (5 s)
 
     data = flatbuffer.read_tflite(path)
-    names = graph.op_names(data)
+    names = flatbuffer.op_names(data)
     return {"model": os.fspath(path), "model_bytes": len(data), "num_ops": len(names),
             "ops": dict(collections.Counter(names))}
 

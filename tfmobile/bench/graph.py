@@ -16,13 +16,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from tfmobile.analysis.op_config import config_key, config_macs, op_macs, options_dict  # noqa: F401  (re-exported)
-from tfmobile.convert.flatbuffer import load_model, opcode_name, serialize, type_name
-
-
-def op_names(data):
-    """Builtin op names of the main subgraph, in execution order (CUSTOM ops as ``CUSTOM:name``)."""
-    model = load_model(data)
-    return [opcode_name(model.operatorCodes[op.opcodeIndex]) for op in model.subgraphs[0].operators or []]
+from tfmobile.convert.flatbuffer import load_model, op_names, opcode_name, serialize, type_name  # noqa: F401
 
 
 def _tensor_info(sg, model, idx):

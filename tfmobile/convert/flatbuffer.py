@@ -71,6 +71,12 @@ class ModelInfo:
         return self.tensors[i]
 
 
+def op_names(data):
+    """Builtin op names of the main subgraph, in execution order (CUSTOM ops as ``CUSTOM:name``)."""
+    model = load_model(data)
+    return [opcode_name(model.operatorCodes[op.opcodeIndex]) for op in model.subgraphs[0].operators or []]
+
+
 def check_tflite_bytes(data, what="model"):
     """UserError unless ``data`` looks like a TFLite flatbuffer (identifier TFL3)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
