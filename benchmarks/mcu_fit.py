@@ -10,9 +10,9 @@ Stages, each leaving its file (started again after a kill, it continues where it
 1. for each ``--fits`` pair ARENA/FLASH (64KB/256KB, then 32KB/128KB) the documented one command,
    run through ``tfmobile.netadapt.loop.run`` in WORK_DIR/fit_<ARENA>_<FLASH>/ (its own resume):
    mbv2 alpha 0.35 at 40x40 trained, ``--resource peak_sram --target ARENA --constraint flash=FLASH
-   --resolution_step 8 --final from_scratch --baselines 0.1,0.15,0.25
-   --baseline_resolutions 32,40,48``, TFLM export on (every other NetAdapt flag is accepted too, with its
-   own default); the grid points that fit are trained once in WORK_DIR/baselines/ and shared by both runs
+   --resolution_step 8 --baselines 0.1,0.15,0.25 --baseline_resolutions 32,40,48``, TFLM export on
+   (every other NetAdapt flag is accepted too, with its own default: the final stage is NetAdapt's default,
+   from_scratch); the grid points that fit are trained once in WORK_DIR/baselines/ and shared by both runs
    (a point whose untrained int8 model already exceeds a limit is measured, not trained); the later pairs
    start from the first pair's trained start model (``--checkpoint``: the same training, done once);
 2. its own measurements (WORK_DIR/measured/<sha256>.json, one per .tflite): the input resolution
@@ -57,7 +57,7 @@ FLAGS = flags.FLAGS
 # --target / --constraint / --output_dir come from each --fits pair
 na_config.define_flags(FLAGS)
 BENCHMARK_DEFAULTS = {"data_dir": "/usr/share/datasets/fashion-mnist", "model": "mbv2", "alpha": 0.35,
-                      "resolution": 40, "resource": "peak_sram", "resolution_step": 8, "final": "from_scratch",
+                      "resolution": 40, "resource": "peak_sram", "resolution_step": 8,
                       "baselines": ["0.1", "0.15", "0.25"], "baseline_resolutions": ["32", "40", "48"],
                       "workers": 2, "tflm": True}
 for _name, _value in BENCHMARK_DEFAULTS.items():
