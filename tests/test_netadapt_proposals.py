@@ -172,7 +172,6 @@ def test_interleaved_pick_is_the_current_value_times_the_sessions_ratio(tmp_path
     ({"bn_batches": -1}, "--bn_batches must be >= 0"),
     ({"short_steps": -1}, "--short_steps must be >= 0"),
     ({"measure_pick": "twice"}, "--measure_pick must be one of single, interleaved"),
-    ({"measure_pick": "interleaved", "resource": "macs"}, "interleaved is for latency"),
 ])
 def test_bad_values_of_the_new_settings_are_one_line_errors(settings, message):
     with pytest.raises(UserError, match=message):
@@ -190,7 +189,7 @@ def test_cli_refuses_a_bad_channel_multiple_with_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("other", [{"bn_batches": 8}, {"short_steps": 0}, {"channel_multiple": 1},
-                                   {"measure_pick": "interleaved"}])
+                                   {"measure_pick": "single"}])
 def test_resume_with_other_ranking_or_measurement_settings_is_refused(tmp_path, other):
     cfg = LoopConfig.of(target=0.5)
     RunDir(tmp_path).open(cfg.fingerprint(), resume=False)
@@ -217,7 +216,7 @@ s = [{"name": "t200", "step_equivalents": 200, "mean_spearman": 0.9},
      {"name": "broken", "step_equivalents": 0, "mean_spearman": None}]
 print(json.dumps([r.ranks([3, 1, 2, 2]), r.spearman([1, 2, 3, 4], [10, 20, 40, 30]),
                   r.spearman([1, 2, 3, 4], [4, 3, 2, 1]), r.spearman([1, 1, 1], [1, 2, 3]),
-                  r.choose_default(s, 0.05), r.choose_default(s, 0.1), r.parse_settings(["50:0", "0:200"])]))
+                  r.choose_default(s, 0.05), r.choose_default(s, 0.1), r.na_config.parse_score_settings(["50:0", "0:200"])]))
 """
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "benchmarks")]))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)

@@ -110,9 +110,10 @@ class Measurement:
     bench_warmup: int = setting(30, "warm-up runs per measurement.")
     backend_opts: dict = setting(None, "the backend's options (from --binary / --serial)", flag=False)
     lut: str = setting(None, "latency LUT JSON (built/extended as needed; must be this device's).")
-    measure_pick: str = setting("single", "single: measure each pick alone; interleaved: measure it in alternating "
-                                          "rounds with the current model and scale the current value by their "
-                                          "ratio (drift between sessions cancels).", choices=PICK_MEASUREMENTS)
+    measure_pick: str = setting("interleaved", "latency of each pick: interleaved: measured in alternating rounds "
+                                               "with the current model, the current value scaled by their ratio "
+                                               "(drift between sessions cancels); single: measured alone. Other "
+                                               "resources measure the same every time.", choices=PICK_MEASUREMENTS)
     pick_rounds: int = setting(6, "alternating rounds of --measure_pick interleaved", flag=False)
 
     def bench_settings(self):
@@ -244,9 +245,7 @@ class LoopConfig:
             raise UserError(f"--channel_multiple must be a whole number of channels, got {s.channel_multiple!r}")
         if m.measure_pick not in PICK_MEASUREMENTS:
             raise UserError(f"--measure_pick must be one of {', '.join(PICK_MEASUREMENTS)}, got {m.measure_pick!r}")
-        constrained = constrained_kinds(self)
-        if m.measure_pick == "interleaved" and "latency" not in constrained:
-            raise UserError(f"--measure_pick interleaved is for latency; {s.resource} measures the same every time")
+        constrained_kinds(self)   # every --constraint parses
         at_least = {"short_steps": (ft.short_steps, 0), "bn_batches": (ft.bn_batches, 0),
                     "channel_multiple": (s.channel_multiple, 1), "pick_rounds": (m.pick_rounds, 1),
                     "batch_size": (ft.batch_size, 1),
@@ -285,6 +284,23 @@ class LoopConfig:
         timeout = self.execution.proposal_timeout
         if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
             raise UserError(f"--proposal_timeout must be a number of seconds > 0, got {timeout}")
+
+
+def parse_score_settings(values):
+    """[(N, T)] from "N:T" strings (N BatchNorm re-estimation batches, then T fine-tune steps: how a proposal is
+    scored, as the studies of issue 19 name it); UserError on anything else."""
+    out = []
+    for v in values:
+        try:
+            n, t = (int(x) for x in v.split(":"))
+        except ValueError:
+            raise UserError(f"--score_settings: {v!r} is not N:T (two whole numbers)") from None
+        if n < 0 or t < 0 or n + t == 0:
+            raise UserError(f"--score_settings: {v!r} needs N, T >= 0 and one of them > 0")
+        out.append((n, t))
+    if len(set(out)) != len(out) or not out:
+        raise UserError("--score_settings must list distinct N:T pairs")
+    return out
 
 
 def constrained_kinds(cfg):
