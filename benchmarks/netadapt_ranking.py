@@ -46,24 +46,6 @@ SMOKE = {"subset": True, "limit": 300, "model": "mbv1", "alpha": 0.25, "resoluti
 SMOKE_STUDY = {"score_settings": ["2:0", "2:3", "0:3"], "long_steps": 6, "max_proposals": 4}
 
 
-def parse_settings(values):
-    """[(N, T)] from "N:T" strings; UserError on anything else."""
-    from tfmobile.errors import UserError
-
-    out = []
-    for v in values:
-        try:
-            n, t = (int(x) for x in v.split(":"))
-        except ValueError:
-            raise UserError(f"--score_settings: {v!r} is not N:T (two whole numbers)") from None
-        if n < 0 or t < 0 or n + t == 0:
-            raise UserError(f"--score_settings: {v!r} needs N, T >= 0 and one of them > 0")
-        out.append((n, t))
-    if len(set(out)) != len(out) or not out:
-        raise UserError("--score_settings must list distinct N:T pairs")
-    return out
-
-
 def ranks(values):
     """1-based ranks, ties sharing their mean rank."""
     order = sorted(range(len(values)), key=lambda i: values[i])
@@ -112,20 +94,9 @@ def choose_default(summary, tolerance):
 
 def run_search(cfg, run_path, log):
     """The NetAdapt run's first iterations (no final stage); returns (session, start)."""
-    from tfmobile.netadapt import loop, start as start_mod
-    from tfmobile.netadapt.history import RunDir
-    from tfmobile.netadapt.state import Session
+    from tfmobile.netadapt import loop
 
-    start_mod.check(cfg, run_path)
-    session = Session(cfg, RunDir(run_path, log=log), log=log)
-    spec = start_mod.load_data(session)
-    start_mod.open_workers(session)
-    with session.run_dir.lock():
-        session.run_dir.open(cfg.fingerprint(), os.path.exists(os.path.join(run_path, "run.json")),
-                             free_until_first_iteration=na_config.RETARGETABLE)
-        start = start_mod.start_point(session, spec)
-        status, point = loop.search(session, start, loop.resumed_point(session, start))
-    log(f"search stopped ({status}) after iteration {point.iteration}")
+    session, start, _, _ = loop.search_only(cfg, run_path, log)
     return session, start
 
 
@@ -187,7 +158,7 @@ def main(argv):
         raise UserError(f"--iterations must be >= 2, got {FLAGS.iterations}")
     if FLAGS.iterations < 1 or FLAGS.max_proposals < 0:
         raise UserError("need --iterations >= 1 and --max_proposals >= 0")
-    settings = parse_settings(FLAGS.score_settings)
+    settings = na_config.parse_score_settings(FLAGS.score_settings)
     cfg = na_config.from_flags(FLAGS).replace(max_iterations=FLAGS.iterations)
     out = FLAGS.output_dir
     session, start = run_search(cfg, os.path.join(out, "run"), log_stderr)

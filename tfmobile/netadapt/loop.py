@@ -81,6 +81,22 @@ def _duration(s):
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def search_only(cfg, output_dir, log=log_stderr):
+    """The run's start and iterations, no final stage (resumed when OUTPUT_DIR holds the run): (session,
+    start, status, last point); the caller closes ``session.pool``. For studies of the search itself."""
+    start_mod.check(cfg, output_dir)
+    session = Session(cfg, RunDir(output_dir, log=log), log=log)
+    spec = start_mod.load_data(session)
+    start_mod.open_workers(session)
+    with session.run_dir.lock():
+        session.run_dir.open(cfg.fingerprint(), os.path.exists(os.path.join(output_dir, "run.json")),
+                             free_until_first_iteration=RETARGETABLE, defaults=LoopConfig().fingerprint())
+        start = start_mod.start_point(session, spec)
+        status, point = search(session, start, resumed_point(session, start))
+    log(f"search stopped ({status}) after iteration {point.iteration}")
+    return session, start, status, point
+
+
 def run(cfg, output_dir, resume=False, log=log_stderr):
     """The whole NetAdapt job; returns the report dict (also written as report.json / report.md).
 
