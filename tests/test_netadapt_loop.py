@@ -39,6 +39,20 @@ def test_the_default_schedule_followed_exactly_reaches_half_within_ten_iteration
     assert loop.estimate_iterations(search, 1, 1.0, 1.0, 0.5) == len(budgets) - budgets.count(0.5) + 1
 
 
+def test_a_saving_is_asked_of_the_lut_at_its_rate_so_far_not_at_its_scale():
+    from tfmobile.netadapt.iteration import predicted_budget
+
+    # before a step is saved: the prediction scaled like the measurement (predicted / measured = 0.8)
+    assert predicted_budget(0.09, 0.1, 0.08, 0.1, 0.08, 0.006) == pytest.approx((0.072, 0.8))
+    # the model of mbv2 a1.0 32x32 after 12 iterations: the LUT's fixed-cost error leaves predicted / measured
+    # at 0.55, but 0.0467 LUT units were saved for 0.0423 measured: 0.004 ms asked for is 0.0044 in the LUT
+    budget, per_unit = predicted_budget(0.0591, 0.0631, 0.0346, 0.1054, 0.0813, 0.006)
+    assert per_unit == pytest.approx(0.0467 / 0.0423) and budget == pytest.approx(0.0346 - 0.004 * per_unit)
+    assert 0.0346 - budget > 1.9 * (0.0346 - 0.0346 * 0.0591 / 0.0631)   # the ratio asked for half of that
+    # a saving below one first step is mostly noise: the ratio again
+    assert predicted_budget(0.09, 0.097, 0.07, 0.1, 0.08, 0.006)[1] == pytest.approx(0.07 / 0.097)
+
+
 def test_selection_ratio_accuracy_and_an_exact_tie():
     # dyadic values: the two ratios are equal exactly, not by floating-point luck
     cur = {"predicted": 8.0, "val_accuracy": 0.75}

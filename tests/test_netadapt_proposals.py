@@ -224,3 +224,32 @@ print(json.dumps([r.ranks([3, 1, 2, 2]), r.spearman([1, 2, 3, 4], [10, 20, 40, 3
     ranks, rho, inverse, constant, within_005, within_01, settings = json.loads(r.stdout.splitlines()[-1])
     assert ranks == [4.0, 1.0, 2.5, 2.5] and rho == pytest.approx(0.8) and inverse == -1.0 and constant is None
     assert (within_005, within_01) == ("t50", "bn_only") and settings == [[50, 0], [0, 200]]
+
+
+@pytest.mark.slow
+def test_iteration_cost_study_searches_each_score_and_trains_what_each_found(tmp_path):
+    """benchmarks/netadapt_iteration_cost.py --smoke: one search per N:T from the same start, each found
+    architecture trained from scratch and measured; the costs are those its history.jsonl records."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    r = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "netadapt_iteration_cost.py"), "--smoke",
+                        "--output_dir", str(tmp_path / "cost"), "--json"], capture_output=True, text=True,
+                       timeout=1200, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert list(out["settings"]) == ["bn0_t3", "bn2_t0"] and out["reference"] == "bn0_t3"
+    for name, s in out["settings"].items():
+        history = [json.loads(line) for line in open(tmp_path / "cost" / name / "run" / "history.jsonl")]
+        assert s["iterations"] == len(history) >= 1
+        assert s["iteration_seconds"] == pytest.approx(sum(h["seconds"] for h in history), abs=0.2)
+        assert os.path.isfile(s["scratch"]["path"]) and s["latency_ms"] > 0 and 0 <= s["test_accuracy"] <= 1
+        fingerprint = json.load(open(tmp_path / "cost" / name / "run" / "run.json"))["fingerprint"]
+        assert (fingerprint["bn_batches"], fingerprint["short_steps"]) == {"bn0_t3": (0, 3), "bn2_t0": (2, 0)}[name]
+    assert out["settings"]["bn0_t3"]["iteration_time_ratio"] == 1.0
+    bad = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "netadapt_iteration_cost.py"),
+                          "--output_dir", str(tmp_path / "bad"), "--score_settings", "0:0"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
