@@ -209,10 +209,9 @@ RESOLUTION_MISSES = "one resolution step does not meet the budget"
 
 def propose(session, start, point, i, kind, current_predicted):
     """(proposals, halvings, budget, budget in LUT units, LUT units per measured unit, not_proposing) in resource
-    ``kind``: the step halved
-    while no group meets it (small models, where the per-invoke overhead is most of the latency, or a memory
-    peak that one group barely moves). not_proposing: [{group, width, why}] of the groups of the last
-    budget tried that made no proposal, or whose proposal broke a constraint that already holds."""
+    ``kind``: the step halved while no group meets it (small models, where the per-invoke overhead is most of the
+    latency, or a memory peak that one group barely moves). not_proposing: [{group, width, why}] of the groups of
+    the last budget tried that made no proposal, or whose proposal broke a constraint that already holds."""
     from tfmobile.models.surgery import groups
 
     search = session.cfg.search
