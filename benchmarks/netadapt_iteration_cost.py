@@ -17,7 +17,6 @@
 The first setting is the reference: each other gets its iteration-time ratio to it and its accuracy and
 latency difference. Resumable: every step leaves its file.
 """
-import json
 import os
 import sys
 
@@ -96,8 +95,9 @@ def measure_interleaved(cfg, rows):
 
 def main(argv):
     from tfmobile.errors import UserError
-    from tfmobile.netadapt.state import log_stderr
+    from tfmobile.io import write_json
     from tfmobile.netadapt.measure import cv_of
+    from tfmobile.netadapt.state import log_stderr
 
     if FLAGS.smoke:
         for k, v in SMOKE.items():
@@ -133,8 +133,7 @@ def main(argv):
     result["reference"] = reference
     result["measurement"] = {"rounds": base.final.baseline_rounds, **base.measurement.bench_settings(),
                              "clock": "the invoking thread's CPU time" if base.measurement.threads == 1 else "wall"}
-    with open(os.path.join(out, "result.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(os.path.join(out, "result.json"), result)   # atomic: whole or absent
     return result
 
 
