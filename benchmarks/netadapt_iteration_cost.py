@@ -47,12 +47,13 @@ def setting_name(n, t):
 def search(cfg, directory, log):
     """The search of one setting, resumed: (its iterations' costs from history.jsonl, the run's data)."""
     from tfmobile.netadapt import loop
+    from tfmobile.netadapt.history import RUN_FILE
 
-    session, start, status, point = loop.search_only(cfg, os.path.join(directory, "run"), log)
-    try:
+    run_path = os.path.join(directory, "run")
+    with loop.searched(cfg, run_path, os.path.exists(os.path.join(run_path, RUN_FILE)), log) as searched:
+        session, start, status, point, _ = searched
         history = session.run_dir.history()
-    finally:
-        session.pool.close()
+    log(f"search stopped ({status}) after iteration {point.iteration}")
     return session.data, {"status": status, "iterations": len(history),
             "iteration_seconds": round(sum(r["seconds"] for r in history), 1),
             "iteration_cpu_seconds": round(sum(r["cpu_seconds"] for r in history), 1),

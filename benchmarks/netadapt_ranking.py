@@ -92,14 +92,6 @@ def choose_default(summary, tolerance):
                key=lambda s: (s["step_equivalents"], s["name"]))["name"]
 
 
-def run_search(cfg, run_path, log):
-    """The NetAdapt run's first iterations (no final stage); returns (session, start)."""
-    from tfmobile.netadapt import loop
-
-    session, start, _, _ = loop.search_only(cfg, run_path, log)
-    return session, start
-
-
 def study(session, start, out, settings, long_steps, long_lr, max_proposals, log):
     """{(iteration, name): {group: val_accuracy}} for each setting and the long reference ("long")."""
     import shutil
@@ -146,6 +138,8 @@ def study(session, start, out, settings, long_steps, long_lr, max_proposals, log
 
 def main(argv):
     from tfmobile.errors import UserError
+    from tfmobile.netadapt import loop
+    from tfmobile.netadapt.history import RUN_FILE
     from tfmobile.netadapt.state import log_stderr
 
     if FLAGS.smoke:
@@ -161,13 +155,13 @@ def main(argv):
     settings = na_config.parse_score_settings(FLAGS.score_settings)
     cfg = na_config.from_flags(FLAGS).replace(max_iterations=FLAGS.iterations)
     out = FLAGS.output_dir
-    session, start = run_search(cfg, os.path.join(out, "run"), log_stderr)
-    try:
+    run_path = os.path.join(out, "run")
+    with loop.searched(cfg, run_path, os.path.exists(os.path.join(run_path, RUN_FILE)), log_stderr) as searched:
+        session, start, status, point, _ = searched
+        log_stderr(f"search stopped ({status}) after iteration {point.iteration}")
         long_lr = FLAGS.long_study_lr or cfg.fine_tune.short_lr
         iterations, scores = study(session, start, out, settings, FLAGS.long_steps, long_lr, FLAGS.max_proposals,
                                    log_stderr)
-    finally:
-        session.pool.close()
     summary = []
     for n, t in settings:
         name = f"bn{n}_t{t}"

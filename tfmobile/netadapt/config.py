@@ -247,7 +247,7 @@ class LoopConfig:
             raise UserError(f"--channel_multiple must be a whole number of channels, got {s.channel_multiple!r}")
         if m.measure_pick not in PICK_MEASUREMENTS:
             raise UserError(f"--measure_pick must be one of {', '.join(PICK_MEASUREMENTS)}, got {m.measure_pick!r}")
-        constrained_kinds(self)   # every --constraint parses
+        parse_constraints(self)   # every --constraint parses
         at_least = {"short_steps": (ft.short_steps, 0), "bn_batches": (ft.bn_batches, 0),
                     "channel_multiple": (s.channel_multiple, 1), "pick_rounds": (m.pick_rounds, 1),
                     "batch_size": (ft.batch_size, 1),

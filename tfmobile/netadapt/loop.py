@@ -7,6 +7,7 @@
 ``iteration``, the start in ``start``, what comes after in ``final``. Every step that takes time
 leaves its file in the run directory (``history.RunDir``), so a resumed run redoes nothing.
 """
+import contextlib
 import dataclasses
 import os
 import time
@@ -81,20 +82,25 @@ def _duration(s):
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def search_only(cfg, output_dir, log=log_stderr):
-    """The run's start and iterations, no final stage (resumed when OUTPUT_DIR holds the run): (session,
-    start, status, last point); the caller closes ``session.pool``. For studies of the search itself."""
+@contextlib.contextmanager
+def searched(cfg, output_dir, resume=False, log=log_stderr):
+    """The run up to the end of its search, its directory still locked and its workers open: yields (session,
+    start, status, last point, manifest); the workers close on the way out. ``run`` adds the final stage; a
+    study of the search itself (benchmarks/netadapt_ranking.py) works on the session inside."""
     start_mod.check(cfg, output_dir)
     session = Session(cfg, RunDir(output_dir, log=log), log=log)
-    spec = start_mod.load_data(session)
-    start_mod.open_workers(session)
-    with session.run_dir.lock():
-        session.run_dir.open(cfg.fingerprint(), os.path.exists(os.path.join(output_dir, "run.json")),
-                             free_until_first_iteration=RETARGETABLE, defaults=LoopConfig().fingerprint())
-        start = start_mod.start_point(session, spec)
-        status, point = search(session, start, resumed_point(session, start))
-    log(f"search stopped ({status}) after iteration {point.iteration}")
-    return session, start, status, point
+    spec = start_mod.load_data(session)   # every check that needs the data, before anything is written
+    try:
+        start_mod.open_workers(session)   # then the workers: a Ray cluster that refuses us writes nothing
+        with session.run_dir.lock():
+            manifest = session.run_dir.open(cfg.fingerprint(), resume, free_until_first_iteration=RETARGETABLE,
+                                            defaults=LoopConfig().fingerprint())
+            start = start_mod.start_point(session, spec)
+            status, point = search(session, start, resumed_point(session, start))
+            yield session, start, status, point, manifest
+    finally:
+        if session.pool is not None:
+            session.pool.close()
 
 
 def run(cfg, output_dir, resume=False, log=log_stderr):
@@ -106,22 +112,10 @@ def run(cfg, output_dir, resume=False, log=log_stderr):
     from tfmobile.netadapt import final
 
     started = time.time(), time.process_time()
-    start_mod.check(cfg, output_dir)
-    session = Session(cfg, RunDir(output_dir, log=log), log=log)
-    spec = start_mod.load_data(session)   # every check that needs the data, before anything is written
-    try:
-        start_mod.open_workers(session)   # then the workers: a Ray cluster that refuses us writes nothing
-        with session.run_dir.lock():
-            manifest = session.run_dir.open(cfg.fingerprint(), resume, free_until_first_iteration=RETARGETABLE,
-                                            defaults=LoopConfig().fingerprint())
-            start = start_mod.start_point(session, spec)
-            status, point = search(session, start, resumed_point(session, start))
-            report = final.finish(cfg, session.run_dir, status, start, point.checkpoint, session.data,
-                                  session.measurer, log=log, run_id=manifest["run_id"],
-                                  workers=session.pool.describe(), started=started)
-    finally:
-        if session.pool is not None:
-            session.pool.close()
+    with searched(cfg, output_dir, resume, log) as (session, start, status, point, manifest):
+        report = final.finish(cfg, session.run_dir, status, start, point.checkpoint, session.data,
+                              session.measurer, log=log, run_id=manifest["run_id"],
+                              workers=session.pool.describe(), started=started)
     if status != "met" and len(start.limits) > 1:
         raise TargetNotMet(f"limits {_limits_text(start.limits)} not all met ({status}): reached "
                            f"{_limits_text(point.resources)} at iteration {point.iteration}; report in "
