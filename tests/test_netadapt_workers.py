@@ -314,3 +314,47 @@ def test_a_proposal_distilled_from_the_start_model_trains_toward_its_soft_target
         pool.close()
     weights = {k: train.load_checkpoint(r["checkpoint"]).get_weights() for k, r in results.items()}
     assert any(not np.allclose(a, b) for a, b in zip(weights["plain"], weights["distilled"]))
+
+
+def test_a_worker_that_reuses_its_parent_and_resized_data_scores_as_a_fresh_one(tmp_path):
+    """One worker runs proposal A, then B, then A again: the second A (parent model and resized images taken
+    from the worker's caches) ends with the same weights and score as the first; once the parent's checkpoint
+    is replaced on disk, the same task starts from the new parent."""
+    import numpy as np
+
+    from tfmobile import models, train
+    from tfmobile.models.surgery import groups, shrink
+    spec = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=10, bn_momentum=0.5)
+    d = spec.to_dict()
+    d["blocks"] = [b for b in d["blocks"] if b["name"] in ("stem", "block_1", "block_2", "top")]
+    spec = models.ModelSpec.from_dict(d)
+    cfg = {"data_dir": None, "subset": True, "limit": 300, "val_fraction": 0.1, "seed": 0,
+           "input_shape": [32, 32, 3]}
+    parent = str(tmp_path / "parent" / "checkpoint")
+    train.fit(models.build(spec), tiny_splits(), str(tmp_path / "parent"), epochs=1, batch_size=32, lr=1e-2,
+              tensorboard=False, verbose=0)
+
+    def task(group, out):
+        g = [x for x in groups(spec) if x.name == group][0]
+        return {"group": g.name, "width": g.widths()[0], "spec": shrink(spec, g, g.widths()[0]).to_json(indent=None),
+                "parent": parent, "data": cfg, "steps": 3, "bn_batches": 2, "batch_size": 32, "lr": 1e-2,
+                "seed": 0, "augment": True, "shift": 0.0, "threads": 1, "output_dir": str(tmp_path / out)}
+
+    results = {}
+    pool = LocalPool(1)
+    try:
+        for key, group in (("A", "block_1"), ("B", "block_2"), ("A again", "block_1")):
+            pool.run({key: task(group, key.replace(" ", "_"))}, results.__setitem__)
+        train.fit(models.build(spec), tiny_splits(), str(tmp_path / "other"), epochs=1, batch_size=32, lr=3e-2,
+                  seed=1, tensorboard=False, verbose=0)
+        shutil.rmtree(parent)
+        shutil.copytree(str(tmp_path / "other" / "checkpoint"), parent)
+        pool.run({"new parent": task("block_1", "new_parent")}, results.__setitem__)
+    finally:
+        pool.close()
+    assert len({r["pid"] for r in results.values()}) == 1   # one process: the caches were there to use
+    weights = {k: train.load_checkpoint(r["checkpoint"]).get_weights() for k, r in results.items()}
+    assert results["A again"]["val_accuracy"] == results["A"]["val_accuracy"]
+    for a, b in zip(weights["A"], weights["A again"]):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.allclose(a, b) for a, b in zip(weights["A"], weights["new parent"]))

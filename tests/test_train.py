@@ -85,6 +85,8 @@ def test_fit_learns_and_writes_checkpoint_metrics_logs(trained, splits):
     # cosine schedule: the learning rate decays
     lrs = [h["lr"] for h in m["history"]]
     assert lrs[-1] < lrs[1]
+    # every variable of the step exists before it is traced: one trace, not two (seconds per NetAdapt proposal)
+    assert model.train_function.experimental_get_tracing_count() == 1
     info = json.loads((out / "checkpoint" / "checkpoint.json").read_text())
     assert info["epoch"] == 4 and info["compression"] is None
     assert info["metrics"]["val_accuracy"] == pytest.approx(m["val_accuracy"])
@@ -201,6 +203,7 @@ def test_qat_fine_tune_and_checkpoint_roundtrip(tmp_path, splits, trained):
     # QAT fine-tuning starts from the float weights: accuracy stays near the float model's
     assert m["val_accuracy"] > fm["val_accuracy"] - 0.1
     assert any("quant" in type(layer).__name__.lower() for layer in qmodel.layers)
+    assert qmodel.train_function.experimental_get_tracing_count() == 1
     back = train.load_checkpoint(str(tmp_path / "q"))
     x = data.preprocess(splits.x_val[:8], (16, 16, 3))
     np.testing.assert_allclose(back(x, training=False), qmodel(x, training=False), atol=1e-4)
