@@ -66,6 +66,30 @@ def _wait_for(paths, timeout=60, alive=None):
 # ------------------------------------------------------------------------------------------------
 # local pool
 # ------------------------------------------------------------------------------------------------
+TINY_DATA = {"data_dir": None, "subset": True, "limit": 300, "val_fraction": 0.1, "seed": 0,
+             "input_shape": [32, 32, 3]}   # tiny_splits() as a task's "data"
+
+
+def _small_mbv1(widths=None):
+    """mbv1 a0.25 32x32 cut to stem, block_1, block_2 and top (optionally with those widths): proposals in seconds."""
+    from tfmobile import models
+
+    d = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=10, bn_momentum=0.5).to_dict()
+    d["blocks"] = [b for b in d["blocks"] if b["name"] in ("stem", "block_1", "block_2", "top")]
+    for b, w in zip(d["blocks"], widths or ()):
+        b["filters"] = w
+    return models.ModelSpec.from_dict(d)
+
+
+def _trained(spec, output_dir, **fit_kw):
+    """``spec`` trained one epoch on tiny_splits(); its checkpoint directory."""
+    from tfmobile import models, train
+
+    kw = dict(epochs=1, batch_size=32, lr=1e-2, tensorboard=False, verbose=0, **fit_kw)
+    train.fit(models.build(spec), tiny_splits(), str(output_dir), **kw)
+    return str(output_dir / "checkpoint")
+
+
 def test_a_killed_workers_temp_files_go_with_it_and_close_leaves_none(tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -234,25 +258,18 @@ def test_a_proposal_scored_after_bn_reestimation_only(tmp_path):
     moving statistics, and so the score, differ; the trained weights are the same in both."""
     import numpy as np
 
-    from tfmobile import models, train
+    from tfmobile import train
     from tfmobile.models.surgery import groups, shrink
-    spec = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=10, bn_momentum=0.5)
-    d = spec.to_dict()
-    d["blocks"] = [b for b in d["blocks"] if b["name"] in ("stem", "block_1", "block_2", "top")]
-    for b, w in zip(d["blocks"][:3], (8, 24, 24)):
-        b["filters"] = w
-    spec = models.ModelSpec.from_dict(d)
-    cfg = {"data_dir": None, "subset": True, "limit": 300, "val_fraction": 0.1, "seed": 0,
-           "input_shape": [32, 32, 3]}
+    spec = _small_mbv1((8, 24, 24))
+    cfg = TINY_DATA
     splits = tiny_splits()
-    train.fit(models.build(spec), splits, str(tmp_path / "parent"), epochs=1, batch_size=32, lr=1e-2,
-              tensorboard=False, verbose=0)
+    parent = _trained(spec, tmp_path / "parent")
     group = [g for g in groups(spec) if g.name != "stem"][0]
     narrow = shrink(spec, group, group.widths()[0])
     tasks = {}
     for n in (0, 4):
         tasks[n] = {"group": group.name, "width": group.widths()[0], "spec": narrow.to_json(indent=None),
-                "parent": str(tmp_path / "parent" / "checkpoint"), "data": cfg, "steps": 0, "bn_batches": n,
+                "parent": parent, "data": cfg, "steps": 0, "bn_batches": n,
                 "batch_size": 32, "lr": 1e-2, "seed": 0, "augment": True, "shift": 0.0, "threads": 1,
                 "output_dir": str(tmp_path / f"bn{n}")}
     results = {}
@@ -285,17 +302,10 @@ def test_a_proposal_distilled_from_the_start_model_trains_toward_its_soft_target
     with other weights; a teacher that cannot be loaded is an error of the task (so it is really read)."""
     import numpy as np
 
-    from tfmobile import models, train
+    from tfmobile import train
     from tfmobile.models.surgery import groups, shrink
-    spec = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=10, bn_momentum=0.5)
-    d = spec.to_dict()
-    d["blocks"] = [b for b in d["blocks"] if b["name"] in ("stem", "block_1", "block_2", "top")]
-    spec = models.ModelSpec.from_dict(d)
-    cfg = {"data_dir": None, "subset": True, "limit": 300, "val_fraction": 0.1, "seed": 0,
-           "input_shape": [32, 32, 3]}
-    train.fit(models.build(spec), tiny_splits(), str(tmp_path / "parent"), epochs=1, batch_size=32, lr=1e-2,
-              tensorboard=False, verbose=0)
-    parent = str(tmp_path / "parent" / "checkpoint")
+    spec, cfg = _small_mbv1(), TINY_DATA
+    parent = _trained(spec, tmp_path / "parent")
     group = [g for g in groups(spec) if g.name != "stem"][0]
     base = {"group": group.name, "width": group.widths()[0], "spec": shrink(spec, group, group.widths()[0])
             .to_json(indent=None), "parent": parent, "data": cfg, "steps": 3, "bn_batches": 0, "batch_size": 32,
@@ -322,17 +332,10 @@ def test_a_worker_that_reuses_its_parent_and_resized_data_scores_as_a_fresh_one(
     is replaced on disk, the same task starts from the new parent."""
     import numpy as np
 
-    from tfmobile import models, train
+    from tfmobile import train
     from tfmobile.models.surgery import groups, shrink
-    spec = models.get_spec("mbv1", alpha=0.25, input_shape=(32, 32, 3), classes=10, bn_momentum=0.5)
-    d = spec.to_dict()
-    d["blocks"] = [b for b in d["blocks"] if b["name"] in ("stem", "block_1", "block_2", "top")]
-    spec = models.ModelSpec.from_dict(d)
-    cfg = {"data_dir": None, "subset": True, "limit": 300, "val_fraction": 0.1, "seed": 0,
-           "input_shape": [32, 32, 3]}
-    parent = str(tmp_path / "parent" / "checkpoint")
-    train.fit(models.build(spec), tiny_splits(), str(tmp_path / "parent"), epochs=1, batch_size=32, lr=1e-2,
-              tensorboard=False, verbose=0)
+    spec, cfg = _small_mbv1(), TINY_DATA
+    parent = _trained(spec, tmp_path / "parent")
 
     def task(group, out):
         g = [x for x in groups(spec) if x.name == group][0]
@@ -345,10 +348,9 @@ def test_a_worker_that_reuses_its_parent_and_resized_data_scores_as_a_fresh_one(
     try:
         for key, group in (("A", "block_1"), ("B", "block_2"), ("A again", "block_1")):
             pool.run({key: task(group, key.replace(" ", "_"))}, results.__setitem__)
-        train.fit(models.build(spec), tiny_splits(), str(tmp_path / "other"), epochs=1, batch_size=32, lr=3e-2,
-                  seed=1, tensorboard=False, verbose=0)
+        other = _trained(spec, tmp_path / "other", seed=1)
         shutil.rmtree(parent)
-        shutil.copytree(str(tmp_path / "other" / "checkpoint"), parent)
+        shutil.copytree(other, parent)
         pool.run({"new parent": task("block_1", "new_parent")}, results.__setitem__)
     finally:
         pool.close()
