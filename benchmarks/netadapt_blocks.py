@@ -1,6 +1,7 @@
 """NetAdapt building blocks: latency of a spec from the LUT without converting it, and how fast that is.
 
     python benchmarks/netadapt_blocks.py [--only mbv2,mbv1] [--runs 60] [--model_runs 100] [--json]
+    python benchmarks/netadapt_blocks.py --lut /tmp/lut.json --repeat 6 --json   # stable from run to run?
 
 For the models of benchmarks/lut_accuracy.py (same flags, same LUT file, same calibration models for the
 context scale): builds the LUT from the converted models and times the whole models in the same worker
@@ -16,6 +17,7 @@ building the Keras model (what a build-based estimate would pay before convertin
 """
 import os
 import statistics
+import sys
 import time
 
 import tfmobile  # noqa: F401
@@ -23,8 +25,12 @@ from absl import flags
 
 import lut_accuracy  # the model list and LUT flags (benchmarks/ is on sys.path when run as a script)
 from pipelines import _cli
+from tfmobile.errors import UserError
 
 flags.DEFINE_integer("timing_reps", 20, "warm-LUT spec predictions timed per model")
+flags.DEFINE_integer("repeat", 1, "runs, each with a fresh LUT (LUT.1, LUT.2, ...; emptied first): is the error "
+                     "stable from run to run? Adds a per-model summary (median, range, runs within --within_pct).")
+flags.DEFINE_float("within_pct", 5.0, "the error bound the --repeat summary counts runs within.")
 FLAGS = flags.FLAGS
 
 
@@ -33,14 +39,47 @@ def _mape(rows, key):
 
 
 def main(argv):
+    if FLAGS.repeat < 1:
+        raise UserError(f"--repeat must be >= 1, got {FLAGS.repeat}")
+    work = FLAGS.work_dir or zoo_work_dir()
+    lut_path = FLAGS.lut or os.path.join(work, f"lut_t{FLAGS.threads}.json")
+    if FLAGS.repeat == 1:
+        return one_run(work, lut_path)
+    runs = []
+    for k in range(1, FLAGS.repeat + 1):
+        fresh = f"{lut_path}.{k}"
+        if os.path.exists(fresh):
+            os.remove(fresh)
+        runs.append(one_run(work, fresh))
+        sys.stderr.write(f"[netadapt_blocks] run {k}/{FLAGS.repeat}: MAPE {runs[-1]['mape_spec_pct']} %\n")
+    return {"repeat": FLAGS.repeat, "within_pct": FLAGS.within_pct, "summary": repeat_summary(runs, FLAGS.within_pct),
+            "mape_spec_pct": [r["mape_spec_pct"] for r in runs], "runs": runs}
+
+
+def repeat_summary(runs, within_pct):
+    """Per model over the runs: its spec errors, their median and range, and how many runs were within the bound."""
+    out = []
+    for row in runs[0]["rows"]:
+        errors = [next(r["spec_error_pct"] for r in run["rows"] if r["model"] == row["model"]) for run in runs]
+        out.append({"model": row["model"], "spec_error_pct": errors, "median_pct": round(statistics.median(errors), 2),
+                    "min_pct": min(errors), "max_pct": max(errors),
+                    "runs_within": sum(abs(e) <= within_pct for e in errors)})
+    return out
+
+
+def zoo_work_dir():
+    from tfmobile.bench import zoo
+
+    return zoo.DEFAULT_WORK_DIR
+
+
+def one_run(work, lut_path):
     from tfmobile import models
     from tfmobile.bench import lut as L
     from tfmobile.bench import zoo
     from tfmobile.bench.stats import summarize
     from tfmobile.netadapt.resource import ensure_lut, int8_ops, latency
 
-    work = FLAGS.work_dir or zoo.DEFAULT_WORK_DIR
-    lut_path = FLAGS.lut or os.path.join(work, f"lut_t{FLAGS.threads}.json")
     chosen = [m for m in lut_accuracy.MODELS if not FLAGS.only or m[0] in FLAGS.only]
     paths = [zoo.zoo_tflite(n, r, a, work_dir=work, **o) for n, r, a, o in chosen]
     cal = [zoo.zoo_tflite(n, r, a, work_dir=work, **o) for n, r, a, o in lut_accuracy.CALIBRATION] \
@@ -99,6 +138,12 @@ COLUMNS = [("model", "model", "{}"), ("ops", "ops", "{}"), ("spec ms", "spec_pre
 
 
 def _render(r):
+    if "summary" in r:
+        lines = [f"| model | median error | range | runs within {r['within_pct']:g} % of {r['repeat']} |",
+                 "|---|---|---|---|"]
+        lines += [f"| {x['model']} | {x['median_pct']:+.1f} % | {x['min_pct']:+.1f} .. {x['max_pct']:+.1f} | "
+                  f"{x['runs_within']} |" for x in r["summary"]]
+        return "\n".join(lines + [f"MAPE per run: {r['mape_spec_pct']}"])
     lines = ["| " + " | ".join(c[0] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(fmt.format(x[key]) for _, key, fmt in COLUMNS) + " |" for x in r["rows"]]
     lines.append(f"MAPE spec {r['mape_spec_pct']:.2f}%, conversion {r['mape_conversion_pct']:.2f}%; "
