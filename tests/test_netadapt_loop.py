@@ -39,18 +39,29 @@ def test_the_default_schedule_followed_exactly_reaches_half_within_ten_iteration
     assert loop.estimate_iterations(search, 1, 1.0, 1.0, 0.5) == len(budgets) - budgets.count(0.5) + 1
 
 
-def test_a_saving_is_asked_of_the_lut_at_its_rate_so_far_not_at_its_scale():
+def test_a_saving_is_asked_of_the_lut_at_the_median_rate_of_the_steps_not_at_its_scale():
     from tfmobile.netadapt.iteration import predicted_budget
 
     # before a step is saved: the prediction scaled like the measurement (predicted / measured = 0.8)
-    assert predicted_budget(0.09, 0.1, 0.08, 0.1, 0.08, 0.006) == pytest.approx((0.072, 0.8))
-    # the model of mbv2 a1.0 32x32 after 12 iterations: the LUT's fixed-cost error leaves predicted / measured
-    # at 0.55, but 0.0467 LUT units were saved for 0.0423 measured: 0.004 ms asked for is 0.0044 in the LUT
-    budget, per_unit = predicted_budget(0.0591, 0.0631, 0.0346, 0.1054, 0.0813, 0.006)
-    assert per_unit == pytest.approx(0.0467 / 0.0423) and budget == pytest.approx(0.0346 - 0.004 * per_unit)
-    assert 0.0346 - budget > 1.9 * (0.0346 - 0.0346 * 0.0591 / 0.0631)   # the ratio asked for half of that
-    # a saving below one first step is mostly noise: the ratio again
-    assert predicted_budget(0.09, 0.097, 0.07, 0.1, 0.08, 0.006)[1] == pytest.approx(0.07 / 0.097)
+    assert predicted_budget(0.09, 0.1, 0.08, [(0.1, 0.08)], 0.006) == pytest.approx((0.072, 0.8))
+    # mbv2 a1.0 32x32 after 12 iterations: the LUT's fixed-cost error leaves predicted / measured at 0.55, but
+    # every step saved about 1.1 LUT units per measured unit: 0.004 ms asked for is 0.0044 in the LUT
+    path, m, p = [(0.1054, 0.0813)], 0.1054, 0.0813
+    for k in range(12):
+        m, p = m - 0.0035, p - 0.0035 * (1.05 + 0.01 * (k % 3))
+        path.append((m, p))
+    budget, per_unit = predicted_budget(m - 0.004, m, p, path, 0.006)
+    assert per_unit == pytest.approx(1.06) and budget == pytest.approx(p - 0.004 * 1.06)
+    assert p / m < 0.6   # the ratio would have asked for about half of that
+    # one pick the LUT misjudged (0.0142 ms measured for 0.0032 predicted, rate 0.23) does not set the rate of
+    # a run whose other steps saved 0.8 LUT units per ms; the cumulative rate would be 0.36
+    path = [(0.0979, 0.0870), (0.0883, 0.0793), (0.0741, 0.0761), (0.0705, 0.0732), (0.0658, 0.0694)]
+    per_unit = predicted_budget(0.061, 0.0658, 0.0694, path, 0.0059)[1]
+    assert 0.78 < per_unit < 0.82
+    assert (0.0870 - 0.0694) / (0.0979 - 0.0658) < 0.6
+    # a saving below half a first step is mostly noise, and a step measured slower saved nothing: the ratio again
+    assert predicted_budget(0.09, 0.098, 0.07, [(0.1, 0.08), (0.098, 0.07)], 0.006)[1] == pytest.approx(0.07 / 0.098)
+    assert predicted_budget(0.09, 0.101, 0.07, [(0.1, 0.08), (0.101, 0.07)], 0.006)[1] == pytest.approx(0.07 / 0.101)
 
 
 def test_selection_ratio_accuracy_and_an_exact_tie():

@@ -7,6 +7,7 @@ a resumed run reads them back and redoes nothing.
 import math
 import os
 import shutil
+import statistics
 import time
 
 from tfmobile.netadapt.config import COUNTED, UNITS, constrained_kinds
@@ -27,21 +28,35 @@ def budget_for(search, i, start_value, current_value, target_value, halvings=0):
     return max(target_value, current_value - delta(search, i, start_value) / 2 ** halvings)
 
 
-def predicted_budget(budget, current, current_predicted, start, start_predicted, first_step):
+def predicted_budget(budget, current, current_predicted, path, first_step):
     """(the budget in the LUT's units, LUT units per measured unit) for a model measured ``current`` and
-    predicted ``current_predicted``, cut from a start measured ``start`` and predicted ``start_predicted``.
+    predicted ``current_predicted``; ``path``: [(measured, predicted)] of the start and of every pick since,
+    ending at the current model.
 
-    The saving asked for is translated by the LUT's saving per measured saving so far in the run (once it has
-    saved at least ``first_step``, so one noisy step does not set it), else by predicted / measured. The LUT's
-    error is not a scale: ops it times alone miss a fixed cost per invoke that no width removes, so as the
-    model shrinks predicted / measured falls (mbv2 a1.0 32x32: 0.77 at the start, 0.55 after 12 iterations)
-    while a saving stays about the same in both units (1.1 LUT units per measured unit over those 12); the
-    ratio asked for about half of each step, and the run needed half again as many iterations as scheduled.
+    The saving asked for is translated by the median of the current predicted / measured and of each step's
+    LUT saving per measured saving (steps that saved at least half a first step: smaller ones are mostly
+    measurement noise). Steps, not the ratio: ops timed alone miss a fixed cost per invoke that no width
+    removes, so as the model shrinks predicted / measured falls (mbv2 a1.0 32x32: 0.77 at the start, 0.55
+    after 12 iterations) while a saving stays about the same in both units (1.1); the ratio asked for about
+    half of each step. A median, not the run's total: one pick the LUT misjudged (saved 0.0142 ms measured
+    for 0.0032 predicted) set the total to 0.36 for the rest of a run whose other steps were 0.7-0.9, and the
+    LUT, asked for steps that small, let 2-3x as many groups propose.
     """
-    per_unit = current_predicted / current
-    if start - current >= first_step and start_predicted > current_predicted:
-        per_unit = (start_predicted - current_predicted) / (start - current)
+    rates = [current_predicted / current]
+    for (m0, p0), (m1, p1) in zip(path, path[1:]):
+        if m0 - m1 >= first_step / 2 and p0 >= p1:
+            rates.append((p0 - p1) / (m0 - m1))
+    per_unit = statistics.median(rates)
     return current_predicted - (current - budget) * per_unit, per_unit
+
+
+def saving_path(session, start, point, kind, first, start_predicted, now, current_predicted):
+    """[(measured, predicted)] of the start and every pick since in ``kind`` (the primary resource's from the
+    history; another kind's from the start to now, whose intermediate points the history does not predict)."""
+    if kind != session.cfg.search.resource:
+        return [(first, start_predicted), (now, current_predicted)]
+    rows = [r for r in session.run_dir.history() if r["iteration"] <= point.iteration]
+    return [(start.point.measured, start.point.predicted)] + [(r["measured"], r["predicted"]) for r in rows]
 
 
 def estimate_iterations(search, i, start_value, current_value, target_value):
@@ -220,10 +235,10 @@ def propose(session, start, point, i, kind, current_predicted):
     limit, kept = limits_of(session, start)[kind], kept_limits(session, start, point, kind)
     # the start's prediction in this kind's LUT units (the primary's is recorded; another kind's predicted anew)
     start_predicted = (start.point.predicted if kind == search.resource else predict(session, start.point.spec, kind))
+    path = saving_path(session, start, point, kind, first, start_predicted, now, current_predicted)
     for halvings in range(MAX_HALVINGS + 1):
         budget = budget_for(search, i, first, now, limit, halvings)
-        budget_predicted, per_unit = predicted_budget(budget, now, current_predicted, first, start_predicted,
-                                                      delta(search, 1, first))
+        budget_predicted, per_unit = predicted_budget(budget, now, current_predicted, path, delta(search, 1, first))
         found, not_proposing = _channel_proposals(session, point.spec, every, budget_predicted, kind)
         if search.resolution_step:
             _resolution_proposal(session, point.spec, budget_predicted, kind, found, not_proposing)
