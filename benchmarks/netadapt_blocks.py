@@ -39,9 +39,11 @@ def _mape(rows, key):
 
 
 def main(argv):
+    from tfmobile.bench import zoo
+
     if FLAGS.repeat < 1:
         raise UserError(f"--repeat must be >= 1, got {FLAGS.repeat}")
-    work = FLAGS.work_dir or zoo_work_dir()
+    work = FLAGS.work_dir or zoo.DEFAULT_WORK_DIR
     lut_path = FLAGS.lut or os.path.join(work, f"lut_t{FLAGS.threads}.json")
     if FLAGS.repeat == 1:
         return one_run(work, lut_path)
@@ -65,12 +67,6 @@ def repeat_summary(runs, within_pct):
                     "min_pct": min(errors), "max_pct": max(errors),
                     "runs_within": sum(abs(e) <= within_pct for e in errors)})
     return out
-
-
-def zoo_work_dir():
-    from tfmobile.bench import zoo
-
-    return zoo.DEFAULT_WORK_DIR
 
 
 def one_run(work, lut_path):
