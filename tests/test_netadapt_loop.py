@@ -205,7 +205,9 @@ def test_workers_die_with_the_driver(tmp_path):
     script.write_text(code)
     driver = subprocess.Popen([sys.executable, str(script)], cwd=REPO)
     t0 = time.time()
-    while not all((tmp_path / f"{n}.pid").exists() for n in "ab"):
+    # a whole line, not just the file: the worker creates it, then writes its pid (read in between once: empty)
+    while not all((tmp_path / f"{n}.pid").exists() and (tmp_path / f"{n}.pid").read_text().endswith("\n")
+                  for n in "ab"):
         assert time.time() - t0 < 60 and driver.poll() is None
         time.sleep(0.05)
     pids = [int((tmp_path / f"{n}.pid").read_text().split()[0]) for n in "ab"]
