@@ -168,6 +168,20 @@ def test_include_top_false_and_pooling():
     assert m.output_shape == (None, 512)
 
 
+def test_shufflenet_v1_stride2_units_are_relu_of_the_concatenation():
+    """The ReLU sits on the branch (fusable into its 1x1 conv); the unit still computes ReLU(concat)."""
+    m = models.build("shufflenet_v1", input_shape=(32, 32, 3), alpha=0.5, classes=10)
+    units = [ly.name[:-len("_concat")] for ly in m.layers if ly.name.endswith("_concat")]
+    assert len(units) == 3
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    for unit in units:
+        shortcut, branch, out = keras.Model(m.input, [m.get_layer(f"{unit}_shortcut_avgpool").output,
+                                                      m.get_layer(f"{unit}_gconv2_bn").output,
+                                                      m.get_layer(f"{unit}_concat").output])(x)
+        assert np.asarray(branch).min() < 0 < np.asarray(branch).max()   # the ReLU has work to do
+        np.testing.assert_allclose(out, np.maximum(np.concatenate([shortcut, branch], -1), 0), atol=1e-6)
+
+
 # --- int8 TFLite: every op builtin, every tensor int8 (int32 biases) ---------------------------
 def int8_op_report(data):
     from ai_edge_litert.interpreter import Interpreter
@@ -208,8 +222,9 @@ def test_squeezenet_complex_converts_to_builtin_int8():
 @pytest.mark.parametrize("groups", [1, 8])
 def test_shufflenet_v1_converts_to_builtin_int8(groups):
     m = models.build("shufflenet_v1", input_shape=(32, 32, 3), alpha=0.5, groups=groups, classes=10)
-    _check_int8(m, {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "ADD", "CONCATENATION"}
-                | ({"TRANSPOSE"} if groups > 1 else set()))
+    _, ops = _check_int8(m, {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "ADD", "CONCATENATION"}
+                         | ({"TRANSPOSE"} if groups > 1 else set()))
+    assert "RELU" not in {op["op_name"] for op in ops}   # every ReLU fused: XNNPACK does not take int8 RELU
 
 
 @pytest.mark.slow

@@ -156,10 +156,14 @@ def v1_unit(x, block, spec):
                       name=f"{name}_gconv2")(y)
     y = _bn(y, f"{name}_gconv2_bn", spec)
     if stride == 2:
+        # ReLU(concat(avgpool(x), y)) = concat(avgpool(x), ReLU(y)): x is a ReLU output, so its average is
+        # too. On the branch the ReLU fuses into the 1x1 conv; after the concat it is an int8 RELU that
+        # XNNPACK does not take (its own partition, ~30 % of an int8 V1 at 128 px, docs/netadapt_results.md).
         shortcut = layers.AveragePooling2D(3, strides=stride, padding="same",
                                            name=f"{name}_shortcut_avgpool")(shortcut)
-        y = layers.Concatenate(name=f"{name}_concat")([shortcut, y])
-    elif block.use_residual:
+        y = layers.ReLU(name=f"{name}_gconv2_relu")(y)
+        return layers.Concatenate(name=f"{name}_concat")([shortcut, y])
+    if block.use_residual:
         y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(name=f"{name}_relu")(y)
 
@@ -261,10 +265,11 @@ def v1_unit_int8(g, x, b, spec):
     y = g.conv(x, b.mid, 1, padding="VALID", act="relu", groups=b.first_groups)
     y = g.shuffle(y, b.first_groups)
     y = g.depthwise(y, 3, b.stride)
+    if b.stride == 2:   # the ReLU on the branch, fused (v1_unit)
+        return g.concat([shortcut, g.conv(y, b.branch_out(g.channels(x)), 1, padding="VALID", act="relu",
+                                          groups=b.groups)])
     y = g.conv(y, b.branch_out(g.channels(x)), 1, padding="VALID", groups=b.groups)
-    if b.stride == 2:
-        y = g.concat([shortcut, y])
-    elif b.use_residual:
+    if b.use_residual:
         y = g.add(shortcut, y)
     return g.activation(y, "relu")
 
