@@ -120,14 +120,16 @@ def test_plan_and_history_say_why_groups_made_no_proposal(tmp_path, tiny_checkpo
 class Device:
     """The measuring device's interleaved answers (the loop's int8 models are real)."""
 
-    def __init__(self, current, pick):
+    def __init__(self, current, pick, sessions=None):
+        self.sessions = list(sessions or []) or None   # (current, pick) per session; else always the same
         self.medians = {"current": current, "pick": pick}
         self.calls = []
 
     def measure_many(self, models, rounds):
         self.calls.append((dict(models), rounds))
+        medians = dict(zip(("current", "pick"), self.sessions.pop(0))) if self.sessions else self.medians
         return {n: {"kind": "latency", "clock": "cpu", "value": v, "cpu_median_ms": v, "cv": 0.2,
-                    "cpu_cv": 0.01 if n == "current" else 0.02} for n, v in self.medians.items()}
+                    "cpu_cv": 0.01 if n == "current" else 0.02} for n, v in medians.items()}
 
     def measure(self, tflite, kind, spec_json=None):
         raise AssertionError("an interleaved pick is not measured alone")
@@ -154,13 +156,32 @@ def test_interleaved_pick_is_the_current_value_times_the_sessions_ratio(tmp_path
     inter = line["measurement"]["interleaved"]
     assert inter["ratio"] == pytest.approx(0.75) and (inter["current_median"], inter["pick_median"]) == (2.0, 1.5)
     assert (inter["current_cv"], inter["pick_cv"]) == (0.01, 0.02) and inter["rounds"] == 6
-    (models, rounds), = session.measurer.calls
+    calls = session.measurer.calls
     written = (tmp_path / "run" / "iterations" / "001" / "model_int8.tflite").read_bytes()
-    assert models == {"current": b"the current model's own .tflite", "pick": written} and rounds == 6
+    assert calls == [({"current": b"the current model's own .tflite", "pick": written}, 6)] * 3   # 3 sessions
     # a pick measured slower than the current model in the same session is what it is: no re-measurement
     session.measurer = Device(current=2.0, pick=2.2)
     m = iteration.measure(session, str(pick), "iterations/002", not_above=4.0, against=current)
     assert m["value"] == pytest.approx(4.4) and "repeats" not in m
+
+
+def test_one_disturbed_interleaved_session_cannot_fake_a_step(tmp_path, tiny_checkpoint, splits):
+    """The benchmark's iteration 10 read its current model 34 % slow in one session (ratio 0.76 where
+    repeated sessions read 0.95): the median of three sessions' ratios counts."""
+    session = _session(tmp_path, tiny_checkpoint, splits, resource="latency", measure_pick="interleaved",
+                       target=0.5)
+    current_dir = tmp_path / "run" / "start"
+    shutil.copytree(tiny_checkpoint, current_dir / "checkpoint")
+    (current_dir / "model_int8.tflite").write_bytes(b"current")
+    current = Point(0, tiny_spec(), str(current_dir / "checkpoint"), 4.0, 1.0, 0.5)
+    session.measurer = Device(0, 0, sessions=[(2.6, 1.9), (2.0, 1.9), (2.1, 2.0)])
+    pick = tmp_path / "pick" / "checkpoint"
+    shutil.copytree(tiny_checkpoint, pick)
+    m = iteration.measure(session, str(pick), "iterations/001", not_above=4.0, against=current)
+    inter = m["interleaved"]
+    assert inter["session_ratios"] == pytest.approx([1.9 / 2.6, 0.95, 2.0 / 2.1])
+    assert inter["ratio"] == pytest.approx(0.95) and m["value"] == pytest.approx(3.8)
+    assert (inter["current_median"], inter["pick_median"]) == (2.0, 1.9)   # the median session's own
 
 
 # ------------------------------------------------------------------------------------------------
@@ -172,6 +193,7 @@ def test_interleaved_pick_is_the_current_value_times_the_sessions_ratio(tmp_path
     ({"bn_batches": -1}, "--bn_batches must be >= 0"),
     ({"short_steps": -1}, "--short_steps must be >= 0"),
     ({"measure_pick": "twice"}, "--measure_pick must be one of single, interleaved"),
+    ({"pick_sessions": 0}, "--pick_sessions must be >= 1"),
 ])
 def test_bad_values_of_the_new_settings_are_one_line_errors(settings, message):
     with pytest.raises(UserError, match=message):

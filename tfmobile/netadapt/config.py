@@ -117,6 +117,8 @@ class Measurement:
                                                "(drift between sessions cancels); single: measured alone. Other "
                                                "resources measure the same every time.", choices=PICK_MEASUREMENTS)
     pick_rounds: int = setting(6, "alternating rounds of --measure_pick interleaved", flag=False)
+    pick_sessions: int = setting(3, "interleaved sessions (each its own measuring process) of every pick; their "
+                                    "median ratio counts, so one disturbed session cannot fake a step", flag=False)
 
     def bench_settings(self):
         return {"backend": self.backend, "threads": self.threads, "runs": self.bench_runs,
@@ -250,6 +252,7 @@ class LoopConfig:
         parse_constraints(self)   # every --constraint parses
         at_least = {"short_steps": (ft.short_steps, 0), "bn_batches": (ft.bn_batches, 0),
                     "channel_multiple": (s.channel_multiple, 1), "pick_rounds": (m.pick_rounds, 1),
+                    "pick_sessions": (m.pick_sessions, 1),
                     "batch_size": (ft.batch_size, 1),
                     "bench_runs": (m.bench_runs, 1), "worker_threads": (ft.worker_threads, 1),
                     "workers": (self.execution.workers, 1), "max_iterations": (s.max_iterations, 1),
