@@ -182,8 +182,10 @@ def test_measure_warns_on_high_cv(tiny, monkeypatch, capsys):
 def test_benchmark_litert_backend_runs_the_real_tool(tiny):
     from tfmobile.bench import measure
     r = measure(tiny, backend="benchmark_litert", runs=10, warmup=2, warn=False)
-    assert r["runs"] == 10
-    assert r["mean_ms"] > 0 and r["median_ms"] >= 0 and r["p90_ms"] is None and r["notes"]
+    assert r["runs"] == 10 and r["init_ms"] > 0
+    # the tool prints 0.01 ms steps: on a fast host this 8-op model reads 0.00 (seen: mean 0.0, max 0.01)
+    assert 0 <= r["min_ms"] <= r["median_ms"] <= r["max_ms"] and r["mean_ms"] >= 0
+    assert r["p90_ms"] is None and r["notes"]
 
 
 def test_bad_counts_and_backend(tiny):
