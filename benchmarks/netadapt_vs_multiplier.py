@@ -306,11 +306,12 @@ def plot(result, path):
                 label="width multiplier")
         for k in base:
             ax.annotate(f"a{k}", (m[k]["latency_ms"], 100 * m[k]["accuracy"]), fontsize=8)
-        for key, style, label in (("netadapt", "r*", "NetAdapt (default command)"),
-                                  ("rewind_distill", "bs", "fine-tune path (rewind + distill)"),
-                                  ("pruned", "g^", "tfmot 50 % sparsity")):
+        for key, style, label in (("rewind_distill", "bs", "fine-tune path (rewind + distill)"),
+                                  ("pruned", "g^", "tfmot 50 % sparsity"),
+                                  ("netadapt", "r*", "NetAdapt (default command)")):   # on top: the two can coincide
             if key in m:
-                ax.plot(m[key]["latency_ms"], 100 * m[key]["accuracy"], style, markersize=10, label=label)
+                ax.plot(m[key]["latency_ms"], 100 * m[key]["accuracy"], style, markersize=14 if key == "rewind_distill"
+                        else 10, label=label, **({"mfc": "none"} if key == "rewind_distill" else {}))
         ax.set_xlabel("int8 latency, LiteRT 1 thread, CPU time (ms, interleaved median)")
         ax.set_ylabel("top-1 on the test images (%)")
         ax.set_title(name)
@@ -340,7 +341,7 @@ def one_setting(model, x_test, y_test):
     files = {"netadapt": rep["final"]["path"]}
     keys = []
     for b in rep["baselines"]:
-        key = f"{b['alpha']:g}"
+        key = str(float(b["alpha"]))   # "0.35" ... "1.0", the manifest keys
         files[key] = b["path"]
         keys.append(key)
     data = run_data(cfg, tuple(rep["final"]["spec"]["input_shape"]))
