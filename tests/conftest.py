@@ -38,6 +38,16 @@ def cli():
     return run_cli
 
 
+def whole_line_written(path):
+    """Whether ``path`` holds a whole line: a process creates its marker file, then writes it, and a reader in
+    between sees it empty."""
+    try:
+        with open(path) as f:
+            return f.read().endswith("\n")
+    except FileNotFoundError:
+        return False
+
+
 def process_alive(pid):
     """Whether ``pid`` runs (a zombie does not: it has exited, only its parent has not reaped it)."""
     try:

@@ -13,7 +13,7 @@ import pytest
 
 import tfmobile  # noqa: F401
 from netadapt_tiny import tiny_splits, tiny_spec
-from conftest import REPO, process_alive, run_cli
+from conftest import REPO, process_alive, run_cli, whole_line_written
 from netadapt_tasks import sleepy_task
 from tfmobile.errors import UserError
 from tfmobile.netadapt import loop
@@ -205,9 +205,7 @@ def test_workers_die_with_the_driver(tmp_path):
     script.write_text(code)
     driver = subprocess.Popen([sys.executable, str(script)], cwd=REPO)
     t0 = time.time()
-    # a whole line, not just the file: the worker creates it, then writes its pid (read in between once: empty)
-    while not all((tmp_path / f"{n}.pid").exists() and (tmp_path / f"{n}.pid").read_text().endswith("\n")
-                  for n in "ab"):
+    while not all(whole_line_written(tmp_path / f"{n}.pid") for n in "ab"):   # the file alone: read empty once
         assert time.time() - t0 < 60 and driver.poll() is None
         time.sleep(0.05)
     pids = [int((tmp_path / f"{n}.pid").read_text().split()[0]) for n in "ab"]

@@ -13,7 +13,7 @@ import pytest
 
 import tfmobile  # noqa: F401
 from netadapt_tiny import tiny_splits
-from conftest import REPO, process_alive
+from conftest import REPO, process_alive, whole_line_written
 from tfmobile.netadapt.workers import LocalPool, stage_checkpoint
 
 
@@ -53,18 +53,9 @@ def _attempts(marker_dir, name):
     return [tuple(line.split()) for line in open(path).read().splitlines()]
 
 
-def _complete(path):
-    """The marker holds a whole line: a task creates the file, then writes it (read in between: empty)."""
-    try:
-        with open(path) as f:
-            return f.read().endswith("\n")
-    except FileNotFoundError:
-        return False
-
-
 def _wait_for(paths, timeout=60, alive=None):
     t0 = time.time()
-    while not all(_complete(p) for p in paths):
+    while not all(whole_line_written(p) for p in paths):
         assert time.time() - t0 < timeout, f"never appeared: {paths}"
         assert alive is None or alive(), "the driver ended early"
         time.sleep(0.05)

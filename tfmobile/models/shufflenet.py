@@ -158,7 +158,7 @@ def v1_unit(x, block, spec):
     if stride == 2:
         # ReLU(concat(avgpool(x), y)) = concat(avgpool(x), ReLU(y)): x is a ReLU output, so its average is
         # too. On the branch the ReLU fuses into the 1x1 conv; after the concat it is an int8 RELU that
-        # XNNPACK does not take (its own partition, ~30 % of an int8 V1 at 128 px, docs/netadapt_results.md).
+        # XNNPACK does not take (with the partitions around it 46 % of an int8 V1 at 128 px, docs/netadapt_results.md).
         shortcut = layers.AveragePooling2D(3, strides=stride, padding="same",
                                            name=f"{name}_shortcut_avgpool")(shortcut)
         y = layers.ReLU(name=f"{name}_gconv2_relu")(y)

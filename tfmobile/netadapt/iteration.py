@@ -50,13 +50,13 @@ def predicted_budget(budget, current, current_predicted, path, first_step):
     return current_predicted - (current - budget) * per_unit, per_unit
 
 
-def saving_path(session, start, point, kind, first, start_predicted, now, current_predicted):
+def saving_path(session, point, kind, first, start_predicted, now, current_predicted):
     """[(measured, predicted)] of the start and every pick since in ``kind`` (the primary resource's from the
     history; another kind's from the start to now, whose intermediate points the history does not predict)."""
     if kind != session.cfg.search.resource:
         return [(first, start_predicted), (now, current_predicted)]
     rows = [r for r in session.run_dir.history() if r["iteration"] <= point.iteration]
-    return [(start.point.measured, start.point.predicted)] + [(r["measured"], r["predicted"]) for r in rows]
+    return [(first, start_predicted)] + [(r["measured"], r["predicted"]) for r in rows]
 
 
 def estimate_iterations(search, i, start_value, current_value, target_value):
@@ -235,7 +235,7 @@ def propose(session, start, point, i, kind, current_predicted):
     limit, kept = limits_of(session, start)[kind], kept_limits(session, start, point, kind)
     # the start's prediction in this kind's LUT units (the primary's is recorded; another kind's predicted anew)
     start_predicted = (start.point.predicted if kind == search.resource else predict(session, start.point.spec, kind))
-    path = saving_path(session, start, point, kind, first, start_predicted, now, current_predicted)
+    path = saving_path(session, point, kind, first, start_predicted, now, current_predicted)
     for halvings in range(MAX_HALVINGS + 1):
         budget = budget_for(search, i, first, now, limit, halvings)
         budget_predicted, per_unit = predicted_budget(budget, now, current_predicted, path, delta(search, 1, first))
