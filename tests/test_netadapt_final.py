@@ -385,3 +385,20 @@ def test_a_grid_point_that_cannot_fit_is_measured_untrained_and_not_trained(star
         0.25, False, False, None, wide_flash)
     assert row["why_untrained"] == "its untrained int8 model exceeds flash"
     assert "(not trained: its untrained int8 model exceeds flash)" in "\n".join(report.mcu_section(out["mcu"]))
+
+
+def test_a_dominated_baseline_is_not_a_second_crossing_of_the_curve():
+    # mbv2 32x32 (docs/benchmark_data/netadapt): alpha 1.0 is slower and less accurate than alpha 0.75; an
+    # interpolation through it found NetAdapt's 91.42 % at 0.0445 ms (ratio 0.613), the frontier at 0.0386 (0.707)
+    curve = [{"alpha": 0.35, "measured": 0.016935, "accuracy": 0.8998},
+             {"alpha": 0.5, "measured": 0.022584, "accuracy": 0.9067},
+             {"alpha": 0.75, "measured": 0.041583, "accuracy": 0.9156},
+             {"alpha": 1.0, "measured": 0.0517825, "accuracy": 0.9107}]
+    out = final.compare({"measured": 0.027291, "accuracy": 0.9142}, curve, "latency", 0.0259)
+    assert out["points"] == 3 and out["dominated_baselines"] == [1.0]
+    at = 0.022584 + (0.9142 - 0.9067) / (0.9156 - 0.9067) * (0.041583 - 0.022584)
+    assert out["baseline_value_at_equal_accuracy"] == pytest.approx(at)
+    assert out["ratio_at_equal_accuracy"] == pytest.approx(0.027291 / at) and 0.70 < out["ratio_at_equal_accuracy"] < 0.71
+    gain = 0.9142 - (0.9067 + (0.027291 - 0.022584) / (0.041583 - 0.022584) * (0.9156 - 0.9067))
+    assert out["accuracy_gain_at_equal_value"] == pytest.approx(gain)
+    assert final.frontier([{"value": 1, "accuracy": 0.9}, {"value": 1, "accuracy": 0.8}]) == [{"value": 1, "accuracy": 0.9}]

@@ -47,8 +47,11 @@ def markdown(rep):
                          f"{_pct(b['accuracy'])} | {b['size_bytes']} | {(b.get('tflm') or {}).get('arena_bytes', '-')} |")
         c = rep.get("comparison")
         if c:
+            dominated = c.get("dominated_baselines")
             lines += ["", f"- {rep['resource']} ratio at equal accuracy (NetAdapt / baseline curve): "
-                          f"{_f(c.get('ratio_at_equal_accuracy'), '{:.3f}')}",
+                          f"{_f(c.get('ratio_at_equal_accuracy'), '{:.3f}')}"
+                          + (f" (the curve leaves out width multiplier {', '.join(f'{a:g}' for a in dominated)}: "
+                             "a narrower one is faster and as accurate)" if dominated else ""),
                       f"- accuracy gain at equal {rep['resource']}: "
                       f"{_f(None if c.get('accuracy_gain_at_equal_value') is None else 100 * c['accuracy_gain_at_equal_value'], '{:+.2f} points')}"]
             w = c.get("widest_baseline_meeting_target")
