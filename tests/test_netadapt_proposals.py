@@ -114,6 +114,33 @@ def test_plan_and_history_say_why_groups_made_no_proposal(tmp_path, tiny_checkpo
     assert line["groups"] == plan["groups"] and line["not_proposing"] == plan["not_proposing"]
 
 
+def test_too_few_proposals_halve_the_step_until_enough_groups_can_meet_it(tmp_path, tiny_checkpoint, splits):
+    from tfmobile.models.surgery import groups
+    from tfmobile.netadapt.resource import resource
+
+    spec = tiny_spec()
+    macs = resource(spec, "macs")
+    start = _start(spec, tiny_checkpoint, macs, 0.1)
+
+    def plan(name, **kw):
+        session = _session(tmp_path / name, tiny_checkpoint, splits, delta0=0.3, target=0.1, **kw)
+        return iteration.plan_iteration(session, start, start.point, 1)
+
+    alone = plan("default")                         # min_proposals 1: the full 30 % step, which one group meets
+    n = len(alone["proposals"])
+    assert alone["halvings"] == 0 and 0 < n < len(groups(spec)), alone
+    more = plan("more", min_proposals=n + 1)
+    assert more["halvings"] >= 1 and len(more["proposals"]) >= n + 1, more
+    assert more["budget"] == pytest.approx(macs - 0.3 * macs / 2 ** more["halvings"])
+    assert more["delta"] == pytest.approx(0.3 * macs / 2 ** more["halvings"])
+    assert all(p["predicted"] <= more["budget"] for p in more["proposals"])
+    assert more["groups"] == len(more["proposals"]) + len(more["not_proposing"])
+    # more than can ever propose: the step that let the most groups propose, the largest of equal ones
+    most = plan("most", min_proposals=1000)
+    assert len(most["proposals"]) == len(more["proposals"]) == more["groups"] - 1, most   # the stem: at its minimum
+    assert most["halvings"] == more["halvings"] < iteration.MAX_HALVINGS
+
+
 # ------------------------------------------------------------------------------------------------
 # the pick measured interleaved with the current model
 # ------------------------------------------------------------------------------------------------
@@ -194,6 +221,7 @@ def test_one_disturbed_interleaved_session_cannot_fake_a_step(tmp_path, tiny_che
     ({"short_steps": -1}, "--short_steps must be >= 0"),
     ({"measure_pick": "twice"}, "--measure_pick must be one of single, interleaved"),
     ({"pick_sessions": 0}, "--pick_sessions must be >= 1"),
+    ({"min_proposals": 0}, "--min_proposals must be >= 1"),
 ])
 def test_bad_values_of_the_new_settings_are_one_line_errors(settings, message):
     with pytest.raises(UserError, match=message):
@@ -211,7 +239,7 @@ def test_cli_refuses_a_bad_channel_multiple_with_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("other", [{"bn_batches": 8}, {"short_steps": 0}, {"channel_multiple": 1},
-                                   {"measure_pick": "single"}])
+                                   {"measure_pick": "single"}, {"min_proposals": 3}])
 def test_resume_with_other_ranking_or_measurement_settings_is_refused(tmp_path, other):
     cfg = LoopConfig.of(target=0.5)
     RunDir(tmp_path).open(cfg.fingerprint(), resume=False)

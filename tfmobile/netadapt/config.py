@@ -78,6 +78,8 @@ class Search:
                           choices=SELECTIONS)
     channel_multiple: int = setting(8, "proposals' widths are multiples of this (int8 kernels favour 8; 1 = any "
                                        "width).")
+    min_proposals: int = setting(1, "halve the step (at most 5 times) while fewer groups than this can meet it "
+                                    "(1: only while none can; at 32x32 a late step left mbv2 one forced proposal).")
     constraints: tuple = setting((), "another resource that must also end at or below a limit, as kind=value "
                                      "(value as --target: flash=256KB, latency=0.05ms, macs=0.5); repeatable.",
                                  name="constraint", repeated=True)
@@ -252,7 +254,7 @@ class LoopConfig:
         parse_constraints(self)   # every --constraint parses
         at_least = {"short_steps": (ft.short_steps, 0), "bn_batches": (ft.bn_batches, 0),
                     "channel_multiple": (s.channel_multiple, 1), "pick_rounds": (m.pick_rounds, 1),
-                    "pick_sessions": (m.pick_sessions, 1),
+                    "pick_sessions": (m.pick_sessions, 1), "min_proposals": (s.min_proposals, 1),
                     "batch_size": (ft.batch_size, 1),
                     "bench_runs": (m.bench_runs, 1), "worker_threads": (ft.worker_threads, 1),
                     "workers": (self.execution.workers, 1), "max_iterations": (s.max_iterations, 1),

@@ -13,7 +13,7 @@ import time
 from tfmobile.netadapt.config import COUNTED, UNITS, constrained_kinds
 from tfmobile.netadapt.state import Point
 
-MAX_HALVINGS = 5   # the step is halved at most 5 times (to 1/32) when no group meets the budget
+MAX_HALVINGS = 5   # the step is halved at most 5 times (to 1/32) while too few groups meet the budget
 
 
 # ------------------------------------------------------------------------------------------------
@@ -224,9 +224,11 @@ RESOLUTION_MISSES = "one resolution step does not meet the budget"
 
 def propose(session, start, point, i, kind, current_predicted):
     """(proposals, halvings, budget, budget in LUT units, LUT units per measured unit, not_proposing) in resource
-    ``kind``: the step halved while no group meets it (small models, where the per-invoke overhead is most of the
-    latency, or a memory peak that one group barely moves). not_proposing: [{group, width, why}] of the groups of
-    the last budget tried that made no proposal, or whose proposal broke a constraint that already holds."""
+    ``kind``: the step halved while fewer than ``--min_proposals`` groups meet it (small models, where the
+    per-invoke overhead is most of the latency, or a memory peak that one group barely moves; a lone proposal is
+    a forced pick, often of a gutted layer: mbv2's block_3 expansion 144 -> 8). After the last halving, the step
+    that let the most groups propose (the largest of equals). not_proposing: [{group, width, why}] of the groups
+    of that budget that made no proposal, or whose proposal broke a constraint that already holds."""
     from tfmobile.models.surgery import groups
 
     search = session.cfg.search
@@ -236,6 +238,7 @@ def propose(session, start, point, i, kind, current_predicted):
     # the start's prediction in this kind's LUT units (the primary's is recorded; another kind's predicted anew)
     start_predicted = (start.point.predicted if kind == search.resource else predict(session, start.point.spec, kind))
     path = saving_path(session, point, kind, first, start_predicted, now, current_predicted)
+    best = None
     for halvings in range(MAX_HALVINGS + 1):
         budget = budget_for(search, i, first, now, limit, halvings)
         budget_predicted, per_unit = predicted_budget(budget, now, current_predicted, path, delta(search, 1, first))
@@ -243,8 +246,11 @@ def propose(session, start, point, i, kind, current_predicted):
         if search.resolution_step:
             _resolution_proposal(session, point.spec, budget_predicted, kind, found, not_proposing)
         found = _discard_breaking(session, found, kept, not_proposing)
-        if found:
+        if best is None or len(found) > len(best[0]) or not best[0]:   # none yet: the smallest step tried
+            best = (found, not_proposing, halvings, budget, budget_predicted, per_unit)
+        if len(found) >= search.min_proposals:
             break
+    found, not_proposing, halvings, budget, budget_predicted, per_unit = best
     ensure_lut(session, [spec for _, _, _, spec in found])
     return ([{"group": name, "from_width": from_width, "width": w, "predicted": predict(session, spec, kind),
               "spec": spec.to_json(indent=None)} for name, from_width, w, spec in found], halvings, budget,
