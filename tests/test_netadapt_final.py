@@ -402,3 +402,8 @@ def test_a_dominated_baseline_is_not_a_second_crossing_of_the_curve():
     gain = 0.9142 - (0.9067 + (0.027291 - 0.022584) / (0.041583 - 0.022584) * (0.9156 - 0.9067))
     assert out["accuracy_gain_at_equal_value"] == pytest.approx(gain)
     assert final.frontier([{"value": 1, "accuracy": 0.9}, {"value": 1, "accuracy": 0.8}]) == [{"value": 1, "accuracy": 0.9}]
+    # more accurate than every multiplier: the ratio to the most accurate one, an upper bound, said so
+    beyond = final.compare({"measured": 0.03, "accuracy": 0.92}, curve, "latency", 0.0259)
+    assert beyond["baseline_value_at_equal_accuracy"] is None and beyond["ratio_is_upper_bound"] is True
+    assert beyond["ratio_at_equal_accuracy"] == pytest.approx(0.03 / 0.041583)
+    assert "ratio_is_upper_bound" not in out

@@ -272,6 +272,10 @@ def compare(netadapt, baselines, kind, target_value):
         at_acc = interpolate(pts, "accuracy", "value", netadapt["accuracy"])
         out["baseline_value_at_equal_accuracy"] = at_acc
         out["ratio_at_equal_accuracy"] = netadapt["measured"] / at_acc if at_acc else None
+        if at_acc is None and netadapt["accuracy"] > pts[-1]["accuracy"]:
+            # more accurate than every multiplier: no baseline reaches it, so the ratio is below this bound
+            out["ratio_at_equal_accuracy"] = netadapt["measured"] / pts[-1]["value"]
+            out["ratio_is_upper_bound"] = True
         acc = interpolate(pts, "value", "accuracy", netadapt["measured"])
         out["baseline_accuracy_at_equal_value"] = acc
         out["accuracy_gain_at_equal_value"] = netadapt["accuracy"] - acc if acc is not None else None

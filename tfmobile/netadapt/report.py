@@ -50,6 +50,8 @@ def markdown(rep):
             dominated = c.get("dominated_baselines")
             lines += ["", f"- {rep['resource']} ratio at equal accuracy (NetAdapt / baseline curve): "
                           f"{_f(c.get('ratio_at_equal_accuracy'), '{:.3f}')}"
+                          + (" at most (more accurate than every baseline: the ratio to the most accurate one)"
+                             if c.get("ratio_is_upper_bound") else "")
                           + (f" (the curve leaves out width multiplier {', '.join(f'{a:g}' for a in dominated)}: "
                              "a narrower one is faster and as accurate)" if dominated else ""),
                       f"- accuracy gain at equal {rep['resource']}: "
