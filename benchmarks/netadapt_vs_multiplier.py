@@ -294,6 +294,8 @@ def write_artifacts(out_dir, man, measured):
 def plot(result, path):
     import matplotlib
 
+    from tfmobile.netadapt.final import frontier
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -302,8 +304,14 @@ def plot(result, path):
     for ax, name in zip(axes[0], names):
         m = result["settings"][name]["measured"]
         base = sorted((k for k in m if k.replace(".", "", 1).isdigit()), key=float)
-        ax.plot([m[k]["latency_ms"] for k in base], [100 * m[k]["accuracy"] for k in base], "o-", color="grey",
-                label="width multiplier")
+        curve = frontier([{"value": m[k]["latency_ms"], "accuracy": m[k]["accuracy"], "alpha": k} for k in base])
+        on_curve = [p["alpha"] for p in curve]
+        ax.plot([p["value"] for p in curve], [100 * p["accuracy"] for p in curve], "o-", color="grey",
+                label="width multiplier (frontier)")
+        off = [k for k in base if k not in on_curve]
+        if off:
+            ax.plot([m[k]["latency_ms"] for k in off], [100 * m[k]["accuracy"] for k in off], "o", color="grey",
+                    mfc="none", label="width multiplier, dominated")
         for k in base:
             ax.annotate(f"a{k}", (m[k]["latency_ms"], 100 * m[k]["accuracy"]), fontsize=8)
         for key, style, label in (("rewind_distill", "bs", "fine-tune path (rewind + distill)"),
