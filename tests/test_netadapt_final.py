@@ -407,3 +407,42 @@ def test_a_dominated_baseline_is_not_a_second_crossing_of_the_curve():
     assert beyond["baseline_value_at_equal_accuracy"] is None and beyond["ratio_is_upper_bound"] is True
     assert beyond["ratio_at_equal_accuracy"] == pytest.approx(0.03 / 0.041583)
     assert "ratio_is_upper_bound" not in out
+
+
+def _interval_script(*args):
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, os.path.join(repo, "benchmarks", "netadapt_ratio_interval.py"), *args],
+                          capture_output=True, text=True, timeout=300, cwd=repo)
+
+
+def test_ratio_interval_refuses_a_directory_without_a_manifest_in_one_line(tmp_path):
+    r = _interval_script("--setting_dir", str(tmp_path), "--json")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().count("\n") == 0 and "no manifest.json" in r.stderr
+
+
+FULL_TEST_SET = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.mark.skipif(not os.path.isdir(FULL_TEST_SET), reason="needs the 10,000 test images (dataset-fashion-mnist)")
+def test_ratio_interval_of_the_committed_mbv2_setting_brackets_its_measured_ratio():
+    import json
+
+    setting = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "docs", "benchmark_data", "netadapt", "mbv2_a1_r32")
+    r = _interval_script("--setting_dir", setting, "--resamples", "200", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads(r.stdout)["settings"][0]
+    man = json.load(open(os.path.join(setting, "manifest.json")))
+    curve = [{"alpha": float(k), "measured": man["latency_ms"][f], "accuracy": man["accuracy"][f]}
+             for k, f in man["baselines"].items()]
+    na = man["netadapt"]
+    expected = final.compare({"measured": man["latency_ms"][na], "accuracy": man["accuracy"][na]}, curve, "latency",
+                             man["latency_ms"][na])
+    assert s["measured"]["ratio_at_equal_accuracy"] == pytest.approx(expected["ratio_at_equal_accuracy"])
+    ratio = s["ratio_at_equal_accuracy"]
+    assert ratio["of"] == 200 and ratio["p5"] < s["measured"]["ratio_at_equal_accuracy"] < ratio["p95"]
+    assert 0.0 <= s["share_meeting_ratio_goal"]["share"] <= 1.0 and s["share_meeting_ratio_goal"]["limit"] == 0.55

@@ -20,6 +20,15 @@ def evaluate_tflite(tflite, images, labels, batch_size=250, num_threads=None):
     tensor's own scale / zero point; outputs are argmax'ed (dequantized order is the same).
     Returns {"accuracy", "n", "seconds", "input_dtype"}.
     """
+    out = predict_tflite(tflite, images, batch_size, num_threads)
+    correct = int((out["predictions"] == np.asarray(labels)).sum())
+    return {"accuracy": correct / len(out["predictions"]), "n": int(len(out["predictions"])),
+            "seconds": out["seconds"], "input_dtype": out["input_dtype"]}
+
+
+def predict_tflite(tflite, images, batch_size=250, num_threads=None):
+    """The top-1 class of every image (``evaluate_tflite``'s inference; per-image answers let a benchmark
+    resample the test set). Returns {"predictions": int array, "seconds", "input_dtype"}."""
     from ai_edge_litert.interpreter import Interpreter
 
     if isinstance(tflite, (str, os.PathLike)):
@@ -29,7 +38,6 @@ def evaluate_tflite(tflite, images, labels, batch_size=250, num_threads=None):
     inp = interp.get_input_details()[0]
     shape = tuple(int(v) for v in inp["shape"][1:])
     x_all = preprocess(images, shape)
-    y_all = np.asarray(labels)
     bs = batch_size
     try:
         interp.resize_tensor_input(inp["index"], [bs, *shape])
@@ -43,7 +51,7 @@ def evaluate_tflite(tflite, images, labels, batch_size=250, num_threads=None):
     out = interp.get_output_details()[0]
     scale, zp = inp["quantization"]
     t0 = time.time()
-    correct = 0
+    predictions = []
     for s in range(0, len(x_all), bs):
         xb = x_all[s:s + bs]
         n = len(xb)
@@ -56,9 +64,8 @@ def evaluate_tflite(tflite, images, labels, batch_size=250, num_threads=None):
             xb = xb.astype(inp["dtype"])
         interp.set_tensor(inp["index"], xb)
         interp.invoke()
-        pred = interp.get_tensor(out["index"]).reshape(bs, -1)[:n].argmax(-1)
-        correct += int((pred == y_all[s:s + n]).sum())
-    return {"accuracy": correct / len(y_all), "n": int(len(y_all)),
+        predictions.append(interp.get_tensor(out["index"]).reshape(bs, -1)[:n].argmax(-1))
+    return {"predictions": np.concatenate(predictions) if predictions else np.zeros(0, np.int64),
             "seconds": round(time.time() - t0, 2), "input_dtype": np.dtype(inp["dtype"]).name}
 
 
