@@ -34,18 +34,7 @@ PERCENTILES = (5, 50, 95)
 
 def goal_for(setting, values):
     """The value of ``model=value`` whose model starts the setting's name (mbv2_a1_r32 -> mbv2); None if none."""
-    from tfmobile.errors import UserError
-
-    for item in values:
-        model, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--max_ratio wants model=value, got {item!r}")
-        if setting.split("_")[0] == model.strip():
-            try:
-                return float(value)
-            except ValueError:
-                raise UserError(f"--max_ratio {item!r}: {value!r} is not a number") from None
-    return None
+    return _cli.value_for(values, setting.split("_")[0])
 
 
 def load_manifest(directory):

@@ -69,22 +69,6 @@ def setting_name(model):
     return f"{model}_a{FLAGS.alpha:g}_r{FLAGS.resolution}"
 
 
-def per_model(values, model):
-    """``--max_ratio mbv2=0.55``-style flags: the value for ``model``, or None."""
-    from tfmobile.errors import UserError
-
-    for text in values:
-        name, sep, value = str(text).partition("=")
-        if not sep:
-            raise UserError(f"expected MODEL=VALUE, got {text!r}")
-        if name == model:
-            try:
-                return float(value)
-            except ValueError:
-                raise UserError(f"{text!r}: {value!r} is not a number") from None
-    return None
-
-
 # ------------------------------------------------------------------------------------------------
 # stage 1: the default command
 # ------------------------------------------------------------------------------------------------
@@ -254,13 +238,13 @@ def goals(model, measured, baseline_keys, invocation):
     widest = max(baseline_keys, key=float)
     gain = na.get("accuracy_gain_at_equal_value")
     out = {"ratio_at_equal_accuracy": _criterion(na.get("ratio_at_equal_accuracy"),
-                                                 per_model(FLAGS.max_ratio, model), at_most=True),
+                                                 _cli.value_for(FLAGS.max_ratio, model), at_most=True),
            f"baseline_{widest}_top1": _criterion(measured[widest]["accuracy"],
-                                                 per_model(FLAGS.min_widest_baseline, model), at_most=False),
+                                                 _cli.value_for(FLAGS.min_widest_baseline, model), at_most=False),
            "gain_points_at_equal_latency": _criterion(None if gain is None else round(100 * gain, 4),
                                                       FLAGS.min_gain_points, at_most=False),
            "fine_tune_path_ratio": _criterion(path.get("ratio_at_equal_accuracy"),
-                                              per_model(FLAGS.max_path_ratio, model), at_most=True),
+                                              _cli.value_for(FLAGS.max_path_ratio, model), at_most=True),
            "invocation_minutes_with_baselines_trained": _criterion(
                None if invocation.get("seconds_with_baselines_trained") is None
                else round(invocation["seconds_with_baselines_trained"] / 60, 1),
@@ -379,7 +363,7 @@ def main(argv):
         raise UserError("--settings needs at least one zoo model")
     for flag in ("max_ratio", "min_widest_baseline", "max_path_ratio"):
         for model in FLAGS.settings:
-            per_model(FLAGS[flag].value, model)      # a malformed value: one line, before hours of work
+            _cli.value_for(FLAGS[flag].value, model)      # a malformed value: one line, before hours of work
     out_dir, result_path, plot_path = FLAGS.out_dir, FLAGS.result, FLAGS.plot
     if FLAGS.smoke:
         out_dir = os.path.join(FLAGS.work_dir, "netadapt")

@@ -54,6 +54,20 @@ def _os_error_message(e):
     return f"{what}: {' -> '.join(paths)}" if paths else what
 
 
+def value_for(values, name):
+    """``--max_ratio mbv2=0.55``-style flags (NAME=VALUE items): the number given for ``name``, or None."""
+    for text in values:
+        key, sep, value = str(text).partition("=")
+        if not sep:
+            raise UserError(f"expected MODEL=VALUE, got {text!r}")
+        if key == name:
+            try:
+                return float(value)
+            except ValueError:
+                raise UserError(f"{text!r}: {value!r} is not a number") from None
+    return None
+
+
 def progress(message):
     """Progress for long work; stderr so that --json stdout stays one object."""
     sys.stderr.write(f"[tfmobile] {message}\n")

@@ -53,7 +53,7 @@ def markdown(rep):
                           + (" at most (more accurate than every baseline: the ratio to the most accurate one)"
                              if c.get("ratio_is_upper_bound") else "")
                           + (f" (the curve leaves out width multiplier {', '.join(f'{a:g}' for a in dominated)}: "
-                             "a narrower one is faster and as accurate)" if dominated else ""),
+                             "a faster one is at least as accurate)" if dominated else ""),
                       f"- accuracy gain at equal {rep['resource']}: "
                       f"{_f(None if c.get('accuracy_gain_at_equal_value') is None else 100 * c['accuracy_gain_at_equal_value'], '{:+.2f} points')}"]
             w = c.get("widest_baseline_meeting_target")
