@@ -79,7 +79,7 @@ def run_config(model, setting_dir):
     cfg = na_config.from_flags(FLAGS)
     if FLAGS.smoke:
         cfg = cfg.replace(alpha=0.25, data_dir=None, subset=True, limit=300, epochs=1, short_steps=3, short_lr=1e-2,
-                          batch_size=32, long_epochs=0, qat_epochs=0, bench_runs=60, bench_warmup=10, target=0.9,
+                          batch_size=32, long_epochs=0, qat_epochs=0, bench_runs=60, bench_warmup=10, target=0.95,
                           max_iterations=2, baselines=(0.25, 0.5))
     return cfg
 
@@ -221,8 +221,11 @@ def _criterion(value, limit, at_most):
     return {"value": value, "limit": limit, "pass": bool(ok) if limit is not None else None}
 
 
-def goals(model, measured, baseline_keys, invocation):
-    """Issue 19's goals for one setting, each with its measured value and verdict (None: no goal set)."""
+def goals(model, measured, baseline_keys, invocation, target):
+    """Issue 19's goals for one setting, each with its measured value and verdict (None: no goal set).
+
+    target: the run's absolute latency target; the ratio goal says whether a model at it could meet the goal at all
+    (``lowest_ratio_at_target``)."""
     from tfmobile.netadapt.final import compare
 
     curve = [{"alpha": float(k), "accuracy": measured[k]["accuracy"], "measured": measured[k]["latency_ms"]}
@@ -230,8 +233,7 @@ def goals(model, measured, baseline_keys, invocation):
 
     def against_curve(key):
         row = measured[key]
-        return compare({"accuracy": row["accuracy"], "measured": row["latency_ms"]}, curve, "latency",
-                       row["latency_ms"])
+        return compare({"accuracy": row["accuracy"], "measured": row["latency_ms"]}, curve, "latency", target)
 
     na = against_curve("netadapt")
     path = against_curve("rewind_distill") if "rewind_distill" in measured else {}
@@ -249,6 +251,10 @@ def goals(model, measured, baseline_keys, invocation):
                None if invocation.get("seconds_with_baselines_trained") is None
                else round(invocation["seconds_with_baselines_trained"] / 60, 1),
                FLAGS.max_invocation_minutes, at_most=True)}
+    lowest = na.get("lowest_ratio_at_target")
+    limit = out["ratio_at_equal_accuracy"]["limit"]
+    out["ratio_at_equal_accuracy"].update(
+        lowest_at_target=lowest, reachable_at_target=None if lowest is None or limit is None else lowest <= limit)
     out["all_pass"] = all(c["pass"] is not False for c in out.values())
     return {"goals": out, "netadapt_vs_curve": na, "fine_tune_path_vs_curve": path or None}
 
@@ -346,7 +352,7 @@ def one_setting(model, x_test, y_test):
     files["pruned"] = pruned["path"]
     measured = measure_setting(cfg, setting_dir, files, x_test, y_test)
     out.update(measured=measured, pruned=pruned, baseline_keys=keys,
-               **goals(model, measured, keys, rep["benchmark_invocation"]))
+               **goals(model, measured, keys, rep["benchmark_invocation"], rep["target_value"]))
     out["manifest"] = manifest(name, int(rep["final"]["spec"]["input_shape"][0]), measured, keys)
     return out
 
@@ -396,7 +402,9 @@ def render(result):
         for goal, c in s["goals"].items():
             if goal != "all_pass":
                 verdict = "no goal" if c["pass"] is None else ("pass" if c["pass"] else "FAIL")
-                lines.append(f"  {goal}: {c['value']} (limit {c['limit']}) {verdict}")
+                lines.append(f"  {goal}: {c['value']} (limit {c['limit']}) {verdict}"
+                             + (f"; a model at the target gets {c['lowest_at_target']:.3f} at best"
+                                if c.get("lowest_at_target") is not None else ""))
     return "\n".join(lines)
 
 

@@ -407,6 +407,10 @@ def test_a_dominated_baseline_is_not_a_second_crossing_of_the_curve():
     assert beyond["baseline_value_at_equal_accuracy"] is None and beyond["ratio_is_upper_bound"] is True
     assert beyond["ratio_at_equal_accuracy"] == pytest.approx(0.03 / 0.041583)
     assert "ratio_is_upper_bound" not in out
+    # at the target, the best a model can do is beat every multiplier model: 0.0259 / 0.041583 = 0.62 > 0.55, the
+    # frontier's end (alpha 0.75), not the dominated alpha 1.0 (which would give 0.50)
+    assert out["lowest_ratio_at_target"] == pytest.approx(0.0259 / 0.041583) and out["lowest_ratio_at_target"] > 0.55
+    assert beyond["ratio_at_equal_accuracy"] * 0.0259 / 0.03 == pytest.approx(beyond["lowest_ratio_at_target"])
 
 
 def _interval_script(*args):
@@ -446,3 +450,40 @@ def test_ratio_interval_of_the_committed_mbv2_setting_brackets_its_measured_rati
     ratio = s["ratio_at_equal_accuracy"]
     assert ratio["of"] == 200 and ratio["p5"] < s["measured"]["ratio_at_equal_accuracy"] < ratio["p95"]
     assert 0.0 <= s["share_meeting_ratio_goal"]["share"] <= 1.0 and s["share_meeting_ratio_goal"]["limit"] == 0.55
+
+
+@pytest.mark.slow
+def test_seed_spread_retrains_a_finished_setting_with_another_seed(tmp_path):
+    """netadapt_vs_multiplier --smoke leaves a finished setting; netadapt_seed_spread retrains its architectures with
+    seed 1 (other weights: other .tflite bytes), keeps seed 0's measured top-1, and a second call trains nothing."""
+    import json
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    bench = os.path.join(repo, "benchmarks")
+    r = subprocess.run([sys.executable, os.path.join(bench, "netadapt_vs_multiplier.py"), "--work_dir", str(tmp_path),
+                        "--smoke", "--settings", "mbv2", "--json"], capture_output=True, text=True, timeout=900, cwd=repo)
+    assert r.returncode == 0, r.stderr[-2000:]
+    setting = json.loads(r.stdout)["settings"]["mbv2_a1_r32"]
+    assert "measured" in setting, setting.get("error")
+    setting_dir = str(tmp_path / "mbv2_a1_r32")
+
+    def spread(*args):
+        out = subprocess.run([sys.executable, os.path.join(bench, "netadapt_seed_spread.py"), "--setting_dir",
+                              setting_dir, "--json", *args], capture_output=True, text=True, timeout=900, cwd=repo)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout), out.stderr
+
+    got, _ = spread("--seeds", "1", "--models", "netadapt,0.25")
+    assert set(got["retrained"]) == {"netadapt@1", "0.25@1"}
+    assert got["models"]["netadapt"]["accuracy"]["0"] == setting["measured"]["netadapt"]["accuracy"]
+    assert got["models"]["0.5"]["accuracy"]["1"] is None and got["per_seed"].keys() == {"0"}   # 0.5 not retrained
+    for model, key in (("netadapt", "netadapt"), ("0.25", "0.25")):
+        with open(got["retrained"][f"{model}@1"]["path"], "rb") as a, open(setting["measured"][key]["path"], "rb") as b:
+            assert a.read() != b.read(), f"{model}: seed 1 gave seed 0's model"
+    again, log = spread("--seeds", "1", "--models", "netadapt,0.25")
+    assert again["retrained"] == got["retrained"] and "float training" not in log
+    bad = subprocess.run([sys.executable, os.path.join(bench, "netadapt_seed_spread.py"), "--setting_dir", setting_dir,
+                          "--seeds", "0"], capture_output=True, text=True, timeout=300, cwd=repo)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--seeds" in bad.stderr

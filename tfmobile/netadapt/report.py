@@ -56,6 +56,9 @@ def markdown(rep):
                              "a faster one is at least as accurate)" if dominated else ""),
                       f"- accuracy gain at equal {rep['resource']}: "
                       f"{_f(None if c.get('accuracy_gain_at_equal_value') is None else 100 * c['accuracy_gain_at_equal_value'], '{:+.2f} points')}"]
+            if c.get("lowest_ratio_at_target") is not None:
+                lines.append(f"- lowest ratio a model at the target can get: {c['lowest_ratio_at_target']:.3f} (the target "
+                             "over the most accurate baseline's value)")
             w = c.get("widest_baseline_meeting_target")
             if w:
                 lines.append(f"- widest width multiplier meeting the target: {w['alpha']:g} ({_f(w['measured'])} {unit}, "
