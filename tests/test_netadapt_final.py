@@ -453,9 +453,10 @@ def test_ratio_interval_of_the_committed_mbv2_setting_brackets_its_measured_rati
 
 
 @pytest.mark.slow
-def test_seed_spread_retrains_a_finished_setting_with_another_seed(tmp_path):
-    """netadapt_vs_multiplier --smoke leaves a finished setting; netadapt_seed_spread retrains its architectures with
-    seed 1 (other weights: other .tflite bytes), keeps seed 0's measured top-1, and a second call trains nothing."""
+def test_retrain_trains_a_finished_setting_again_with_another_seed_or_distilled(tmp_path):
+    """netadapt_vs_multiplier --smoke leaves a finished setting; netadapt_retrain trains its architectures again with
+    seed 1 (other weights: other .tflite bytes) and distilled with seed 0, keeps the setting's measured top-1 for
+    what it did not retrain, and a second call trains nothing."""
     import json
     import subprocess
     import sys
@@ -469,21 +470,23 @@ def test_seed_spread_retrains_a_finished_setting_with_another_seed(tmp_path):
     assert "measured" in setting, setting.get("error")
     setting_dir = str(tmp_path / "mbv2_a1_r32")
 
-    def spread(*args):
-        out = subprocess.run([sys.executable, os.path.join(bench, "netadapt_seed_spread.py"), "--setting_dir",
+    def retrain(*args, rc=0):
+        out = subprocess.run([sys.executable, os.path.join(bench, "netadapt_retrain.py"), "--setting_dir",
                               setting_dir, "--json", *args], capture_output=True, text=True, timeout=900, cwd=repo)
-        assert out.returncode == 0, out.stderr[-2000:]
-        return json.loads(out.stdout), out.stderr
+        assert out.returncode == rc, out.stderr[-2000:]
+        return (json.loads(out.stdout) if rc == 0 else None), out.stderr
 
-    got, _ = spread("--seeds", "1", "--models", "netadapt,0.25")
-    assert set(got["retrained"]) == {"netadapt@1", "0.25@1"}
-    assert got["models"]["netadapt"]["accuracy"]["0"] == setting["measured"]["netadapt"]["accuracy"]
-    assert got["models"]["0.5"]["accuracy"]["1"] is None and got["per_seed"].keys() == {"0"}   # 0.5 not retrained
-    for model, key in (("netadapt", "netadapt"), ("0.25", "0.25")):
-        with open(got["retrained"][f"{model}@1"]["path"], "rb") as a, open(setting["measured"][key]["path"], "rb") as b:
+    got, _ = retrain("--seeds", "1", "--models", "netadapt,0.25")
+    assert set(got["retrained"]) == {"netadapt@seed1", "0.25@seed1"}
+    assert got["models"]["netadapt"]["accuracy"]["seed0"] == setting["measured"]["netadapt"]["accuracy"]
+    assert got["compare"]["seed1"]["baselines_from"] == {"0.25": "seed1", "0.5": "seed0"}   # 0.5 not retrained
+    for model in ("netadapt", "0.25"):
+        with open(got["retrained"][f"{model}@seed1"]["path"], "rb") as a, \
+                open(setting["measured"][model]["path"], "rb") as b:
             assert a.read() != b.read(), f"{model}: seed 1 gave seed 0's model"
-    again, log = spread("--seeds", "1", "--models", "netadapt,0.25")
+    again, log = retrain("--seeds", "1", "--models", "netadapt,0.25")
     assert again["retrained"] == got["retrained"] and "float training" not in log
-    bad = subprocess.run([sys.executable, os.path.join(bench, "netadapt_seed_spread.py"), "--setting_dir", setting_dir,
-                          "--seeds", "0"], capture_output=True, text=True, timeout=300, cwd=repo)
-    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--seeds" in bad.stderr
+    distilled, log = retrain("--seeds", "0", "--distill", "0.5", "--models", "netadapt")
+    assert "float training (distilled)" in log and set(distilled["compare"]) == {"seed0", "seed0_distill0.5"}
+    _, err = retrain("--seeds", "0", rc=2)    # seed 0 undistilled is the setting itself
+    assert err.strip().count("\n") == 0 and "--seeds" in err

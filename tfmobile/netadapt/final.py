@@ -178,10 +178,12 @@ def check_baseline_grid(cfg, start_spec, input_shape, classes):
                         f"{name} baselines' strides allow (at least {max(bad.values())} px)")
 
 
-def baseline(cfg, run_dir, data, start, name, alpha, log, resolution=None, tflm=None):
+def baseline(cfg, run_dir, data, start, name, alpha, log, resolution=None, tflm=None, teacher=None):
     """A width-multiplier model trained with the NetAdapt model's whole training budget.
 
     resolution: its square input (None: the start's); tflm: its TFLM export (None: ``--tflm``).
+    teacher: a Keras model to distil from with ``--distill`` (the runs never pass one: the baselines are the curve
+    as it is; benchmarks/netadapt_retrain.py does, to see how much of a distilled final model's gain is distillation).
     With ``baselines_dir`` (shared by several runs, e.g. the latency and the peak_sram run of the
     benchmark) a baseline is trained once per training setting: its folder name carries a digest
     of everything that decides the trained model.
@@ -193,6 +195,8 @@ def baseline(cfg, run_dir, data, start, name, alpha, log, resolution=None, tflm=
     spec = baseline_spec(cfg, start.point.spec, data.input_shape, data.splits.num_classes, name, alpha, resolution)
     setting = {"spec": spec.to_dict(), "epochs": epochs, "qat_epochs": fin.qat_epochs, "lr": cfg.start.lr,
                "batch_size": ft.batch_size, "seed": ft.seed, "data": data.config, "tflm": fin.tflm}
+    if teacher is not None and fin.distill:
+        setting["distill"] = {"weight": fin.distill, "temperature": fin.distill_temperature}
     digest = hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
     shared = cfg.execution.baselines_dir
     key = baseline_key(alpha, resolution)
@@ -204,7 +208,8 @@ def baseline(cfg, run_dir, data, start, name, alpha, log, resolution=None, tflm=
         log(f"baseline {spec.name}: {epochs} epochs from scratch (= start training + long-term fine-tune), "
             f"{fin.qat_epochs} QAT epoch(s)")
         label = f"{name}_{key}_int8"
-        row = train_and_export(cfg, data, label, spec, models.build(spec), d, epochs, cfg.start.lr, log, tflm=tflm)
+        row = train_and_export(cfg, data, label, spec, models.build(spec), d, epochs, cfg.start.lr, log, tflm=tflm,
+                               teacher=teacher)
         row.update(alpha=alpha, epochs=epochs, seconds=round(time.time() - t, 1), setting_digest=digest)
         return row
 
