@@ -222,9 +222,5 @@ def _render(r):
     return "\n".join(lines)
 
 
-def _main(argv):
-    _cli.emit(main(argv), FLAGS.json, _render)
-
-
 if __name__ == "__main__":
-    _cli.run(_main)
+    _cli.run_and_emit(main, _render)

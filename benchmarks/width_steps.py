@@ -97,6 +97,4 @@ def _render(r):
 
 
 if __name__ == "__main__":
-    def _main(argv):
-        _cli.emit(main(argv), FLAGS.json, _render)
-    _cli.run(_main)
+    _cli.run_and_emit(main, _render)

@@ -84,6 +84,13 @@ def emit(result, as_json, render=None):
     sys.stdout.flush()
 
 
+def run_and_emit(main, render=None):
+    """``run`` of a benchmark's ``main`` (returning its result), printed by ``emit`` as its ``--json`` flag says."""
+    from absl import flags
+
+    run(lambda argv: emit(main(argv), flags.FLAGS.json, render))
+
+
 def run(main):
     """``app.run`` with bad flags, stray arguments, UserError and OSError turned into one line + exit 2.
 
