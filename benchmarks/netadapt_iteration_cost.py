@@ -85,13 +85,10 @@ def from_scratch(cfg, data, directory, spec_dict, epochs, log):
 
 
 def measure_interleaved(cfg, rows):
+    from tfmobile.netadapt.final import measure_rows
     from tfmobile.netadapt.measure import LocalMeasurer
 
-    files = {}
-    for name, row in rows.items():
-        with open(row["path"], "rb") as f:
-            files[name] = f.read()
-    return LocalMeasurer(cfg.measurement.bench_settings()).measure_many(files, cfg.final.baseline_rounds)
+    return measure_rows(cfg, LocalMeasurer(cfg.measurement.bench_settings()), rows)
 
 
 def main(argv):

@@ -69,12 +69,11 @@ def correct_per_image(directory, man, x_test, y_test):
 
 def compare_at(man, accuracy):
     """``final.compare`` of the NetAdapt model against the baselines with the accuracies ``accuracy`` {file: top-1}."""
-    from tfmobile.netadapt.final import compare
+    from tfmobile.netadapt.final import compare_models
 
-    lat = man["latency_ms"]
-    curve = [{"alpha": float(k), "accuracy": accuracy[f], "measured": lat[f]} for k, f in man["baselines"].items()]
-    na = man["netadapt"]
-    return compare({"accuracy": accuracy[na], "measured": lat[na]}, curve, "latency", lat[na])
+    lat, na = man["latency_ms"], man["netadapt"]
+    return compare_models((lat[na], accuracy[na]), {k: (lat[f], accuracy[f]) for k, f in man["baselines"].items()},
+                          lat[na])
 
 
 def interval(values):

@@ -80,21 +80,22 @@ def parse_models(values, alphas, accuracy):
     """The models to retrain, in order; ``accuracy`` {model: top-1} orders the default."""
     from tfmobile.errors import UserError
 
-    known = ["netadapt"] + [f"{a:g}" for a in alphas]
+    known = ["netadapt"] + [alpha_key(a) for a in alphas]
     if not values:
         return ["netadapt"] + sorted(known[1:], key=lambda m: abs(accuracy[m] - accuracy["netadapt"]))
-    models = [v if v == "netadapt" else _alpha_key(v) for v in values]
+    models = [v if v == "netadapt" else alpha_key(v) for v in values]
     bad = [v for v, m in zip(values, models) if m not in known]
     if bad:
         raise UserError(f"--models: {','.join(bad)} not in this setting ({','.join(known)})")
     return models
 
 
-def _alpha_key(text):
+def alpha_key(alpha):
+    """An alpha as measured.json and the issue's manifest write it ("1.0", "0.35"), whatever the spelling given."""
     try:
-        return f"{float(text):g}"
+        return str(float(alpha))
     except ValueError:
-        return text
+        return str(alpha)
 
 
 def variant_name(seed, distill):
@@ -123,23 +124,18 @@ def retrain(cfg, rep, setting_dir, seed, distill, model, data):
                                  teacher_checkpoint=start_checkpoint, tflm=False)
     start_spec = ModelSpec.load(os.path.join(start_checkpoint, "spec.json"))
     start = Start(Point(0, start_spec, start_checkpoint, rep["start"]["measured"], None, None), {}, train_epochs, None)
-    alpha = next(b["alpha"] for b in rep["baselines"] if f"{b['alpha']:g}" == model)
+    alpha = next(b["alpha"] for b in rep["baselines"] if alpha_key(b["alpha"]) == model)
     teacher = train.load_checkpoint(start_checkpoint) if distill else None
     return final.baseline(variant, run_dir, data, start, cfg.start.model, alpha, log_stderr, tflm=False,
                           teacher=teacher)
 
 
-def file_key(model):
-    """measured.json's key of a model: "netadapt", or the alpha as the issue's manifest writes it ("1.0")."""
-    return model if model == "netadapt" else str(float(model))
+def compare(latency, accuracy, target):
+    """``final.compare_models`` of the NetAdapt model with the baselines' curve: {model: ms}, {model: top-1}."""
+    from tfmobile.netadapt.final import compare_models
 
-
-def compare(latency, accuracy, alphas, target):
-    """``final.compare`` of the NetAdapt model with the baselines' curve: {model: ms}, {model: top-1}."""
-    from tfmobile.netadapt.final import compare as on_frontier
-
-    curve = [{"alpha": a, "measured": latency[f"{a:g}"], "accuracy": accuracy[f"{a:g}"]} for a in alphas]
-    c = on_frontier({"measured": latency["netadapt"], "accuracy": accuracy["netadapt"]}, curve, "latency", target)
+    c = compare_models((latency["netadapt"], accuracy["netadapt"]),
+                       {m: (latency[m], accuracy[m]) for m in latency if m != "netadapt"}, target)
     gain = c.get("accuracy_gain_at_equal_value")
     return {"ratio_at_equal_accuracy": c.get("ratio_at_equal_accuracy"),
             "ratio_is_upper_bound": bool(c.get("ratio_is_upper_bound")),
@@ -159,10 +155,10 @@ def main(argv):
     own = cfg.fine_tune.seed
     seeds = parse_seeds(FLAGS.seeds, own, FLAGS.distill)
     alphas = [b["alpha"] for b in rep["baselines"]]
-    every = ["netadapt"] + [f"{a:g}" for a in alphas]
-    latency = {m: measured["latency"][file_key(m)]["value"] for m in every}
+    every = ["netadapt"] + [alpha_key(a) for a in alphas]
+    latency = {m: measured["latency"][m]["value"] for m in every}
     setting_own = variant_name(own, 0.0)
-    accuracy = {setting_own: {m: measured["accuracy"][measured["digests"][file_key(m)]]["accuracy"] for m in every}}
+    accuracy = {setting_own: {m: measured["accuracy"][measured["digests"][m]]["accuracy"] for m in every}}
     models = parse_models(FLAGS.models, alphas, accuracy[setting_own])
     if FLAGS.out:
         from tfmobile.io import check_writable
@@ -190,7 +186,7 @@ def main(argv):
         if "netadapt" not in acc:
             continue
         full = {m: acc.get(m, accuracy[setting_own][m]) for m in every}
-        compared[name] = dict(compare(latency, full, alphas, rep["target_value"]),
+        compared[name] = dict(compare(latency, full, rep["target_value"]),
                               baselines_from={m: name if m in acc else setting_own for m in every[1:]})
     result = {"setting": os.path.basename(os.path.normpath(FLAGS.setting_dir)),
               "what": "the setting's architectures retrained (other seeds; distillation from the start model), same "
@@ -201,7 +197,7 @@ def main(argv):
         for m in every:
             values = [accuracy[v][m] for v in plain]
             per_model[m].update(seed_mean=statistics.fmean(values), seed_spread_points=100 * (max(values) - min(values)))
-        result["on_seed_mean"] = dict(compare(latency, {m: per_model[m]["seed_mean"] for m in every}, alphas,
+        result["on_seed_mean"] = dict(compare(latency, {m: per_model[m]["seed_mean"] for m in every},
                                               rep["target_value"]), over=plain)
     if FLAGS.out:
         from tfmobile.io import write_json

@@ -226,14 +226,13 @@ def goals(model, measured, baseline_keys, invocation, target):
 
     target: the run's absolute latency target; the ratio goal says whether a model at it could meet the goal at all
     (``lowest_ratio_at_target``)."""
-    from tfmobile.netadapt.final import compare
+    from tfmobile.netadapt.final import compare_models
 
-    curve = [{"alpha": float(k), "accuracy": measured[k]["accuracy"], "measured": measured[k]["latency_ms"]}
-             for k in baseline_keys]
+    def point(key):
+        return measured[key]["latency_ms"], measured[key]["accuracy"]
 
     def against_curve(key):
-        row = measured[key]
-        return compare({"accuracy": row["accuracy"], "measured": row["latency_ms"]}, curve, "latency", target)
+        return compare_models(point(key), {k: point(k) for k in baseline_keys}, target)
 
     na = against_curve("netadapt")
     path = against_curve("rewind_distill") if "rewind_distill" in measured else {}

@@ -112,17 +112,11 @@ class _KillAt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated kill")
 
 
-def test_resume_after_kill_continues_from_last_checkpoint(tmp_path, splits, monkeypatch):
-    out = str(tmp_path / "run")
-    # Kill in the middle of epoch 3 (index 2): epochs 1-2 are checkpointed, epoch 3 is lost.
-    orig = train._EpochCheckpoint
-    killer = _KillAt(2, 3)
+def _kill_training_at(monkeypatch, epoch, batch):
+    """train.fit raises KeyboardInterrupt at (epoch, batch), as a killed process would stop there."""
+    killer = _KillAt(epoch, batch)
 
-    class Killing(orig):
-        def set_model(self, model):
-            super().set_model(model)
-            killer.set_model(model)
-
+    class Killing(train._EpochCheckpoint):
         def on_epoch_begin(self, epoch, logs=None):
             super().on_epoch_begin(epoch, logs)
             killer.on_epoch_begin(epoch)
@@ -131,6 +125,13 @@ def test_resume_after_kill_continues_from_last_checkpoint(tmp_path, splits, monk
             killer.on_train_batch_begin(batch)
 
     monkeypatch.setattr(train, "_EpochCheckpoint", Killing)
+
+
+def test_resume_after_kill_continues_from_last_checkpoint(tmp_path, splits, monkeypatch):
+    out = str(tmp_path / "run")
+    # Kill in the middle of epoch 3 (index 2): epochs 1-2 are checkpointed, epoch 3 is lost.
+    orig = train._EpochCheckpoint
+    _kill_training_at(monkeypatch, 2, 3)
     with pytest.raises(KeyboardInterrupt):
         train.fit(_tiny_model(), splits, out, epochs=4, batch_size=64, verbose=0, steps_per_epoch=5)
     monkeypatch.setattr(train, "_EpochCheckpoint", orig)
@@ -294,17 +295,8 @@ def test_distilled_fit_resumes_after_kill(trained, splits, tmp_path, monkeypatch
     out = str(tmp_path / "kd")
     kw = dict(epochs=3, batch_size=32, lr=5e-3, verbose=0, steps_per_epoch=8, teacher=teacher, distill=1.0,
               temperature=2.0)
-    orig, killer = train._EpochCheckpoint, _KillAt(1, 3)
-
-    class Killing(orig):
-        def on_epoch_begin(self, epoch, logs=None):
-            super().on_epoch_begin(epoch, logs)
-            killer.on_epoch_begin(epoch)
-
-        def on_train_batch_begin(self, batch, logs=None):
-            killer.on_train_batch_begin(batch)
-
-    monkeypatch.setattr(train, "_EpochCheckpoint", Killing)
+    orig = train._EpochCheckpoint
+    _kill_training_at(monkeypatch, 1, 3)
     with pytest.raises(KeyboardInterrupt):
         train.fit(_tiny_model(), splits, out, **kw)
     monkeypatch.setattr(train, "_EpochCheckpoint", orig)

@@ -223,10 +223,11 @@ def measure_all(cfg, run_dir, measurer, rows):
     done = run_dir.read("final", "measurements.json")
     if done is not None and set(done) != set(rows):   # baselines added on --resume: measure all again
         os.remove(path)
-    return run_dir.step(path, lambda: _measure_now(cfg, measurer, rows))
+    return run_dir.step(path, lambda: measure_rows(cfg, measurer, rows))
 
 
-def _measure_now(cfg, measurer, rows):
+def measure_rows(cfg, measurer, rows):
+    """{key: measurement} of the models at rows[key]["path"] (latency: interleaved, in one session), uncached."""
     models = {}
     for key, row in rows.items():
         with open(row["path"], "rb") as f:
@@ -296,6 +297,14 @@ def compare(netadapt, baselines, kind, target_value):
                                                  "accuracy": widest["accuracy"],
                                                  "accuracy_gain": netadapt["accuracy"] - widest["accuracy"]}
     return out
+
+
+def compare_models(netadapt, baselines, target_value, kind="latency"):
+    """``compare`` from (value, top-1) pairs: the NetAdapt model's, and each baseline's keyed by its alpha (as text or
+    number): how the benchmarks hand over what they measured."""
+    curve = [{"alpha": float(a), "measured": v, "accuracy": acc} for a, (v, acc) in baselines.items()]
+    value, accuracy = netadapt
+    return compare({"measured": value, "accuracy": accuracy}, curve, kind, target_value)
 
 
 def reached(history, start):
