@@ -3,6 +3,7 @@
 A tiny two-conv stand-in family is registered here (through the real model registry, so specs,
 checkpoints and tfmot wrapping work exactly as for the zoo) to keep each fit to a few seconds.
 """
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -112,8 +113,10 @@ class _KillAt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated kill")
 
 
-def _kill_training_at(monkeypatch, epoch, batch):
-    """train.fit raises KeyboardInterrupt at (epoch, batch), as a killed process would stop there."""
+@contextlib.contextmanager
+def _killed_at(epoch, batch):
+    """train.fit inside stops with KeyboardInterrupt at (epoch, batch), as a killed process would; the checkpoint
+    callback is the real one again afterwards."""
     killer = _KillAt(epoch, batch)
 
     class Killing(train._EpochCheckpoint):
@@ -124,17 +127,16 @@ def _kill_training_at(monkeypatch, epoch, batch):
         def on_train_batch_begin(self, batch, logs=None):
             killer.on_train_batch_begin(batch)
 
-    monkeypatch.setattr(train, "_EpochCheckpoint", Killing)
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(train, "_EpochCheckpoint", Killing)
+        yield
 
 
-def test_resume_after_kill_continues_from_last_checkpoint(tmp_path, splits, monkeypatch):
+def test_resume_after_kill_continues_from_last_checkpoint(tmp_path, splits):
     out = str(tmp_path / "run")
     # Kill in the middle of epoch 3 (index 2): epochs 1-2 are checkpointed, epoch 3 is lost.
-    orig = train._EpochCheckpoint
-    _kill_training_at(monkeypatch, 2, 3)
-    with pytest.raises(KeyboardInterrupt):
+    with _killed_at(2, 3):
         train.fit(_tiny_model(), splits, out, epochs=4, batch_size=64, verbose=0, steps_per_epoch=5)
-    monkeypatch.setattr(train, "_EpochCheckpoint", orig)
     info = train.checkpoint_info(out)
     assert info["epoch"] == 2
     saved_step = int(np.load(os.path.join(out, "checkpoint", "optimizer.npz"))["v0"])
@@ -290,16 +292,13 @@ def test_distillation_settings_are_checked(splits, tmp_path, trained):
                       distill=distill, temperature=temperature)
 
 
-def test_distilled_fit_resumes_after_kill(trained, splits, tmp_path, monkeypatch):
+def test_distilled_fit_resumes_after_kill(trained, splits, tmp_path):
     teacher = _shifted_teacher(trained[1])
     out = str(tmp_path / "kd")
     kw = dict(epochs=3, batch_size=32, lr=5e-3, verbose=0, steps_per_epoch=8, teacher=teacher, distill=1.0,
               temperature=2.0)
-    orig = train._EpochCheckpoint
-    _kill_training_at(monkeypatch, 1, 3)
-    with pytest.raises(KeyboardInterrupt):
+    with _killed_at(1, 3):
         train.fit(_tiny_model(), splits, out, **kw)
-    monkeypatch.setattr(train, "_EpochCheckpoint", orig)
     assert train.checkpoint_info(out)["epoch"] == 1
     student, m = train.fit(_tiny_model(), splits, out, resume=True, **kw)
     assert m["resumed_from_epoch"] == 1 and [h["epoch"] for h in m["history"]] == [1, 2, 3]
