@@ -88,7 +88,7 @@ def test_plan_and_history_say_why_groups_made_no_proposal(tmp_path, tiny_checkpo
     from tfmobile.netadapt.resource import resource
 
     # a 45 % step: only some groups can reach it alone, the stem (8 channels) is at its minimum
-    session = _session(tmp_path, tiny_checkpoint, splits, delta0=0.45, target=0.1,
+    session = _session(tmp_path, tiny_checkpoint, splits, delta0=0.45, target=0.1, min_proposals=1,
                        measurer=LocalMeasurer({"backend": "litert", "threads": 1, "runs": 1, "warmup": 0}))
     spec = tiny_spec()
     macs = resource(spec, "macs")
@@ -126,7 +126,7 @@ def test_too_few_proposals_halve_the_step_until_enough_groups_can_meet_it(tmp_pa
         session = _session(tmp_path / name, tiny_checkpoint, splits, delta0=0.3, target=0.1, **kw)
         return iteration.plan_iteration(session, start, start.point, 1)
 
-    alone = plan("default")                         # min_proposals 1: the full 30 % step, which one group meets
+    alone = plan("alone", min_proposals=1)          # the full 30 % step, which one group meets
     n = len(alone["proposals"])
     assert alone["halvings"] == 0 and 0 < n < len(groups(spec)), alone
     more = plan("more", min_proposals=n + 1)
@@ -239,7 +239,7 @@ def test_cli_refuses_a_bad_channel_multiple_with_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("other", [{"bn_batches": 8}, {"short_steps": 0}, {"channel_multiple": 1},
-                                   {"measure_pick": "single"}, {"min_proposals": 3}])
+                                   {"measure_pick": "single"}, {"min_proposals": 1}])
 def test_resume_with_other_ranking_or_measurement_settings_is_refused(tmp_path, other):
     cfg = LoopConfig.of(target=0.5)
     RunDir(tmp_path).open(cfg.fingerprint(), resume=False)

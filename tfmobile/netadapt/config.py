@@ -78,8 +78,10 @@ class Search:
                           choices=SELECTIONS)
     channel_multiple: int = setting(8, "proposals' widths are multiples of this (int8 kernels favour 8; 1 = any "
                                        "width).")
-    min_proposals: int = setting(1, "halve the step (at most 5 times) while fewer groups than this can meet it "
-                                    "(1: only while none can; at 32x32 a late step left mbv2 one forced proposal).")
+    # 3, not 1: a lone proposal is a forced pick, often of a gutted layer (mbv2 32x32: block_3's expansion 144 -> 8;
+    # 64x64: three in a row); 3 never took one and was +0.07 / +0.46 points (docs/netadapt_results.md)
+    min_proposals: int = setting(3, "halve the step (at most 5 times) while fewer groups than this can meet it "
+                                    "(1: only while none can).")
     constraints: tuple = setting((), "another resource that must also end at or below a limit, as kind=value "
                                      "(value as --target: flash=256KB, latency=0.05ms, macs=0.5); repeatable.",
                                  name="constraint", repeated=True)
@@ -172,6 +174,10 @@ def _fields():
     return [(g, f) for g, cls in GROUPS.items() for f in dataclasses.fields(cls)]
 
 
+# settings whose default changed when (or after) they were added: the value that reproduces a run made before
+BEFORE_THE_SETTING = {"pick_sessions": 1, "min_proposals": 1}
+
+
 @dataclasses.dataclass
 class LoopConfig:
     start: Start = dataclasses.field(default_factory=Start)
@@ -218,6 +224,13 @@ class LoopConfig:
         if d["lut"]:
             d["lut"] = os.path.abspath(d["lut"])
         return d
+
+    @staticmethod
+    def absent_fingerprint():
+        """What each setting was in a run made before the setting existed (its run.json lacks the key), for
+        ``--resume``: the defaults, except where a later default differs from the behaviour before the setting
+        (one pick session; the step halved only while no group could meet it)."""
+        return dict(LoopConfig().fingerprint(), **BEFORE_THE_SETTING)
 
     def data_config(self, input_shape):
         """What decides the run's data (the workers load the same split from it)."""

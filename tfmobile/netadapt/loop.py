@@ -94,7 +94,7 @@ def searched(cfg, output_dir, resume=False, log=log_stderr):
         start_mod.open_workers(session)   # then the workers: a Ray cluster that refuses us writes nothing
         with session.run_dir.lock():
             manifest = session.run_dir.open(cfg.fingerprint(), resume, free_until_first_iteration=RETARGETABLE,
-                                            defaults=LoopConfig().fingerprint())
+                                            defaults=LoopConfig.absent_fingerprint())
             start = start_mod.start_point(session, spec)
             status, point = search(session, start, resumed_point(session, start))
             yield session, start, status, point, manifest
