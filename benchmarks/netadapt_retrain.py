@@ -181,22 +181,23 @@ def main(argv):
                                             "epochs": row.get("epochs"), "path": row["path"]}
     per_model = {m: {"latency_ms": latency[m], "accuracy": {v: acc[m] for v, acc in accuracy.items() if m in acc}}
                  for m in every}
-    compared = {}
+    compared, full = {}, {}
     for name, acc in accuracy.items():
         if "netadapt" not in acc:
             continue
-        full = {m: acc.get(m, accuracy[setting_own][m]) for m in every}
-        compared[name] = dict(compare(latency, full, rep["target_value"]),
+        full[name] = {m: acc.get(m, accuracy[setting_own][m]) for m in every}
+        compared[name] = dict(compare(latency, full[name], rep["target_value"]),
                               baselines_from={m: name if m in acc else setting_own for m in every[1:]})
     result = {"setting": os.path.basename(os.path.normpath(FLAGS.setting_dir)),
               "what": "the setting's architectures retrained (other seeds; distillation from the start model), same "
                       "data split and budget; latencies from the setting's interleaved measurement",
               "variants": list(accuracy), "models": per_model, "retrained": retrained, "compare": compared}
-    plain = [v for v, acc in accuracy.items() if "_distill" not in v and all(m in acc for m in every)]
-    if len(plain) > 1:   # the seeds' spread, and the verdict on the seeds' mean accuracy
-        for m in every:
-            values = [accuracy[v][m] for v in plain]
-            per_model[m].update(seed_mean=statistics.fmean(values), seed_spread_points=100 * (max(values) - min(values)))
+    plain = [v for v in full if "_distill" not in v]
+    if len(plain) > 1:   # the verdict on the seeds' mean: a model a seed did not retrain counts with the setting's own
+        for m in every:  # top-1 there (as in that seed's compare); the spread is over the seeds that trained it
+            trained = [accuracy[v][m] for v in plain if m in accuracy[v]]
+            per_model[m].update(seed_mean=statistics.fmean(full[v][m] for v in plain), seeds_trained=len(trained),
+                                seed_spread_points=100 * (max(trained) - min(trained)))
         result["on_seed_mean"] = dict(compare(latency, {m: per_model[m]["seed_mean"] for m in every},
                                               rep["target_value"]), over=plain)
     if FLAGS.out:

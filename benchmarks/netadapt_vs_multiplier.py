@@ -92,6 +92,7 @@ def run_default(cfg, setting_dir):
 
     out = os.path.join(setting_dir, "run")
     resumed = os.path.isfile(os.path.join(out, RUN_FILE))
+    searched_before = os.path.isdir(os.path.join(out, "iterations"))
     had = set(glob.glob(os.path.join(setting_dir, "baselines", "*", "result.json")))
     t = time.time()
     stopped = None
@@ -107,7 +108,11 @@ def run_default(cfg, setting_dir):
         with open(path) as f:
             trained_now += float(json.load(f).get("seconds") or 0.0)
     invocation = {"wall_seconds": round(wall, 1), "baseline_training_seconds": round(trained_now, 1),
-                  "resumed": resumed, "seconds_with_baselines_trained": None if resumed else round(wall - trained_now, 1)}
+                  "resumed": resumed, "seconds_with_baselines_trained": None if resumed else round(wall - trained_now, 1),
+                  # a run resumed from its trained start (e.g. a study's copied start/): the search and final stage
+                  # ran in this invocation, the start's training did not
+                  "seconds_from_trained_start": round(wall - trained_now, 1) if resumed and not searched_before
+                  else None}
     stamp = os.path.join(setting_dir, "invocation.json")
     if not os.path.isfile(stamp) or not resumed:     # the first (uninterrupted) invocation's cost is the one kept
         from tfmobile.io import write_json
@@ -217,8 +222,10 @@ def measure_setting(cfg, setting_dir, files, x_test, y_test):
 # stage 5: the goals and the committed files
 # ------------------------------------------------------------------------------------------------
 def _criterion(value, limit, at_most):
-    ok = value is not None and limit is not None and (value <= limit if at_most else value >= limit)
-    return {"value": value, "limit": limit, "pass": bool(ok) if limit is not None else None}
+    """pass: None where no goal is set or nothing was measured (an unmeasured goal is not a failed one)."""
+    if limit is None or value is None:
+        return {"value": value, "limit": limit, "pass": None}
+    return {"value": value, "limit": limit, "pass": value <= limit if at_most else value >= limit}
 
 
 def goals(model, measured, baseline_keys, invocation, target):
@@ -250,11 +257,15 @@ def goals(model, measured, baseline_keys, invocation, target):
                None if invocation.get("seconds_with_baselines_trained") is None
                else round(invocation["seconds_with_baselines_trained"] / 60, 1),
                FLAGS.max_invocation_minutes, at_most=True)}
+    from_start = invocation.get("seconds_from_trained_start")
+    if from_start is not None:   # not the goal's figure (the start's training is missing): shown beside it
+        out["invocation_minutes_with_baselines_trained"]["minutes_from_trained_start"] = round(from_start / 60, 1)
     lowest = na.get("lowest_ratio_at_target")
     limit = out["ratio_at_equal_accuracy"]["limit"]
     out["ratio_at_equal_accuracy"].update(
         lowest_at_target=lowest, reachable_at_target=None if lowest is None or limit is None else lowest <= limit)
-    out["all_pass"] = all(c["pass"] is not False for c in out.values())
+    verdicts = [c["pass"] for c in out.values() if c["limit"] is not None]
+    out["all_pass"] = False if False in verdicts else (None if None in verdicts else True)
     return {"goals": out, "netadapt_vs_curve": na, "fine_tune_path_vs_curve": path or None}
 
 
@@ -400,7 +411,8 @@ def render(result):
             continue
         for goal, c in s["goals"].items():
             if goal != "all_pass":
-                verdict = "no goal" if c["pass"] is None else ("pass" if c["pass"] else "FAIL")
+                verdict = ("no goal" if c["limit"] is None else "not measured") if c["pass"] is None else (
+                    "pass" if c["pass"] else "FAIL")
                 lines.append(f"  {goal}: {c['value']} (limit {c['limit']}) {verdict}"
                              + (f"; a model at the target gets {c['lowest_at_target']:.3f} at best"
                                 if c.get("lowest_at_target") is not None else ""))

@@ -484,9 +484,47 @@ def test_retrain_trains_a_finished_setting_again_with_another_seed_or_distilled(
         with open(got["retrained"][f"{model}@seed1"]["path"], "rb") as a, \
                 open(setting["measured"][model]["path"], "rb") as b:
             assert a.read() != b.read(), f"{model}: seed 1 gave seed 0's model"
+    # the seeds' mean: 0.5 (retrained by no seed) counts with seed 0's top-1; the spread only over seeds that trained
+    mean = got["models"]["0.25"]
+    assert mean["seeds_trained"] == 2 and got["on_seed_mean"]["over"] == ["seed0", "seed1"]
+    assert mean["seed_mean"] == pytest.approx((mean["accuracy"]["seed0"] + mean["accuracy"]["seed1"]) / 2)
+    assert got["models"]["0.5"]["seeds_trained"] == 1 and got["models"]["0.5"]["seed_spread_points"] == 0
+    assert got["models"]["0.5"]["seed_mean"] == pytest.approx(got["models"]["0.5"]["accuracy"]["seed0"])
     again, log = retrain("--seeds", "1", "--models", "netadapt,0.25")
     assert again["retrained"] == got["retrained"] and "float training" not in log
     distilled, log = retrain("--seeds", "0", "--distill", "0.5", "--models", "netadapt")
     assert "float training (distilled)" in log and set(distilled["compare"]) == {"seed0", "seed0_distill0.5"}
     _, err = retrain("--seeds", "0", rc=2)    # seed 0 undistilled is the setting itself
     assert err.strip().count("\n") == 0 and "--seeds" in err
+
+
+def test_benchmark_goals_keep_an_unmeasured_invocation_apart_from_a_failed_one():
+    """§4's goals: a run resumed from a trained start has no whole-invocation time; that goal is 'not measured'
+    (pass None), its minutes from the trained start shown beside it; a measured time over 90 min fails."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = """
+import json, netadapt_vs_multiplier as b
+b.FLAGS(["x"])
+m = {"netadapt": {"latency_ms": 0.026, "accuracy": 0.913}, "0.5": {"latency_ms": 0.023, "accuracy": 0.9067},
+     "0.75": {"latency_ms": 0.041, "accuracy": 0.9156}, "1.0": {"latency_ms": 0.052, "accuracy": 0.9107}}
+keys = ["0.5", "0.75", "1.0"]
+resumed = b.goals("mbv2", m, keys, {"seconds_with_baselines_trained": None, "seconds_from_trained_start": 1345.7},
+                  0.0259)["goals"]
+slow = b.goals("mbv2", m, keys, {"seconds_with_baselines_trained": 6000.0}, 0.0259)["goals"]
+print(json.dumps([resumed, slow, b.render({"settings": {"s": {"goals": resumed}}})]))
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "benchmarks")]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    resumed, slow, text = json.loads(r.stdout.splitlines()[-1])
+    inv = resumed["invocation_minutes_with_baselines_trained"]
+    assert inv["value"] is None and inv["pass"] is None and inv["minutes_from_trained_start"] == 22.4
+    assert resumed["ratio_at_equal_accuracy"]["pass"] is False and resumed["all_pass"] is False
+    assert "invocation_minutes_with_baselines_trained: None (limit 90.0) not measured" in text
+    assert slow["invocation_minutes_with_baselines_trained"] == {"value": 100.0, "limit": 90.0, "pass": False}
+    assert slow["baseline_1.0_top1"]["pass"] is True
