@@ -104,16 +104,19 @@ def test_a_resumed_run_with_other_constraints_is_refused_and_an_old_run_without_
 
 
 def test_a_run_made_before_a_changed_default_resumes_only_with_the_behaviour_it_had(tmp_path):
-    """A run.json without min_proposals / pick_sessions was made with one session and a step halved only while no
-    group could meet it: the later defaults (3 and 3) would continue it with another search."""
+    """A run.json without measure_pick / pick_sessions / min_proposals was made with each pick measured alone in one
+    session and a step halved only while no group could meet it: the later defaults would continue it with another
+    search."""
     old = tmp_path / "old"
     fp = LoopConfig.of(resource="macs", target=0.5).fingerprint()
-    assert fp["min_proposals"] == 3 and fp["pick_sessions"] == 3
-    RunDir(old).open({k: v for k, v in fp.items() if k not in ("min_proposals", "pick_sessions")}, resume=False)
+    assert fp["min_proposals"] == 3 and fp["pick_sessions"] == 3 and fp["measure_pick"] == "interleaved"
+    RunDir(old).open({k: v for k, v in fp.items() if k not in ("min_proposals", "pick_sessions", "measure_pick")},
+                     resume=False)
     RunDir(old).write({"measured": 1.0, "predicted": 1.0, "val_accuracy": 0.5}, "start", "start.json")
     with pytest.raises(UserError, match="min_proposals=1 \\(now 3\\)"):
         RunDir(old).open(fp, resume=True, defaults=LoopConfig.absent_fingerprint())
-    as_made = LoopConfig.of(resource="macs", target=0.5, min_proposals=1, pick_sessions=1).fingerprint()
+    as_made = LoopConfig.of(resource="macs", target=0.5, min_proposals=1, pick_sessions=1,
+                            measure_pick="single").fingerprint()
     assert RunDir(old).open(as_made, resume=True, defaults=LoopConfig.absent_fingerprint())["resumed"]
 
 

@@ -79,7 +79,8 @@ class Search:
     channel_multiple: int = setting(8, "proposals' widths are multiples of this (int8 kernels favour 8; 1 = any "
                                        "width).")
     # 3, not 1: a lone proposal is a forced pick, often of a gutted layer (mbv2 32x32: block_3's expansion 144 -> 8;
-    # 64x64: three in a row); 3 never took one and was +0.07 / +0.46 points (docs/netadapt_results.md)
+    # 64x64: three in a row); 3 never took one, and its mbv2 32x32 architecture was +0.83 points on three training
+    # seeds' mean and 6 % faster (64x64: +0.46, one seed; docs/netadapt_results.md)
     min_proposals: int = setting(3, "halve the step (at most 5 times) while fewer groups than this can meet it "
                                     "(1: only while none can).")
     constraints: tuple = setting((), "another resource that must also end at or below a limit, as kind=value "
@@ -175,7 +176,7 @@ def _fields():
 
 
 # settings whose default changed when (or after) they were added: the value that reproduces a run made before
-BEFORE_THE_SETTING = {"pick_sessions": 1, "min_proposals": 1}
+BEFORE_THE_SETTING = {"measure_pick": "single", "pick_sessions": 1, "min_proposals": 1}
 
 
 @dataclasses.dataclass
@@ -229,7 +230,7 @@ class LoopConfig:
     def absent_fingerprint():
         """What each setting was in a run made before the setting existed (its run.json lacks the key), for
         ``--resume``: the defaults, except where a later default differs from the behaviour before the setting
-        (one pick session; the step halved only while no group could meet it)."""
+        (each pick measured alone, in one session; the step halved only while no group could meet it)."""
         return dict(LoopConfig().fingerprint(), **BEFORE_THE_SETTING)
 
     def data_config(self, input_shape):
