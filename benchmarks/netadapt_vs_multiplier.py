@@ -88,11 +88,11 @@ def run_default(cfg, setting_dir):
     """The run's report.json (resumed when its directory holds one), with what this invocation cost: its wall
     time less the baselines it trained (the goal counts the invocation with the baselines already trained)."""
     from tfmobile.netadapt import loop
-    from tfmobile.netadapt.history import RUN_FILE
+    from tfmobile.netadapt.history import RUN_FILE, RunDir
 
     out = os.path.join(setting_dir, "run")
     resumed = os.path.isfile(os.path.join(out, RUN_FILE))
-    searched_before = os.path.isdir(os.path.join(out, "iterations"))
+    searched_before = RunDir(out).iteration_begun()
     had = set(glob.glob(os.path.join(setting_dir, "baselines", "*", "result.json")))
     t = time.time()
     stopped = None

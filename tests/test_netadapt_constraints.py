@@ -94,13 +94,13 @@ def test_a_resumed_run_with_other_constraints_is_refused_and_an_old_run_without_
     d.write({"measured": 1.0, "predicted": 1.0, "val_accuracy": 0.5}, "start", "start.json")
     with pytest.raises(UserError, match="constraint"):
         RunDir(d.path).open(cfg.replace(constraint=("params=0.4",)).fingerprint(), resume=True,
-                            defaults=LoopConfig().fingerprint())
+                            defaults=LoopConfig.absent_fingerprint())
     old = tmp_path / "old"   # made before the settings existed: their keys are missing from its run.json
     fp = LoopConfig.of(resource="macs", target=0.5).fingerprint()
     RunDir(old).open({k: v for k, v in fp.items() if k not in ("constraint", "resolution_step",
                                                                 "baseline_resolutions")}, resume=False)
     RunDir(old).write({"measured": 1.0, "predicted": 1.0, "val_accuracy": 0.5}, "start", "start.json")
-    assert RunDir(old).open(fp, resume=True, defaults=LoopConfig().fingerprint())["resumed"]
+    assert RunDir(old).open(fp, resume=True, defaults=LoopConfig.absent_fingerprint())["resumed"]
 
 
 def test_a_run_made_before_a_changed_default_resumes_only_with_the_behaviour_it_had(tmp_path):

@@ -176,7 +176,7 @@ class RunDir:
         theirs.update({k: v for k, v in (defaults or {}).items() if k in fingerprint and k not in theirs})
         diff = sorted(k for k in set(theirs) | set(fingerprint) if theirs.get(k) != fingerprint.get(k))
         shown = ", ".join(f"{k}={theirs.get(k)!r} (now {fingerprint.get(k)!r})" for k in diff[:4])
-        if diff and set(diff) <= set(free_until_first_iteration) and not os.path.exists(self.sub("iterations")):
+        if diff and set(diff) <= set(free_until_first_iteration) and not self.iteration_begun():
             self.log(f"--resume: no iteration has begun; continuing with {shown} (the start is kept)")
             man = {"run_id": man["run_id"], "fingerprint": fingerprint}
             write_json(self.sub(RUN_FILE), man)
@@ -222,6 +222,10 @@ class RunDir:
         result = compute()
         write_json(self.sub(relpath), result)
         return result
+
+    def iteration_begun(self):
+        """Whether the search got past its start (settings in ``open``'s free list may change only before)."""
+        return os.path.exists(self.sub("iterations"))
 
     # --- paths ----------------------------------------------------------------------------------
     def sub(self, *parts):
