@@ -124,6 +124,16 @@ def run_default(cfg, setting_dir):
     return rep
 
 
+def iteration_row(h):
+    """One iteration of history.jsonl as the result lists it; cv: the pick's measurement spread on its own clock
+    (the history keeps it inside the measurement)."""
+    from tfmobile.netadapt.measure import cv_of
+
+    row = {k: h.get(k) for k in ("iteration", "chosen", "width", "budget", "measured", "val_accuracy", "seconds")}
+    row["cv"] = cv_of(h.get("measurement") or {})
+    return row
+
+
 # ------------------------------------------------------------------------------------------------
 # stages 2 and 3: the fine-tune path and the pruned start model
 # ------------------------------------------------------------------------------------------------
@@ -341,8 +351,7 @@ def one_setting(model, x_test, y_test):
     rep = run_default(cfg, setting_dir)
     out = {"report": {k: rep.get(k) for k in ("status", "benchmark_stopped", "target_value", "start", "reached",
                                               "timings", "benchmark_invocation", "config")},
-           "iterations": [{k: h.get(k) for k in ("iteration", "chosen", "width", "budget", "measured", "val_accuracy",
-                                                 "seconds", "cv")} for h in rep.get("iterations") or []]}
+           "iterations": [iteration_row(h) for h in rep.get("iterations") or []]}
     if not rep.get("final"):
         out["error"] = "the run did not reach its final stage: " + str(rep.get("benchmark_stopped"))
         return out

@@ -528,3 +528,29 @@ print(json.dumps([resumed, slow, b.render({"settings": {"s": {"goals": resumed}}
     assert "invocation_minutes_with_baselines_trained: None (limit 90.0) not measured" in text
     assert slow["invocation_minutes_with_baselines_trained"] == {"value": 100.0, "limit": 90.0, "pass": False}
     assert slow["baseline_1.0_top1"]["pass"] is True
+
+
+def test_benchmark_lists_each_iterations_cv_from_its_measurement():
+    """The §4 result's per-iteration CV is the pick's measured spread on its clock (history.jsonl keeps it inside
+    the measurement; the list read a top-level key and showed None for every iteration)."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = """
+import json, netadapt_vs_multiplier as b
+b.FLAGS(["x"])
+h = {"iteration": 3, "chosen": "block_13", "width": 40, "budget": 0.0417, "measured": 0.0379, "val_accuracy": 0.89,
+     "seconds": 31.4, "measurement": {"clock": "cpu", "cv": 0.05, "cpu_cv": 0.04, "value": 0.0379}}
+print(json.dumps([b.iteration_row(h), b.iteration_row(dict(h, measurement={"clock": "wall", "cv": 0.05})),
+                  b.iteration_row({"iteration": 1})]))
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "benchmarks")]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cpu, wall, bare = json.loads(r.stdout.splitlines()[-1])
+    assert cpu == {"iteration": 3, "chosen": "block_13", "width": 40, "budget": 0.0417, "measured": 0.0379,
+                   "val_accuracy": 0.89, "seconds": 31.4, "cv": 0.04}
+    assert wall["cv"] == 0.05 and bare["cv"] is None
