@@ -448,7 +448,10 @@ def test_ratio_interval_of_the_committed_mbv2_setting_brackets_its_measured_rati
                              man["latency_ms"][na])
     assert s["measured"]["ratio_at_equal_accuracy"] == pytest.approx(expected["ratio_at_equal_accuracy"])
     ratio = s["ratio_at_equal_accuracy"]
-    assert ratio["of"] == 200 and ratio["p5"] < s["measured"]["ratio_at_equal_accuracy"] < ratio["p95"]
+    # bounds included: a model above every multiplier model has its ratio at that bound (latency over the most
+    # accurate baseline's) in every resample where it stays above, so p5 (or p95) is the measured value itself
+    assert ratio["of"] == 200 and ratio["p5"] <= s["measured"]["ratio_at_equal_accuracy"] <= ratio["p95"]
+    assert ratio["p5"] < ratio["p95"]
     assert 0.0 <= s["share_meeting_ratio_goal"]["share"] <= 1.0 and s["share_meeting_ratio_goal"]["limit"] == 0.55
 
 
