@@ -501,18 +501,27 @@ def test_retrain_trains_a_finished_setting_again_with_another_seed_or_distilled(
     assert err.strip().count("\n") == 0 and "--seeds" in err
 
 
-def test_benchmark_goals_keep_an_unmeasured_invocation_apart_from_a_failed_one():
-    """§4's goals: a run resumed from a trained start has no whole-invocation time; that goal is 'not measured'
-    (pass None), its minutes from the trained start shown beside it; a measured time over 90 min fails."""
+def _in_vs_multiplier(code):
+    """The JSON that ``code`` prints last, run with the §4 benchmark imported as ``b`` (its flags parsed) in a child:
+    the benchmark defines the loop's absl flags at import, as pipelines.netadapt and other benchmarks do (one process
+    cannot define them twice)."""
     import json
     import subprocess
     import sys
 
     from conftest import REPO
 
-    code = """
-import json, netadapt_vs_multiplier as b
-b.FLAGS(["x"])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "benchmarks")]))
+    r = subprocess.run([sys.executable, "-c", 'import json, netadapt_vs_multiplier as b\nb.FLAGS(["x"])\n' + code],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def test_benchmark_goals_keep_an_unmeasured_invocation_apart_from_a_failed_one():
+    """§4's goals: a run resumed from a trained start has no whole-invocation time; that goal is 'not measured'
+    (pass None), its minutes from the trained start shown beside it; a measured time over 90 min fails."""
+    resumed, slow, text = _in_vs_multiplier("""
 m = {"netadapt": {"latency_ms": 0.026, "accuracy": 0.913}, "0.5": {"latency_ms": 0.023, "accuracy": 0.9067},
      "0.75": {"latency_ms": 0.041, "accuracy": 0.9156}, "1.0": {"latency_ms": 0.052, "accuracy": 0.9107}}
 keys = ["0.5", "0.75", "1.0"]
@@ -520,11 +529,7 @@ resumed = b.goals("mbv2", m, keys, {"seconds_with_baselines_trained": None, "sec
                   0.0259)["goals"]
 slow = b.goals("mbv2", m, keys, {"seconds_with_baselines_trained": 6000.0}, 0.0259)["goals"]
 print(json.dumps([resumed, slow, b.render({"settings": {"s": {"goals": resumed}}})]))
-"""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "benchmarks")]))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    resumed, slow, text = json.loads(r.stdout.splitlines()[-1])
+""")
     inv = resumed["invocation_minutes_with_baselines_trained"]
     assert inv["value"] is None and inv["pass"] is None and inv["minutes_from_trained_start"] == 22.4
     assert resumed["ratio_at_equal_accuracy"]["pass"] is False and resumed["all_pass"] is False
@@ -536,24 +541,12 @@ print(json.dumps([resumed, slow, b.render({"settings": {"s": {"goals": resumed}}
 def test_benchmark_lists_each_iterations_cv_from_its_measurement():
     """The §4 result's per-iteration CV is the pick's measured spread on its clock (history.jsonl keeps it inside
     the measurement; the list read a top-level key and showed None for every iteration)."""
-    import json
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
-    code = """
-import json, netadapt_vs_multiplier as b
-b.FLAGS(["x"])
+    cpu, wall, bare = _in_vs_multiplier("""
 h = {"iteration": 3, "chosen": "block_13", "width": 40, "budget": 0.0417, "measured": 0.0379, "val_accuracy": 0.89,
      "seconds": 31.4, "measurement": {"clock": "cpu", "cv": 0.05, "cpu_cv": 0.04, "value": 0.0379}}
 print(json.dumps([b.iteration_row(h), b.iteration_row(dict(h, measurement={"clock": "wall", "cv": 0.05})),
                   b.iteration_row({"iteration": 1})]))
-"""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "benchmarks")]))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    cpu, wall, bare = json.loads(r.stdout.splitlines()[-1])
+""")
     assert cpu == {"iteration": 3, "chosen": "block_13", "width": 40, "budget": 0.0417, "measured": 0.0379,
                    "val_accuracy": 0.89, "seconds": 31.4, "cv": 0.04}
     assert wall["cv"] == 0.05 and bare["cv"] is None
